@@ -1,0 +1,5 @@
+"""ardbench: a reproducibility benchmark for adversarially robust knowledge distillation."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

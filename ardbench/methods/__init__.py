@@ -1,0 +1,41 @@
+"""Method registry. Built-ins live one per file in this package; submissions in
+``baselines/contrib/<name>/method.py`` and external packages (entry-point group
+``ardbench.methods``) register through the same ``@register_method`` decorator."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .base import (
+    METHODS,
+    Batch,
+    Method,
+    MethodConfig,
+    StepContext,
+    build_method,
+    check_losses,
+    get_method,
+    register_method,
+)
+
+__all__ = [
+    "METHODS",
+    "Batch",
+    "Method",
+    "MethodConfig",
+    "StepContext",
+    "build_method",
+    "check_losses",
+    "get_method",
+    "register_method",
+]
+
+
+def _import_builtins() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+METHODS.add_loader(_import_builtins)
