@@ -1,0 +1,253 @@
+"""Command line: thin argparse layer; each subcommand calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import ConfigError
+from .registry import UnknownNameError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: the last finished epoch is checkpointed; "
+                          "continue with --resume RUN_DIR")
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ardbench",
+        description="Benchmark for adversarially robust knowledge distillation.",
+    )
+    parser.add_argument("--version", action="version", version=f"ardbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run_parser(sub)
+    _add_list_parser(sub)
+    _add_check_parser(sub)
+    _add_eval_parser(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------------------- run
+
+
+def _add_run_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="train a student with a method, evaluate it, write a record")
+    p.add_argument("--method", help="method name (ardbench list methods)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", help="built-in preset, e.g. demo")
+    g.add_argument("--recipe", help="recipe name under baselines/<method>/ or a YAML path")
+    p.add_argument("--dataset", help="digits | cifar10 | cifar100 | npz:PATH[+PATH]")
+    p.add_argument("--data-dir", help="where cifar10/cifar100 live (torchvision layout)")
+    p.add_argument("--download", action="store_true", help="allow downloading data/models")
+    p.add_argument("--teacher", help="model spec: ARCH:PATH, PATH.pt2, robustbench:ID, run:RUN_ID")
+    p.add_argument("--student", help="model spec (usually an architecture name)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. train.lr=0.05, attack.eps=8/255, adv_weight=0.5",
+    )
+    p.add_argument("--runs", default="runs", help="directory of run directories (default ./runs)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .trainer import resume, train
+
+    if args.resume:
+        result = resume(args.resume, progress=not args.quiet)
+    else:
+        from .recipes import resolve_config
+
+        cli: dict[str, Any] = {}
+        for key in ("dataset", "data_dir", "teacher", "student", "device"):
+            if getattr(args, key) is not None:
+                cli[key] = getattr(args, key)
+        if args.download:
+            cli["download"] = True
+        train_layer = {}
+        if args.epochs is not None:
+            train_layer["epochs"] = args.epochs
+        if args.seed is not None:
+            train_layer["seed"] = args.seed
+        if train_layer:
+            cli["train"] = train_layer
+        cfg = resolve_config(
+            args.method, preset=args.preset, recipe=args.recipe, cli=cli, sets=args.sets
+        )
+        if args.dry_run:
+            console.print_json(json.dumps(cfg.to_dict()))
+            return 0
+        result = train(cfg, runs_dir=args.runs, progress=not args.quiet)
+    if result.record:
+        render_run_summary(result.record, result.run_dir)
+    return 0
+
+
+def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
+    """A short results table: the student, and the teacher's own figures when it has a record."""
+    from .demo import teacher_record
+
+    eval_block = record["eval"]
+    columns = list(eval_block["accuracy"])
+    table = Table(title=f"ardbench run {record['run_id']}")
+    table.add_column("model")
+    for col in columns:
+        table.add_column(_COLUMN_NAMES.get(col, col), justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("wall time", justify="right")
+    teacher = record.get("teacher")
+    trec = teacher_record(teacher.get("resolved")) if teacher else None
+    if trec:
+        t = json.loads(trec.read_text())
+        table.add_row(
+            f"teacher ({t['method']['name']}, {t['student']['arch']})",
+            *[_pct(t["eval"]["accuracy"].get(c)) for c in columns],
+            str(t["epochs"]),
+            f"{t['wall_time_s']:.0f}s",
+        )
+    table.add_row(
+        f"student ({record['method']['name']}, {record['student']['arch']})",
+        *[_pct(eval_block["accuracy"][c]) for c in columns],
+        str(record["epochs"]),
+        f"{record['wall_time_s']:.0f}s",
+    )
+    console.print(table)
+    eps = record["track"]["eps"]
+    from .config import format_eps
+
+    console.print(
+        f"{record['track']['dataset']}, {record['track']['norm']} eps {format_eps(eps)}, "
+        f"n = {eval_block['n_examples']} test points; record: {run_dir / 'record.json'}"
+    )
+
+
+_COLUMN_NAMES = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AA"}
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
+
+
+# -------------------------------------------------------------------------------------- list
+
+
+def _add_list_parser(sub: Any) -> None:
+    p = sub.add_parser("list", help="list methods, models, datasets or recipes")
+    p.add_argument("what", choices=["methods", "models", "datasets", "recipes"])
+    p.set_defaults(func=_cmd_list)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        from .methods import METHODS
+
+        table = Table("method", "paper", "teacher", "notes")
+        for name in METHODS.names():
+            cls = METHODS.get(name)
+            notes = []
+            if cls.teacher_in_attack:
+                notes.append("teacher in attack")
+            if cls.unofficial:
+                notes.append("unofficial re-implementation")
+            table.add_row(name, cls.paper, "yes" if cls.needs_teacher else "no", ", ".join(notes))
+        console.print(table)
+    elif args.what == "models":
+        from .models import ARCHS, build_arch, count_parameters
+
+        table = Table("architecture", "parameters (10 classes)")
+        for name in ARCHS.names():
+            table.add_row(name, f"{count_parameters(build_arch(name, 10)):,}")
+        console.print(table)
+        console.print("Model specs: ARCH, ARCH:PATH, PATH.pt2, robustbench:ID, run:RUN_ID")
+    elif args.what == "datasets":
+        from .data import DATASETS
+
+        table = Table("dataset", "description")
+        for name in DATASETS.names():
+            table.add_row(name, getattr(DATASETS.get(name), "description", ""))
+        table.add_row("npz:PATH[+PATH]", "arrays x_train, y_train, x_test, y_test from .npz files")
+        console.print(table)
+    else:
+        from .recipes import PRESETS, list_recipes
+
+        table = Table("method", "recipe", "path")
+        for name in PRESETS:
+            table.add_row("(any)", f"--preset {name}", "built in")
+        for method, name, path in list_recipes():
+            table.add_row(method, name, str(path))
+        console.print(table)
+    return 0
+
+
+# ------------------------------------------------------------------------------------- check
+
+
+def _add_check_parser(sub: Any) -> None:
+    p = sub.add_parser("check", help="run the method contract tests on tiny models (CPU, seconds)")
+    p.add_argument("--method", required=True)
+    p.set_defaults(func=_cmd_check)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .contract import run_contract_checks
+
+    results = run_contract_checks(args.method)
+    table = Table("check", "result", "detail")
+    for r in results:
+        table.add_row(r.name, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.detail)
+    console.print(table)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        err_console.print(f"[red]{len(failed)} of {len(results)} checks failed[/]")
+        return 1
+    console.print(f"[green]{args.method}: all {len(results)} contract checks passed[/]")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- eval
+
+
+def _add_eval_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="evaluate a model: clean, FGSM, PGD-20, CW, AutoAttack")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    raise NotImplementedError("ardbench eval is being wired up")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The method contract, checked on tiny models in seconds (``ardbench check --method NAME``).
+
+The same checks run in the test suite over every registered method, so a new method is tested
+the moment it is registered.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import AttackConfig
+from .methods import Batch, Method, StepContext, build_method, check_losses, get_method
+from .models import feature_dim, logits_and_features
+from .trainer import freeze, make_attack_fn
+
+
+class TinyNet(nn.Module):
+    """conv-BN-ReLU-pool-linear: BatchNorm so that mode and running-statistics bugs show."""
+
+    def __init__(self, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        f = F.adaptive_avg_pool2d(F.relu(self.bn(self.conv(x))), 1).flatten(1)
+        return self.fc(f), f
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x)[0]
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+def tiny_setup(method_name: str, seed: int = 0, batch_size: int = 8, num_classes: int = 10):
+    """(method, student, teacher, extras, batch) on tiny models; reused by tests."""
+    torch.manual_seed(seed)
+    method = build_method(method_name)
+    student = TinyNet(num_classes, width=8).train()
+    teacher = freeze(TinyNet(num_classes, width=12))
+    extras = {name: freeze(TinyNet(num_classes, width=6)) for name in method.extra_models()}
+    method.setup(
+        student=student,
+        teacher=teacher,
+        num_classes=num_classes,
+        feature_dims=(feature_dim(student), feature_dim(teacher)),
+    )
+    g = torch.Generator().manual_seed(seed + 1)
+    batch = Batch(
+        x=torch.rand(batch_size, 3, 16, 16, generator=g),
+        y=torch.randint(0, num_classes, (batch_size,), generator=g),
+        index=torch.arange(batch_size),
+    )
+    return method, student, teacher, extras, batch
+
+
+def tiny_context(
+    student: nn.Module, epoch: int, total_epochs: int, extras: dict, num_classes: int = 10,
+    attack_fn: Callable | None = None, log: Callable | None = None,
+) -> StepContext:
+    attack = AttackConfig(eps=8 / 255, step=2 / 255, steps=2)
+    return StepContext(
+        epoch=epoch,
+        total_epochs=total_epochs,
+        step=0,
+        attack=attack,
+        attack_fn=attack_fn or make_attack_fn(student, attack),
+        features=logits_and_features,
+        log=log or (lambda k, v: None),
+        num_classes=num_classes,
+        extras=extras,
+    )
+
+
+def run_contract_checks(method_name: str) -> list[CheckResult]:
+    results: list[CheckResult] = []
+
+    def check(name: str, fn: Callable[[], str | None]) -> None:
+        try:
+            detail = fn() or ""
+            results.append(CheckResult(name, True, detail))
+        except Exception as exc:  # a check reports, it does not crash the listing
+            results.append(CheckResult(name, False, f"{type(exc).__name__}: {exc}"))
+
+    cls = get_method(method_name)
+
+    def registered() -> str:
+        if not issubclass(cls, Method):
+            raise TypeError("not a Method subclass")
+        if not (cls.__doc__ or "").strip() and not (sys.modules[cls.__module__].__doc__ or "").strip():
+            raise ValueError("a method's docstring must name its paper")
+        cls.Config()
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    check("registered, default Config builds", registered)
+
+    total_epochs = 200
+    for epoch in (0, total_epochs - 1):
+        label = f"epoch {epoch}"
+
+        def one_step(epoch: int = epoch) -> str:
+            method, student, teacher, extras, batch = tiny_setup(method_name)
+            t_state = copy.deepcopy(teacher.state_dict())
+            x_before = batch.x.clone()
+            attack_calls: list[int] = []
+            inner = make_attack_fn(student, AttackConfig(eps=8 / 255, step=2 / 255, steps=2))
+
+            def attack_fn(x: Tensor, objective: Callable[[Tensor], Tensor]) -> Tensor:
+                attack_calls.append(1)
+                x_adv = inner(x, objective)
+                if x_adv.requires_grad:
+                    raise AssertionError("attack_fn must return a detached tensor")
+                if (x_adv - x).abs().max() > 8 / 255 + 1e-6:
+                    raise AssertionError("x_adv left the eps-ball")
+                return x_adv
+
+            ctx = tiny_context(student, epoch, total_epochs, extras, attack_fn=attack_fn)
+            terms = method.losses(student, teacher, batch, ctx)
+            check_losses(terms, method_name)
+            total = sum(terms.values())
+            total.backward()
+            if not student.training:
+                raise AssertionError("student left in eval mode after losses()")
+            if teacher.training:
+                raise AssertionError("teacher switched to train mode")
+            grads = [p.grad for p in student.parameters() if p.grad is not None]
+            if not grads or all(float(g.abs().sum()) == 0 for g in grads):
+                raise AssertionError("no gradient reached the student")
+            for name, p in list(teacher.named_parameters()) + [
+                (f"{k}.{n}", p) for k, m in extras.items() for n, p in m.named_parameters()
+            ]:
+                if p.grad is not None:
+                    raise AssertionError(f"gradient reached frozen network parameter {name}")
+            for key, value in teacher.state_dict().items():
+                if not torch.equal(value, t_state[key]):
+                    raise AssertionError(f"teacher state {key} changed (weights or BN buffers)")
+            if not torch.equal(batch.x, x_before):
+                raise AssertionError("losses() modified the batch in place")
+            for name, p in method.named_parameters():
+                if p.grad is None:
+                    raise AssertionError(f"method parameter {name} got no gradient")
+            return f"terms: {', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())}; attacks: {len(attack_calls)}"
+
+        check(f"one step at {label}: finite 0-dim terms, gradients, frozen teacher, modes", one_step)
+
+    def deterministic() -> str:
+        vals = []
+        for _ in range(2):
+            method, student, teacher, extras, batch = tiny_setup(method_name)
+            torch.manual_seed(123)
+            ctx = tiny_context(student, 0, total_epochs, extras)
+            terms = method.losses(student, teacher, batch, ctx)
+            vals.append({k: float(v) for k, v in terms.items()})
+        if vals[0] != vals[1]:
+            raise AssertionError(f"same seed, different losses: {vals[0]} vs {vals[1]}")
+        return "same seed, same terms"
+
+    check("deterministic under a fixed seed", deterministic)
+    return results

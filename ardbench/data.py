@@ -1,0 +1,632 @@
+"""Datasets and the on-device training loader.
+
+Dataset specs (``--dataset``):
+
+- ``digits``: scikit-learn's bundled handwritten digits (1,797 real 8×8 images, values 0–16),
+  shipped inside the installed package, so the demo and the offline tests need no download.
+  Pixels are scaled to uint8 (``round(v * 255 / 16)``), upsampled 8×8 → 32×32 with bilinear
+  interpolation (``F.interpolate(mode="bilinear", align_corners=False)``, computed in float64,
+  where it is exact, then rounded half-to-even) and replicated to 3 channels. The split is
+  stratified and fixed: in each class, ``round(0.2 * count)`` images chosen by
+  ``numpy.random.RandomState(0)`` (a frozen stream) go to the test set; both splits keep the
+  original order. That gives **1,438 train / 359 test** images, 10 classes.
+- ``cifar10``, ``cifar100``: torchvision's on-disk layout under ``data_dir`` (default
+  ``$ARDBENCH_DATA_DIR`` or ``~/.cache/ardbench/data``). The network is used only when
+  ``download=True``; missing files raise ``FileNotFoundError`` saying where they go.
+- ``npz:PATH``: arrays ``x_test, y_test`` and optionally ``x_train, y_train`` (images uint8
+  NHWC or NCHW, or float NCHW/NHWC in [0,1]; labels integers). A train-only file is combined
+  with a test file as ``npz:TRAIN.npz+TEST.npz`` (the arrays are merged; a name present in both
+  is an error). Other arrays (``idx_test``...) are ignored, except ``num_classes``.
+
+Images are stored as uint8 NCHW tensors (float32 NCHW in [0,1] when the source is float) and
+converted to float32 [0,1] only per batch (``x / 255``, as torchvision's ``ToTensor``). Every
+dataset carries a fingerprint: sha256 over the stored arrays (name, dtype, shape and bytes, in the
+order x_train, y_train, x_test, y_test), so the same pixels give the same fingerprint whichever
+way they were loaded (torchvision files or an ``npz`` copy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .methods.base import Batch
+from .registry import Registry, UnknownNameError
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetSource",
+    "DeviceLoader",
+    "MissingArrayError",
+    "augment_batch",
+    "dataset_descriptions",
+    "default_data_dir",
+    "fingerprint_arrays",
+    "load_dataset",
+    "to_float01",
+]
+
+DATA_DIR_ENV = "ARDBENCH_DATA_DIR"
+CROP_PADDING = 4
+NPZ_PREFIX = "npz:"
+_FINGERPRINT_VERSION = b"ardbench-dataset-fingerprint-v1\n"
+_ARRAY_ORDER = ("x_train", "y_train", "x_test", "y_test")
+
+
+class MissingArrayError(KeyError):
+    """A required array is absent from a data file; the message names the array and file."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+def default_data_dir() -> Path:
+    """``$ARDBENCH_DATA_DIR`` if set, else ``~/.cache/ardbench/data``."""
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ardbench" / "data"
+
+
+def to_float01(x: Tensor) -> Tensor:
+    """uint8 [0,255] -> float32 [0,1] (``x / 255``); float input -> float32 copy. Always a new
+    contiguous tensor, so callers may modify it in place without touching the dataset."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255).contiguous()
+    return x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+
+
+def fingerprint_arrays(
+    x_train: Tensor | None, y_train: Tensor | None, x_test: Tensor, y_test: Tensor
+) -> str:
+    """sha256 hex over the four arrays (name, dtype, shape, little-endian bytes, fixed order)."""
+    h = hashlib.sha256(_FINGERPRINT_VERSION)
+    for name, t in zip(_ARRAY_ORDER, (x_train, y_train, x_test, y_test), strict=True):
+        if t is None:
+            h.update(f"{name}:none\n".encode())
+            continue
+        arr = np.ascontiguousarray(t.detach().cpu().numpy())
+        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        shape = ",".join(str(s) for s in arr.shape)
+        h.update(f"{name}:{arr.dtype.str}:{shape}\n".encode())
+        h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: images uint8 (or float32 in [0,1]) NCHW on the CPU, labels int64.
+
+    Build one with :meth:`from_arrays` (canonicalises the arrays and computes the fingerprint).
+    """
+
+    spec: str
+    x_train: Tensor | None
+    y_train: Tensor | None
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+    fingerprint: str
+    description: str
+
+    def __post_init__(self) -> None:
+        if (self.x_train is None) != (self.y_train is None):
+            raise ValueError(f"dataset {self.spec!r}: x_train and y_train must come together")
+        for xn, yn in (("x_train", "y_train"), ("x_test", "y_test")):
+            x, y = getattr(self, xn), getattr(self, yn)
+            if x is None:
+                continue
+            if x.dim() != 4 or x.dtype not in (torch.uint8, torch.float32):
+                raise ValueError(
+                    f"dataset {self.spec!r}: {xn} must be uint8 or float32 NCHW, "
+                    f"got {x.dtype} {tuple(x.shape)}"
+                )
+            if y.dim() != 1 or y.dtype != torch.int64 or len(y) != len(x):
+                raise ValueError(
+                    f"dataset {self.spec!r}: {yn} must be int64 of length {len(x)}, "
+                    f"got {y.dtype} {tuple(y.shape)}"
+                )
+        if self.x_train is not None and self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(
+                f"dataset {self.spec!r}: train images are {tuple(self.x_train.shape[1:])} but "
+                f"test images are {tuple(self.x_test.shape[1:])}"
+            )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        spec: str,
+        *,
+        x_test: Any,
+        y_test: Any,
+        x_train: Any = None,
+        y_train: Any = None,
+        num_classes: int | None = None,
+        description: str = "",
+        source: str = "",
+    ) -> Dataset:
+        """Canonicalise numpy arrays or tensors (see module docstring) and fingerprint them.
+
+        ``num_classes`` defaults to ``max(max label + 1, 10)``; ``source`` names where the
+        arrays came from, for error messages.
+        """
+        where = source or spec
+        if (x_train is None) != (y_train is None):
+            have, missing = ("x_train", "y_train") if y_train is None else ("y_train", "x_train")
+            raise MissingArrayError(f"{where}: has {have} but no {missing} (both or neither)")
+        xte = _canonical_images(x_test, "x_test", where)
+        yte = _canonical_labels(y_test, "y_test", where, len(xte))
+        xtr = ytr = None
+        if x_train is not None:
+            xtr = _canonical_images(x_train, "x_train", where)
+            ytr = _canonical_labels(y_train, "y_train", where, len(xtr))
+        max_label = max(int(y.max()) if len(y) else -1 for y in (yte, ytr) if y is not None)
+        if num_classes is None:
+            num_classes = max(max_label + 1, 10)
+        elif num_classes <= max_label:
+            raise ValueError(f"{where}: num_classes={num_classes} but a label is {max_label}")
+        return cls(
+            spec=spec,
+            x_train=xtr,
+            y_train=ytr,
+            x_test=xte,
+            y_test=yte,
+            num_classes=int(num_classes),
+            fingerprint=fingerprint_arrays(xtr, ytr, xte, yte),
+            description=description,
+        )
+
+    @property
+    def has_train(self) -> bool:
+        return self.x_train is not None
+
+    @property
+    def num_train(self) -> int:
+        return 0 if self.x_train is None else len(self.x_train)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.x_test)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x_test.shape[1:]
+        return int(c), int(h), int(w)
+
+    def test_subset(
+        self, n: int | None = None, device: torch.device | str = "cpu"
+    ) -> tuple[Tensor, Tensor]:
+        """The FIRST ``n`` test points in order (all when None): float32 [0,1] NCHW, int64."""
+        total = len(self.x_test)
+        if n is None:
+            n = total
+        if n < 1 or n > total:
+            raise ValueError(
+                f"dataset {self.spec!r} has {total} test points; cannot take the first {n}"
+            )
+        x = to_float01(self.x_test[:n].to(device))
+        y = self.y_test[:n].to(device)
+        return x, y
+
+    def train_loader(
+        self,
+        *,
+        batch_size: int,
+        seed: int,
+        augment: bool,
+        device: torch.device | str = "cpu",
+        shuffle: bool = True,
+        drop_last: bool = False,
+    ) -> DeviceLoader:
+        """A :class:`DeviceLoader` over the training split."""
+        if self.x_train is None or self.y_train is None:
+            raise ValueError(
+                f"dataset {self.spec!r} has no training split (evaluation only); for npz data "
+                f"combine a training file: npz:TRAIN.npz+TEST.npz"
+            )
+        return DeviceLoader(
+            self.x_train,
+            self.y_train,
+            batch_size=batch_size,
+            seed=seed,
+            augment=augment,
+            device=device,
+            shuffle=shuffle,
+            drop_last=drop_last,
+        )
+
+
+def _as_numpy(a: Any, name: str, where: str) -> np.ndarray:
+    if isinstance(a, Tensor):
+        return a.detach().cpu().numpy()
+    try:
+        return np.asarray(a)
+    except Exception as exc:  # pragma: no cover - defensive
+        raise ValueError(f"{where}: {name} is not an array: {exc}") from exc
+
+
+def _canonical_images(a: Any, name: str, where: str) -> Tensor:
+    """uint8 NHWC/NCHW -> uint8 NCHW; float NCHW/NHWC in [0,1] -> float32 NCHW. Contiguous."""
+    arr = _as_numpy(a, name, where)
+    if arr.ndim == 3:  # N,H,W grayscale
+        arr = arr[:, None]
+    if arr.ndim != 4:
+        raise ValueError(
+            f"{where}: {name} must be 4-D images (N,H,W,C or N,C,H,W), got shape {arr.shape}"
+        )
+    is_uint8 = arr.dtype == np.uint8
+    is_float = np.issubdtype(arr.dtype, np.floating)
+    if not (is_uint8 or is_float):
+        raise ValueError(
+            f"{where}: {name} must be uint8 (0..255) or float in [0,1], got dtype {arr.dtype}"
+        )
+    c_last, c_first = arr.shape[3] <= 4, arr.shape[1] <= 4
+    if c_last and c_first:
+        channels_last = is_uint8  # ambiguous: uint8 defaults to NHWC, float to NCHW
+    elif c_last or c_first:
+        channels_last = c_last
+    else:
+        raise ValueError(
+            f"{where}: {name} has shape {arr.shape}: no channel axis of size "
+            f"1-4 at position 1 (NCHW) or 3 (NHWC)"
+        )
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    if channels_last:
+        t = t.permute(0, 3, 1, 2)
+    if is_float:
+        t = t.to(torch.float32)
+        if t.numel():
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{where}: {name} has non-finite values")
+            lo, hi = float(t.min()), float(t.max())
+            if lo < 0.0 or hi > 1.0:
+                raise ValueError(
+                    f"{where}: float {name} must lie in [0,1], found [{lo:g}, {hi:g}] "
+                    f"(store 0..255 pixels as uint8)"
+                )
+    return t.contiguous()
+
+
+def _canonical_labels(a: Any, name: str, where: str, n: int) -> Tensor:
+    arr = _as_numpy(a, name, where)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{where}: {name} must be 1-D labels, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise ValueError(f"{where}: {name} must hold integer labels, got dtype {arr.dtype}")
+    if len(arr) != n:
+        raise ValueError(f"{where}: {name} has {len(arr)} labels for {n} images")
+    if len(arr) and int(arr.min()) < 0:
+        raise ValueError(f"{where}: {name} has a negative label ({int(arr.min())})")
+    return torch.from_numpy(np.ascontiguousarray(arr.astype(np.int64)))
+
+
+# --------------------------------------------------------------------------------------------
+# Registry of named datasets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A named dataset: ``load(data_dir, download) -> Dataset`` plus a one-line description."""
+
+    name: str
+    description: str
+    load: Callable[[Path, bool], Dataset]
+
+
+DATASETS: Registry[DatasetSource] = Registry("dataset")
+
+NPZ_DESCRIPTION = (
+    "your own arrays: x_test,y_test (+ x_train,y_train) uint8 NHWC or float in [0,1]; "
+    "npz:TRAIN.npz+TEST.npz merges two files"
+)
+
+
+def _register(name: str, description: str) -> Callable[[Callable[[Path, bool], Dataset]], Any]:
+    def decorator(fn: Callable[[Path, bool], Dataset]) -> Callable[[Path, bool], Dataset]:
+        DATASETS.register(name)(DatasetSource(name, description, fn))
+        return fn
+
+    return decorator
+
+
+def dataset_descriptions() -> dict[str, str]:
+    """{spec: one-line description} for ``ardbench list datasets`` (npz:PATH included)."""
+    out = {name: DATASETS.get(name).description for name in DATASETS.names()}
+    out["npz:PATH"] = NPZ_DESCRIPTION
+    return out
+
+
+def load_dataset(
+    spec: str, *, data_dir: str | Path | None = None, download: bool = False
+) -> Dataset:
+    """Load a dataset by spec: a registered name (``digits``, ``cifar10``...) or ``npz:PATH``."""
+    if spec.startswith(NPZ_PREFIX):
+        return _load_npz_spec(spec)
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    try:
+        source = DATASETS.get(spec)
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{exc} Or use npz:PATH for arrays in a .npz file.") from None
+    return source.load(root, download)
+
+
+# --- digits ---------------------------------------------------------------------------------
+
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+DIGITS_SIZE = 32
+
+
+def _digits_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified fixed split: per class, round(0.2 * count) test images (RandomState(0))."""
+    rng = np.random.RandomState(DIGITS_SPLIT_SEED)
+    test: list[np.ndarray] = []
+    for c in range(int(labels.max()) + 1):
+        members = np.flatnonzero(labels == c)
+        k = int(round(DIGITS_TEST_FRACTION * len(members)))
+        test.append(members[rng.permutation(len(members))[:k]])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[np.concatenate(test)] = True
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+@_register(
+    "digits",
+    "scikit-learn handwritten digits (real, offline): 8x8 upsampled to 32x32x3, "
+    "1438 train / 359 test, 10 classes",
+)
+def _load_digits(data_dir: Path, download: bool) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    labels = np.asarray(raw.target, dtype=np.int64)
+    pix = np.rint(np.asarray(raw.images, dtype=np.float64) * (255.0 / 16.0))
+    small = torch.from_numpy(pix.astype(np.uint8)).to(torch.float64)[:, None]  # N,1,8,8
+    big = F.interpolate(
+        small, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False
+    )
+    images = torch.round(big).clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    train_idx, test_idx = _digits_split(labels)
+    tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    y = torch.from_numpy(labels)
+    return Dataset.from_arrays(
+        "digits",
+        x_train=images[tr].contiguous(),
+        y_train=y[tr],
+        x_test=images[te].contiguous(),
+        y_test=y[te],
+        num_classes=10,
+        description=(
+            f"scikit-learn digits, bilinear 32x32x3, stratified split "
+            f"{len(train_idx)} train / {len(test_idx)} test"
+        ),
+    )
+
+
+# --- CIFAR ----------------------------------------------------------------------------------
+
+
+def _load_cifar(name: str, cls_name: str, num_classes: int, root: Path, download: bool) -> Dataset:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, cls_name)
+    folder = root / cls.base_folder
+    needed = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    missing = [f for f in needed if not (folder / f).is_file()]
+    if missing and not download:
+        raise FileNotFoundError(
+            f"{name} files not found: {folder}/ is missing {', '.join(missing)}. Put the "
+            f"extracted '{cls.base_folder}' folder of {cls.filename} ({cls.url}) at "
+            f"{folder}/, set --data-dir (or ${DATA_DIR_ENV}) to the directory that holds it, "
+            f"or pass --download to fetch it into {root}/."
+        )
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=False)
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"{name} files in {folder}/ failed torchvision's integrity check ({exc}); delete "
+            f"the folder and pass --download, or copy the original files there"
+        ) from exc
+    return Dataset.from_arrays(
+        name,
+        x_train=train.data,
+        y_train=np.asarray(train.targets),
+        x_test=test.data,
+        y_test=np.asarray(test.targets),
+        num_classes=num_classes,
+        description=f"{name} (torchvision files in {folder})",
+        source=str(folder),
+    )
+
+
+@_register("cifar10", "CIFAR-10 from torchvision's files under --data-dir (--download fetches)")
+def _load_cifar10(data_dir: Path, download: bool) -> Dataset:
+    return _load_cifar("cifar10", "CIFAR10", 10, data_dir, download)
+
+
+@_register("cifar100", "CIFAR-100 from torchvision's files under --data-dir (--download fetches)")
+def _load_cifar100(data_dir: Path, download: bool) -> Dataset:
+    return _load_cifar("cifar100", "CIFAR100", 100, data_dir, download)
+
+
+# --- npz ------------------------------------------------------------------------------------
+
+_NPZ_SPLIT = re.compile(r"(?<=\.npz)\+", re.IGNORECASE)
+
+
+def _load_npz_spec(spec: str) -> Dataset:
+    body = spec[len(NPZ_PREFIX) :]
+    if not body:
+        raise ValueError("npz: spec needs a path, e.g. npz:data/my.npz or npz:TRAIN.npz+TEST.npz")
+    paths = [Path(p).expanduser() for p in _NPZ_SPLIT.split(body)]
+    arrays: dict[str, np.ndarray] = {}
+    origin: dict[str, Path] = {}
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"npz file {path} does not exist (from spec {spec!r})")
+        with np.load(path, allow_pickle=False) as npz:
+            for key in npz.files:
+                if key in arrays:
+                    raise ValueError(
+                        f"array {key!r} is in both {origin[key]} and {path}; the files of "
+                        f"npz:A+B must not share array names"
+                    )
+                arrays[key] = npz[key]
+                origin[key] = path
+    files = " + ".join(str(p) for p in paths)
+    for key in ("x_test", "y_test"):
+        if key not in arrays:
+            hint = (
+                f" It holds training data only: combine it with a test file, npz:{files}+TEST.npz."
+                if "x_train" in arrays
+                else ""
+            )
+            raise MissingArrayError(
+                f"npz {files} has no array {key!r} (arrays: "
+                f"{', '.join(sorted(arrays)) or 'none'}).{hint}"
+            )
+    if ("x_train" in arrays) != ("y_train" in arrays):
+        missing = "y_train" if "x_train" in arrays else "x_train"
+        raise MissingArrayError(
+            f"npz {files} has no array {missing!r} (it has "
+            f"{'x_train' if missing == 'y_train' else 'y_train'}; both or neither)"
+        )
+    num_classes = None
+    if "num_classes" in arrays:
+        num_classes = int(np.asarray(arrays["num_classes"]).reshape(-1)[0])
+    ds = Dataset.from_arrays(
+        spec,
+        x_train=arrays.get("x_train"),
+        y_train=arrays.get("y_train"),
+        x_test=arrays["x_test"],
+        y_test=arrays["y_test"],
+        num_classes=num_classes,
+        source=f"npz {files}",
+    )
+    ds.description = (
+        f"npz {files}: {ds.num_train} train / {ds.num_test} test, {ds.num_classes} classes"
+    )
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# Loader
+# --------------------------------------------------------------------------------------------
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    digest = hashlib.sha256(f"ardbench-loader:{int(seed)}:{int(epoch)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def augment_batch(x: Tensor, offsets: Tensor, flips: Tensor, padding: int = CROP_PADDING) -> Tensor:
+    """Pad-``padding`` zero-fill crop back to the input size, then horizontal flip, per image.
+
+    ``offsets`` (B,2) int64 = (top, left) in 0..2*padding of the padded image (torchvision's
+    RandomCrop draws them uniformly); ``flips`` (B,) bool. Vectorised, on x's device and dtype.
+    """
+    b, c, h, w = x.shape
+    xp = F.pad(x, (padding, padding, padding, padding))  # zero fill
+    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # B,H
+    cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # B,W
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    out = xp.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * padding))
+    out = out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    return out.contiguous()
+
+
+class DeviceLoader:
+    """Seeded batches from a dataset held on the device, augmented there.
+
+    The batches of epoch ``e`` depend only on ``(seed, e)``: a CPU ``torch.Generator`` seeded
+    from them draws the permutation, then per-position crop offsets (uniform in 0..8, as
+    ``RandomCrop(32, padding=4)``) and flips (p=0.5, as ``RandomHorizontalFlip``). So resuming at
+    epoch k reproduces its batches with no saved state, on any device.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        batch_size: int,
+        seed: int,
+        augment: bool,
+        device: torch.device | str = "cpu",
+        shuffle: bool = True,
+        drop_last: bool = False,
+    ) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"DeviceLoader expects NCHW images, got shape {tuple(x.shape)}")
+        if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
+            raise ValueError(f"DeviceLoader expects uint8 or float images, got {x.dtype}")
+        if y.dim() != 1 or len(y) != len(x):
+            raise ValueError(f"DeviceLoader: {len(x)} images but labels of shape {tuple(y.shape)}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.device = torch.device(device)
+        if x.dtype not in (torch.uint8, torch.float32):
+            x = x.to(torch.float32)
+        self.x = x.to(self.device).contiguous()
+        self.y = y.to(device=self.device, dtype=torch.int64)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.augment = bool(augment)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.x)
+
+    def __len__(self) -> int:
+        n, b = len(self.x), self.batch_size
+        return n // b if self.drop_last else math.ceil(n / b)
+
+    def epoch_order(self, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(order, offsets, flips) for the epoch, on the CPU (order: dataset indices)."""
+        n = len(self.x)
+        g = torch.Generator(device="cpu")
+        g.manual_seed(_epoch_seed(self.seed, epoch))
+        if self.shuffle:
+            order = torch.randperm(n, generator=g, device="cpu")
+        else:
+            order = torch.arange(n, device="cpu")
+        offsets = torch.randint(0, 2 * CROP_PADDING + 1, (n, 2), generator=g, device="cpu")
+        flips = torch.rand(n, generator=g, device="cpu") < 0.5
+        return order, offsets, flips
+
+    def epoch_batches(self, epoch: int) -> Iterator[Batch]:
+        order, offsets, flips = self.epoch_order(epoch)
+        order = order.to(self.device)
+        if self.augment:
+            offsets, flips = offsets.to(self.device), flips.to(self.device)
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = order[sl]
+            xb = self.x[idx]
+            if self.augment:
+                xb = augment_batch(xb, offsets[sl], flips[sl])
+            yield Batch(x=to_float01(xb), y=self.y[idx], index=idx)
+
+    def __iter__(self) -> Iterator[Batch]:  # epoch 0, for quick use
+        return self.epoch_batches(0)

@@ -1,0 +1,55 @@
+"""The demo's robust teacher: a small PGD-AT network on the embedded digits data, trained on
+first use and cached (``$ARDBENCH_CACHE/demo/teacher-<config hash>``), so the demo needs no
+download and no file from elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+
+from .config import RunConfig
+from .paths import cache_dir
+
+TEACHER_OVERRIDES = {"train": {"epochs": 10, "lr": 0.05, "lr_schedule": "multistep", "milestones": [8]}}
+
+
+def demo_teacher_config() -> RunConfig:
+    from .recipes import resolve_config
+
+    return resolve_config("pgd_at", preset="demo", cli=TEACHER_OVERRIDES)
+
+
+def ensure_demo_teacher(console: Console | None = None) -> str:
+    """Train (once) and return the model spec ``run:<dir>`` of the cached demo teacher."""
+    from .trainer import train
+
+    console = console or Console(stderr=True)
+    cfg = demo_teacher_config()
+    root = cache_dir() / "demo"
+    final = root / f"teacher-{cfg.config_hash()}"
+    if (final / "record.json").is_file():
+        return f"run:{final}"
+    console.print(f"[bold]training the demo teacher[/] (pgd_at, cached in {final})")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".teacher-{cfg.config_hash()}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    train(cfg, run_dir=tmp, progress=console.quiet is False, console=console)
+    try:
+        os.replace(tmp, final)  # atomic: a concurrent demo either sees no teacher or a whole one
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; use its teacher
+    return f"run:{final}"
+
+
+def teacher_record(spec: str | None) -> Path | None:
+    """record.json of a ``run:`` teacher, for showing the teacher's own figures."""
+    if not spec or not spec.startswith("run:"):
+        return None
+    path = Path(spec[4:])
+    rec = path / "record.json"
+    return rec if rec.is_file() else None

@@ -1,0 +1,350 @@
+"""The one trainer: every method, every recipe, same loop.
+
+Per run directory (``runs/<run_id>/``): ``config.json`` (resolved config, written first),
+``log.jsonl`` (one line per finished epoch), ``checkpoint.pt`` (atomic, every epoch: student,
+method parameters, optimiser, epoch), and at the end ``model.pt`` + ``model.json`` (the last-epoch
+student: never a test-selected one) and ``record.json``.
+
+Reproducibility: every random draw of epoch e comes from generators seeded by (seed, e) (the
+loader's permutation and augmentation, and the global RNG that the attacks' random starts use),
+so ``--resume`` after epoch k continues to the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from .attacks import pgd_from_config
+from .config import AttackConfig, RunConfig, TrainConfig, run_config_from_dict
+from .data import DeviceLoader, load_dataset
+from .io import append_jsonl, file_sha256, save_torch_atomic, write_json_atomic
+from .methods import Method, StepContext, build_method, check_losses
+from .models import feature_dim, load_model, logits_and_features
+from .records import build_record
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue; the message says why and what to do."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    completed: bool
+    record: dict[str, Any] | None
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def lr_at(epoch: int, cfg: TrainConfig) -> float:
+    """Learning rate of 0-based ``epoch`` (set once at the start of the epoch, as the codes do)."""
+    base, E = cfg.lr, cfg.epochs
+    if cfg.lr_schedule == "constant":
+        return base
+    if cfg.lr_schedule == "multistep":
+        return base * cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
+    if cfg.lr_schedule == "ard_as_coded":
+        # adjust_learning_rate(optimizer, epoch, args.lr) sets lr = args.lr * 0.1 whenever
+        # epoch is a milestone, always from the *initial* lr: one decay, whatever the list.
+        return base * cfg.gamma if any(epoch >= m for m in cfg.milestones) else base
+    if cfg.lr_schedule == "piecewise_epoch_plus_one":
+        e = epoch + 1  # IAD pre_train calls the schedule with epoch + 1: decays land early
+        if e < 0.5 * E:
+            return base
+        return base * cfg.gamma if e < 0.75 * E else base * cfg.gamma**2
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * base * (1 + math.cos(math.pi * epoch / E))
+    raise ValueError(cfg.lr_schedule)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63 - 1)
+
+
+def make_attack_fn(student: nn.Module, cfg: AttackConfig) -> Callable:
+    """attack_fn(x, objective): PGD with input-only gradients in the configured student mode."""
+
+    def attack_fn(x: Tensor, objective: Callable[[Tensor], Tensor]) -> Tensor:
+        was_training = student.training
+        student.train(cfg.student_mode == "train")
+        try:
+            return pgd_from_config(x, objective, cfg)
+        finally:
+            student.train(was_training)
+
+    return attack_fn
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Teacher contract: eval mode, no parameter gradients, *not* under no_grad."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def new_run_id(cfg: RunConfig) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    student = cfg.student.split(":")[0].replace("/", "_")
+    return f"{cfg.method}-{student}-s{cfg.train.seed}-{stamp}-{secrets.token_hex(2)}"
+
+
+def _load_teacher(spec: str, cfg: RunConfig, num_classes: int, runs_dir: Path, device, console):
+    if spec == "demo":
+        from .demo import ensure_demo_teacher
+
+        spec = ensure_demo_teacher(console=console)
+    return load_model(
+        spec,
+        num_classes=num_classes,
+        dataset=cfg.dataset,
+        runs_dir=runs_dir,
+        download=cfg.download,
+        device=device,
+    )
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    runs_dir: str | Path = "runs",
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+    stop_after_epoch: int | None = None,
+) -> RunResult:
+    """Train ``cfg`` to the end (or until ``stop_after_epoch`` epochs are done), then evaluate
+    the last-epoch student and write ``record.json``."""
+    console = console or Console(stderr=True, quiet=not progress)
+    runs_dir = Path(runs_dir)
+    if run_dir is None:
+        run_id = new_run_id(cfg)
+        run_dir = runs_dir / run_id
+        run_dir.mkdir(parents=True, exist_ok=False)  # never reuse: concurrent runs stay apart
+    run_dir = Path(run_dir)
+    run_id = run_dir.name
+    if not resume:
+        write_json_atomic(run_dir / "config.json", cfg.to_dict())
+
+    device = resolve_device(cfg.device)
+    tc = cfg.train
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
+    if not ds.has_train:
+        raise TrainingError(f"dataset {cfg.dataset!r} has no training arrays (x_train, y_train)")
+
+    method: Method = build_method(cfg.method, cfg.method_config)
+    torch.manual_seed(tc.seed)  # student initialisation
+    student = load_model(
+        cfg.student, num_classes=ds.num_classes, dataset=cfg.dataset, runs_dir=runs_dir, device=device
+    )
+    student.module.train()
+    teacher_loaded = None
+    if type(method).needs_teacher:
+        if not cfg.teacher:
+            raise TrainingError(
+                f"method {cfg.method!r} distils from a teacher: pass --teacher SPEC "
+                "(e.g. ARCH:PATH, PATH.pt2, robustbench:ID, run:RUN_ID)"
+            )
+        teacher_loaded = _load_teacher(cfg.teacher, cfg, ds.num_classes, runs_dir, device, console)
+        freeze(teacher_loaded.module)
+    teacher = teacher_loaded.module if teacher_loaded else None
+    extras = {}
+    for name, spec in method.extra_models().items():
+        extras[name] = freeze(
+            _load_teacher(spec, cfg, ds.num_classes, runs_dir, device, console).module
+        )
+
+    s_dim = feature_dim(student.module)
+    t_dim = None
+    if teacher is not None:
+        try:
+            t_dim = feature_dim(teacher)
+        except Exception:  # some archives expose no penultimate layer; only vargap needs it
+            t_dim = None
+    method.setup(
+        student=student.module, teacher=teacher, num_classes=ds.num_classes, feature_dims=(s_dim, t_dim)
+    )
+    method.to(device)
+    student.module.train()
+
+    params = list(student.module.parameters()) + list(method.parameters())
+    optimizer = torch.optim.SGD(
+        params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, nesterov=tc.nesterov
+    )
+
+    start_epoch, elapsed = 0, 0.0
+    ckpt_path = run_dir / "checkpoint.pt"
+    if resume:
+        if not ckpt_path.is_file():
+            raise TrainingError(f"{run_dir} has no checkpoint.pt to resume from; start a new run")
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        student.module.load_state_dict(state["student"])
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, elapsed = int(state["epoch"]), float(state["elapsed_s"])
+        _truncate_log(run_dir / "log.jsonl", start_epoch)
+        console.print(f"[bold]resuming[/] {run_id} after epoch {start_epoch}/{tc.epochs}")
+
+    loader = DeviceLoader(
+        ds.x_train, ds.y_train, batch_size=tc.batch_size, seed=tc.seed, augment=tc.augment, device=device
+    )
+    attack_fn = make_attack_fn(student.module, cfg.attack)
+    end_epoch = tc.epochs if stop_after_epoch is None else min(tc.epochs, stop_after_epoch)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[terms]}"),
+        console=console,
+        disable=not progress,
+        transient=False,
+    ) as bar:
+        for epoch in range(start_epoch, end_epoch):
+            t0 = time.perf_counter()
+            lr = lr_at(epoch, tc)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(epoch_seed(tc.seed, epoch))
+            sums: dict[str, float] = defaultdict(float)
+            diag: dict[str, float] = defaultdict(float)
+            n_seen = 0
+            task = bar.add_task(f"{cfg.method} epoch {epoch + 1}/{tc.epochs}", total=len(loader), terms="")
+            for step, batch in enumerate(loader.epoch_batches(epoch)):
+                ctx = StepContext(
+                    epoch=epoch,
+                    total_epochs=tc.epochs,
+                    step=step,
+                    attack=cfg.attack,
+                    attack_fn=attack_fn,
+                    features=logits_and_features,
+                    log=lambda k, v, _d=diag, _b=batch.y.shape[0]: _d.__setitem__(
+                        k, _d[k] + float(v) * _b
+                    ),
+                    num_classes=ds.num_classes,
+                    extras=extras,
+                )
+                terms = method.losses(student.module, teacher, batch, ctx)
+                check_losses(terms, cfg.method)
+                total = sum(terms.values())
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                b = batch.y.shape[0]
+                n_seen += b
+                for k, v in terms.items():
+                    sums[k] += float(v.detach()) * b
+                sums["loss"] += float(total.detach()) * b
+                bar.update(
+                    task,
+                    advance=1,
+                    terms=" ".join(f"{k}={sums[k] / n_seen:.4f}" for k in terms),
+                )
+            elapsed += time.perf_counter() - t0
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "losses": {k: v / n_seen for k, v in sums.items()},
+                "diagnostics": {k: v / n_seen for k, v in diag.items()},
+                "epoch_time_s": round(time.perf_counter() - t0, 3),
+            }
+            # log first: a line beyond the checkpoint is dropped on resume (_truncate_log)
+            append_jsonl(run_dir / "log.jsonl", row)
+            save_torch_atomic(
+                ckpt_path,
+                {
+                    "epoch": epoch + 1,
+                    "elapsed_s": elapsed,
+                    "student": student.module.state_dict(),
+                    "method": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                },
+            )
+
+    if end_epoch < tc.epochs:
+        return RunResult(run_id, run_dir, completed=False, record=None)
+
+    # last-epoch model, never a test-selected one
+    model_path = run_dir / "model.pt"
+    save_torch_atomic(model_path, student.module.state_dict())
+    write_json_atomic(
+        run_dir / "model.json", {"arch": student.arch, "num_classes": ds.num_classes}
+    )
+    from .evaluate import evaluate_model
+
+    eval_model = student.module.eval()
+    x_test, y_test = ds.test_subset(cfg.eval.n_examples, device)
+    eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
+    result = evaluate_model(
+        eval_model,
+        x_test,
+        y_test,
+        attacks=tuple(cfg.eval.attacks),
+        eps=eps,
+        batch_size=cfg.eval.batch_size,
+        seed=tc.seed,
+        progress=progress,
+    )
+    record = build_record(
+        cfg=cfg,
+        run_id=run_id,
+        dataset=ds,
+        teacher=teacher_loaded,
+        student=student,
+        eval_block=result.to_dict(),
+        wall_time_s=elapsed,
+        device=device,
+        checkpoint={"path": str(model_path), "sha256": file_sha256(model_path)},
+    )
+    write_json_atomic(run_dir / "record.json", record)
+    return RunResult(run_id, run_dir, completed=True, record=record)
+
+
+def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:
+    """Continue an interrupted run from its last checkpoint, with its saved config."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise TrainingError(f"{run_dir} is not an ardbench run directory (no config.json)")
+    cfg = run_config_from_dict(json.loads(cfg_path.read_text()))
+    if (run_dir / "record.json").is_file():
+        raise TrainingError(f"{run_dir} already finished (record.json exists); nothing to resume")
+    kwargs.setdefault("runs_dir", run_dir.parent)
+    return train(cfg, run_dir=run_dir, resume=True, **kwargs)
+
+
+def _truncate_log(path: Path, epochs_done: int) -> None:
+    """Drop log lines of epochs after the checkpoint (written before an interruption)."""
+    if not path.is_file():
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    keep = [r for r in rows if r["epoch"] <= epochs_done]
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+
+

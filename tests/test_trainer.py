@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ardbench.config import TrainConfig
+from ardbench.models import build_arch
+from ardbench.recipes import resolve_config
+from ardbench.trainer import TrainingError, lr_at, resume, train
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    y_train = rng.integers(0, 10, 48)
+    x_train = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
+    # make the labels learnable: brightness encodes the class
+    x_train = (x_train // 4 + (y_train[:, None, None, None] * 20)).astype(np.uint8)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_train[:16], y_test=y_train[:16])
+    return path
+
+
+@pytest.fixture
+def teacher_file(tmp_path):
+    torch.manual_seed(1)
+    path = tmp_path / "teacher.pt"
+    torch.save(build_arch("small_cnn", 10).state_dict(), path)
+    return path
+
+
+def tiny_cfg(method, npz, teacher=None, epochs=3, **sets):
+    extra = [f"{k}={v}" for k, v in sets.items()]
+    cli = {"dataset": f"npz:{npz}", "student": "small_cnn", "train": {"epochs": epochs}}
+    if teacher:
+        cli["teacher"] = f"small_cnn:{teacher}"
+    return resolve_config(
+        method,
+        cli=cli,
+        sets=["train.batch_size=16", "attack.steps=2", "eval.batch_size=16",
+              "train.milestones=[2]", "train.lr_schedule=multistep", *extra],
+    )
+
+
+def test_lr_schedules():
+    ard = TrainConfig(epochs=200, lr_schedule="ard_as_coded", milestones=(100, 150))
+    assert [lr_at(e, ard) for e in (99, 100, 150, 199)] == pytest.approx([0.1, 0.01, 0.01, 0.01])
+    ms = TrainConfig(epochs=200, lr_schedule="multistep", milestones=(100, 150))
+    assert [lr_at(e, ms) for e in (99, 100, 150)] == pytest.approx([0.1, 0.01, 0.001])
+    pw = TrainConfig(epochs=200, lr_schedule="piecewise_epoch_plus_one")
+    assert [lr_at(e, pw) for e in (98, 99, 148, 149)] == pytest.approx([0.1, 0.01, 0.01, 0.001])
+    cos = TrainConfig(epochs=10, lr_schedule="cosine")
+    assert lr_at(0, cos) == pytest.approx(0.1) and lr_at(5, cos) == pytest.approx(0.05)
+
+
+def test_run_writes_log_checkpoint_model_record(tiny_npz, teacher_file, tmp_path):
+    cfg = tiny_cfg("kd", tiny_npz, teacher_file, epochs=2)
+    res = train(cfg, runs_dir=tmp_path / "runs", progress=False)
+    assert res.completed
+    d = res.run_dir
+    for name in ("config.json", "log.jsonl", "checkpoint.pt", "model.pt", "model.json", "record.json"):
+        assert (d / name).is_file(), name
+    log = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert set(log[0]["losses"]) == {"kl_nat", "ce_nat", "loss"}
+    rec = json.loads((d / "record.json").read_text())
+    assert rec["schema_version"] == 1
+    assert rec["teacher"]["sha256"] and len(rec["teacher"]["sha256"]) == 64
+    assert set(rec["eval"]["accuracy"]) == {"clean", "pgd20"}
+    assert rec["track"]["data_fingerprint"]
+    assert json.loads((d / "config.json").read_text())["method"] == "kd"
+
+
+def test_resume_gives_the_same_weights(tiny_npz, tmp_path):
+    cfg = tiny_cfg("trades", tiny_npz, epochs=3)
+    full = train(cfg, runs_dir=tmp_path / "a", progress=False)
+    part = train(cfg, runs_dir=tmp_path / "b", progress=False, stop_after_epoch=2)
+    assert not part.completed and not (part.run_dir / "record.json").exists()
+    done = resume(part.run_dir, progress=False)
+    a = torch.load(full.run_dir / "model.pt", weights_only=True)
+    b = torch.load(done.run_dir / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert full.record["eval"]["accuracy"] == done.record["eval"]["accuracy"]
+    log = [json.loads(x) for x in (done.run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+
+
+def test_attack_student_mode_train_moves_bn_stats(tiny_npz, tmp_path):
+    """student_mode=train: attack forwards update BN running statistics (ARD/IAD); eval: not."""
+    from ardbench.contract import TinyNet
+    from ardbench.trainer import make_attack_fn
+    from ardbench.config import AttackConfig
+    from ardbench.attacks import ce_objective
+
+    for mode, moved in (("train", True), ("eval", False)):
+        net = TinyNet().train()
+        before = net.bn.running_mean.clone()
+        fn = make_attack_fn(net, AttackConfig(steps=2, student_mode=mode))
+        fn(torch.rand(4, 3, 8, 8), ce_objective(net, torch.zeros(4, dtype=torch.long)))
+        assert net.training  # restored
+        assert (not torch.equal(before, net.bn.running_mean)) == moved
+
+
+def test_missing_teacher_is_a_clear_error(tiny_npz, tmp_path):
+    cfg = tiny_cfg("kd", tiny_npz, None, epochs=1)
+    with pytest.raises(TrainingError, match="--teacher"):
+        train(cfg, runs_dir=tmp_path, progress=False)
+
+
+def test_resume_refuses_finished_run(tiny_npz, tmp_path):
+    res = train(tiny_cfg("natural", tiny_npz, epochs=1), runs_dir=tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="already finished"):
+        resume(res.run_dir)
