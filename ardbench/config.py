@@ -90,6 +90,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = (100, 150)
     gamma: float = 0.1
     augment: bool = True  # pad-4 random crop + horizontal flip, on the device
+    train_subset: int | None = None  # only the first N training examples (smoke runs)
     seed: int = 0
     deterministic: bool = False
 

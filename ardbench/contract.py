@@ -152,7 +152,7 @@ def run_contract_checks(method_name: str) -> list[CheckResult]:
             for name, p in method.named_parameters():
                 if p.grad is None:
                     raise AssertionError(f"method parameter {name} got no gradient")
-            return f"terms: {', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())}; attacks: {len(attack_calls)}"
+            return f"terms: {', '.join(f'{k}={float(v.detach()):.4g}' for k, v in terms.items())}; attacks: {len(attack_calls)}"
 
         check(f"one step at {label}: finite 0-dim terms, gradients, frozen teacher, modes", one_step)
 

@@ -208,8 +208,11 @@ def train(
         _truncate_log(run_dir / "log.jsonl", start_epoch)
         console.print(f"[bold]resuming[/] {run_id} after epoch {start_epoch}/{tc.epochs}")
 
+    x_train, y_train = ds.x_train, ds.y_train
+    if tc.train_subset is not None:
+        x_train, y_train = x_train[: tc.train_subset], y_train[: tc.train_subset]
     loader = DeviceLoader(
-        ds.x_train, ds.y_train, batch_size=tc.batch_size, seed=tc.seed, augment=tc.augment, device=device
+        x_train, y_train, batch_size=tc.batch_size, seed=tc.seed, augment=tc.augment, device=device
     )
     attack_fn = make_attack_fn(student.module, cfg.attack)
     end_epoch = tc.epochs if stop_after_epoch is None else min(tc.epochs, stop_after_epoch)

@@ -1,0 +1,387 @@
+"""The architecture registry and model specs (teachers, students, evaluated models).
+
+A model spec is accepted everywhere a model is named:
+
+==========================  ==================================================================
+``ARCH``                    a fresh, randomly initialised registered architecture
+``ARCH:PATH``               a state dict (``torch.load(..., weights_only=True)``), raw or nested
+                            under ``state_dict`` / ``model`` / ``model_state_dict``; a
+                            ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefix
+                            is stripped; loaded strictly
+``PATH.pt2``                a ``torch.export`` archive (any architecture, its own normalisation)
+``run:RUN_ID``              a model ardbench trained: ``RUNS_DIR/RUN_ID/model.pt`` + ``model.json``
+                            (``{"arch": ..., "num_classes": ...}``); RUN_ID may be a directory
+``robustbench:MODEL_ID``    the RobustBench zoo (Linf), from ``MODEL_DIR/<dataset>/Linf/ID.pt``;
+                            fetched only with ``download=True``
+==========================  ==================================================================
+
+Every loaded model is returned in eval mode on the requested device with the sha256 of its
+weights (of the file when there is one, else of the state dict; see ``state_dict_sha256``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import json
+import os
+import pickle
+import types
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ardbench.registry import Registry, UnknownNameError
+
+__all__ = [
+    "ARCHS",
+    "LoadedModel",
+    "StateDictMismatchError",
+    "build_arch",
+    "default_model_dir",
+    "extract_state_dict",
+    "file_sha256",
+    "load_model",
+    "load_state_dict_strict",
+    "register_arch",
+    "state_dict_sha256",
+]
+
+ArchFactory = Callable[..., nn.Module]
+
+ARCHS: Registry[ArchFactory] = Registry("architecture")
+
+_BUILTIN_ARCH_MODULES = ("resnet", "preact_resnet", "mobilenetv2", "wideresnet", "small_cnn")
+
+
+def _import_builtins() -> None:
+    for name in _BUILTIN_ARCH_MODULES:
+        importlib.import_module(f"ardbench.models.{name}")
+
+
+ARCHS.add_loader(_import_builtins)
+
+
+def register_arch(name: str) -> Callable[[ArchFactory], ArchFactory]:
+    """Decorator: make ``fn(num_classes: int = 10) -> nn.Module`` available as an architecture."""
+    return ARCHS.register(name)
+
+
+def build_arch(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
+    """A fresh model of a registered architecture (unknown names fail with a suggestion)."""
+    return ARCHS.get(name)(num_classes=num_classes, **kwargs)
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    spec: str
+    arch: str  # registry name, "export" for .pt2 archives, the class name for RobustBench
+    sha256: str
+    source: str  # "fresh" | "state_dict" | "export" | "run" | "robustbench"
+    path: str | None = None  # the weights file, when there is one
+
+
+# ----------------------------------------------------------------------------------- hashing
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def state_dict_sha256(module: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the state dict in key order: each key, dtype, shape and raw tensor bytes."""
+    sd = module.state_dict() if isinstance(module, nn.Module) else module
+    h = hashlib.sha256()
+    for key, value in sd.items():
+        h.update(key.encode())
+        if not isinstance(value, torch.Tensor):
+            h.update(repr(value).encode())
+            continue
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _files_sha256(paths: list[Path]) -> str:
+    if len(paths) == 1:
+        return file_sha256(paths[0])
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(bytes.fromhex(file_sha256(p)))
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ state dicts
+
+
+class StateDictMismatchError(KeyError):
+    """A checkpoint whose keys differ from the architecture's; the message lists them."""
+
+    def __str__(self) -> str:  # KeyError quotes its message
+        return str(self.args[0])
+
+
+_NESTED_KEYS = ("state_dict", "model", "model_state_dict")
+_STRIP_PREFIXES = ("module.", "_orig_mod.")
+
+
+def extract_state_dict(obj: Any, where: str = "checkpoint") -> OrderedDict[str, torch.Tensor]:
+    """The tensor mapping inside a loaded checkpoint, with wrapper prefixes stripped."""
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{where}: expected a state dict (a mapping), got {type(obj).__name__}")
+    for key in _NESTED_KEYS:
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(
+            f"{where}: not a state dict; non-tensor entries {bad[:5]} (a state dict may also be "
+            f"nested under one of {list(_NESTED_KEYS)})"
+        )
+    sd: OrderedDict[str, torch.Tensor] = OrderedDict(obj)
+    metadata = dict(getattr(obj, "_metadata", {}) or {})
+    for prefix in _STRIP_PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = OrderedDict((k[len(prefix) :], v) for k, v in sd.items())
+            metadata = {_strip_meta(k, prefix): v for k, v in metadata.items()}
+    if metadata:
+        # BatchNorm reads the saved version from here (old checkpoints lack num_batches_tracked).
+        sd._metadata = metadata  # type: ignore[attr-defined]
+    return sd
+
+
+def _strip_meta(key: str, prefix: str) -> str:
+    if key == prefix[:-1]:
+        return ""
+    return key[len(prefix) :] if key.startswith(prefix) else key
+
+
+def load_state_dict_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str = "checkpoint"
+) -> None:
+    """A strict load with an error that names the missing/unexpected keys.
+
+    torch's own key matching is used (so old BatchNorm checkpoints without
+    ``num_batches_tracked`` still load); any missing or unexpected key is an error.
+    """
+    try:
+        result = module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise RuntimeError(
+            f"{where} does not fit {type(module).__name__} (wrong num_classes or width?): {exc}"
+        ) from exc
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_preview(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
+        raise StateDictMismatchError(f"{where} does not match {type(module).__name__}: " + "; ".join(parts))
+
+
+def _preview(keys: list[str], n: int = 8) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path} cannot be loaded with weights_only=True (it pickles more than tensors); "
+            f"re-save it as a plain state dict: {exc}"
+        ) from exc
+
+
+def _require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+# ------------------------------------------------------------------------------------ specs
+
+
+def default_model_dir() -> Path:
+    """``$ARDBENCH_MODEL_DIR`` or ``~/.cache/ardbench/robustbench``."""
+    env = os.environ.get("ARDBENCH_MODEL_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ardbench" / "robustbench"
+
+
+def load_model(
+    spec: str,
+    *,
+    num_classes: int = 10,
+    dataset: str = "cifar10",
+    runs_dir: str | Path = "runs",
+    model_dir: str | Path | None = None,
+    download: bool = False,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Resolve a model spec (see the module docstring); the module is in eval mode on ``device``."""
+    spec = spec.strip()
+    head, sep, tail = spec.partition(":")
+    is_drive = len(head) == 1 and head.isalpha() and tail[:1] in ("\\", "/")  # C:\...
+    if sep and not is_drive:
+        if head == "run":
+            loaded = _load_run(tail, runs_dir)
+        elif head == "robustbench":
+            loaded = _load_robustbench(tail, dataset, model_dir, download)
+        elif head in ARCHS:
+            if tail.endswith(".pt2"):
+                raise ValueError(
+                    f"{spec!r}: a .pt2 archive carries its own architecture; pass the path alone"
+                )
+            loaded = _load_arch_file(head, Path(tail).expanduser(), num_classes)
+        elif spec.endswith(".pt2"):
+            loaded = _load_export(Path(spec).expanduser(), device)
+        else:
+            ARCHS.get(head)  # raises the "did you mean" error
+            raise AssertionError("unreachable")
+    elif spec.endswith(".pt2"):
+        loaded = _load_export(Path(spec).expanduser(), device)
+    elif spec in ARCHS:
+        module = build_arch(spec, num_classes=num_classes)
+        loaded = LoadedModel(module, spec, spec, state_dict_sha256(module), "fresh")
+    elif Path(spec).suffix in (".pt", ".pth", ".ckpt", ".tar") or Path(spec).is_file():
+        raise ValueError(
+            f"{spec!r} looks like a weights file; a state dict needs its architecture: "
+            f"ARCH:PATH with ARCH one of {', '.join(ARCHS.names())}"
+        )
+    else:
+        ARCHS.get(spec)  # raises the "did you mean" error
+        raise AssertionError("unreachable")
+    loaded.spec = spec
+    if loaded.source != "export":
+        loaded.module.to(device)
+    loaded.module.eval()
+    return loaded
+
+
+def _load_arch_file(arch: str, path: Path, num_classes: int) -> LoadedModel:
+    _require_file(path, f"weights file for {arch}")
+    module = build_arch(arch, num_classes=num_classes)
+    sd = extract_state_dict(_torch_load(path), where=str(path))
+    load_state_dict_strict(module, sd, where=str(path))
+    return LoadedModel(module, "", arch, file_sha256(path), "state_dict", str(path))
+
+
+def _load_run(run_id: str, runs_dir: str | Path) -> LoadedModel:
+    candidates = [Path(runs_dir).expanduser() / run_id, Path(run_id).expanduser()]
+    run_dir = next((p for p in candidates if p.is_dir()), None)
+    if run_dir is None:
+        raise FileNotFoundError(
+            f"run {run_id!r} not found: neither {candidates[0]} nor {candidates[1]} is a run "
+            "directory (pass --runs DIR if the runs live elsewhere)"
+        )
+    meta_path = _require_file(run_dir / "model.json", f"model description of run {run_id!r}")
+    weights = _require_file(run_dir / "model.pt", f"final weights of run {run_id!r}")
+    meta = json.loads(meta_path.read_text())
+    if "arch" not in meta:
+        raise ValueError(f"{meta_path} has no 'arch' key")
+    arch = str(meta["arch"])
+    module = build_arch(arch, num_classes=int(meta.get("num_classes", 10)))
+    sd = extract_state_dict(_torch_load(weights), where=str(weights))
+    load_state_dict_strict(module, sd, where=str(weights))
+    return LoadedModel(module, "", arch, file_sha256(weights), "run", str(weights))
+
+
+def _load_export(path: Path, device: str | torch.device) -> LoadedModel:
+    _require_file(path, "torch.export archive")
+    program = torch.export.load(str(path))
+    if torch.device(device).type != "cpu":
+        # Moves constants baked into the graph too, which Module.to() would miss.
+        program = torch.export.passes.move_to_device_pass(program, device)
+    module = program.module()
+    _make_frozen_mode(module)
+    return LoadedModel(module, "", "export", file_sha256(path), "export", str(path))
+
+
+def _make_frozen_mode(module: nn.Module) -> None:
+    """Let ``.eval()`` work on an exported module (torch refuses both train() and eval()).
+
+    An exported graph computes whatever it was exported with; these archives are inference
+    graphs, so eval() only sets the flags (for code that checks ``.training``) and train()
+    stays an error.
+    """
+
+    def train(self: nn.Module, mode: bool = True) -> nn.Module:
+        if mode:
+            raise NotImplementedError(
+                "a torch.export archive has its train/eval behaviour fixed at export time; "
+                "it can only be used as a frozen network"
+            )
+        for m in self.modules():
+            m.training = False
+        return self
+
+    def eval_(self: nn.Module) -> nn.Module:
+        return self.train(False)
+
+    module.train = types.MethodType(train, module)  # type: ignore[method-assign]
+    module.eval = types.MethodType(eval_, module)  # type: ignore[method-assign]
+
+
+def _load_robustbench(
+    model_id: str, dataset: str, model_dir: str | Path | None, download: bool
+) -> LoadedModel:
+    from ardbench._compat import import_robustbench
+
+    import_robustbench()
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    from robustbench.utils import load_model as rb_load_model
+
+    try:
+        ds = BenchmarkDataset(dataset)
+    except ValueError as exc:
+        known = ", ".join(d.value for d in BenchmarkDataset)
+        raise ValueError(f"RobustBench has no dataset {dataset!r}; known: {known}") from exc
+    zoo = model_dicts[ds][ThreatModel.Linf]
+    if model_id not in zoo:
+        close = difflib.get_close_matches(model_id, list(zoo), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(
+            f"unknown RobustBench {ds.value} Linf model {model_id!r}.{hint}"
+        )
+    root = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
+    base = root / ds.value / ThreatModel.Linf.value / f"{model_id}.pt"
+    gdrive = zoo[model_id].get("gdrive_id")
+    if isinstance(gdrive, list):  # ensembles: robustbench names the members ID.pt_m{i}.pt
+        files = [Path(f"{base}_m{i}.pt") for i in range(len(gdrive))]
+    else:
+        files = [base]
+    missing = [p for p in files if not p.is_file()]
+    if gdrive is None and not download:
+        raise FileNotFoundError(
+            f"RobustBench model {model_id!r} is served through timm / the Hugging Face hub, not "
+            "a local file; pass --download to fetch it"
+        )
+    if missing and not download:
+        raise FileNotFoundError(
+            f"RobustBench checkpoint not found: {', '.join(str(p) for p in missing)}; "
+            "pass --download to fetch it, or place the file there"
+        )
+    module = rb_load_model(
+        model_name=model_id, model_dir=str(root), dataset=ds.value, threat_model="Linf"
+    )
+    present = [p for p in files if p.is_file()]
+    sha = _files_sha256(present) if present else state_dict_sha256(module)
+    return LoadedModel(
+        module, "", type(module).__name__, sha, "robustbench", str(present[0]) if present else None
+    )
