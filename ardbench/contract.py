@@ -163,7 +163,7 @@ def run_contract_checks(method_name: str) -> list[CheckResult]:
             torch.manual_seed(123)
             ctx = tiny_context(student, 0, total_epochs, extras)
             terms = method.losses(student, teacher, batch, ctx)
-            vals.append({k: float(v) for k, v in terms.items()})
+            vals.append({k: float(v.detach()) for k, v in terms.items()})
         if vals[0] != vals[1]:
             raise AssertionError(f"same seed, different losses: {vals[0]} vs {vals[1]}")
         return "same seed, same terms"

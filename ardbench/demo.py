@@ -13,7 +13,7 @@ from rich.console import Console
 from .config import RunConfig
 from .paths import cache_dir
 
-TEACHER_OVERRIDES = {"train": {"epochs": 10, "lr": 0.05, "lr_schedule": "multistep", "milestones": [8]}}
+TEACHER_OVERRIDES = {"train": {"epochs": 15, "milestones": [12]}}
 
 
 def demo_teacher_config() -> RunConfig:

@@ -67,7 +67,9 @@ def test_run_writes_log_checkpoint_model_record(tiny_npz, teacher_file, tmp_path
     assert [r["epoch"] for r in log] == [1, 2]
     assert set(log[0]["losses"]) == {"kl_nat", "ce_nat", "loss"}
     rec = json.loads((d / "record.json").read_text())
-    assert rec["schema_version"] == 1
+    from ardbench.records import SCHEMA_VERSION
+
+    assert rec["schema_version"] == SCHEMA_VERSION
     assert rec["teacher"]["sha256"] and len(rec["teacher"]["sha256"]) == 64
     assert set(rec["eval"]["accuracy"]) == {"clean", "pgd20"}
     assert rec["track"]["data_fingerprint"]
