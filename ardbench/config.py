@@ -34,7 +34,10 @@ def parse_number(value: Any) -> float:
     if isinstance(value, str):
         text = value.strip()
         try:
-            return float(Fraction(text)) if "/" in text else float(text)
+            if "/" not in text:
+                return float(text)
+            num, den = text.split("/")
+            return float(Fraction(num.strip()) / Fraction(den.strip()))
         except (ValueError, ZeroDivisionError) as exc:
             raise ConfigError(f"expected a number like 0.031 or 8/255, got {value!r}") from exc
     raise ConfigError(f"expected a number, got {value!r}")
@@ -91,6 +94,9 @@ class TrainConfig:
     gamma: float = 0.1
     augment: bool = True  # pad-4 random crop + horizontal flip, on the device
     train_subset: int | None = None  # only the first N training examples (smoke runs)
+    # hold the last N training examples out of training and run the final evaluation on them
+    # instead of the test set (hyper-parameter selection never looks at the test set)
+    holdout: int | None = None
     seed: int = 0
     deterministic: bool = False
 

@@ -208,9 +208,7 @@ def train(
         _truncate_log(run_dir / "log.jsonl", start_epoch)
         console.print(f"[bold]resuming[/] {run_id} after epoch {start_epoch}/{tc.epochs}")
 
-    x_train, y_train = ds.x_train, ds.y_train
-    if tc.train_subset is not None:
-        x_train, y_train = x_train[: tc.train_subset], y_train[: tc.train_subset]
+    x_train, y_train, x_hold, y_hold = _split_train(ds.x_train, ds.y_train, tc)
     loader = DeviceLoader(
         x_train, y_train, batch_size=tc.batch_size, seed=tc.seed, augment=tc.augment, device=device
     )
@@ -302,7 +300,14 @@ def train(
     from .evaluate import evaluate_model
 
     eval_model = student.module.eval()
-    x_test, y_test = ds.test_subset(cfg.eval.n_examples, device)
+    if x_hold is None:
+        x_test, y_test = ds.test_subset(cfg.eval.n_examples, device)
+        split = "test"
+    else:
+        n = cfg.eval.n_examples or len(y_hold)
+        x_test = (x_hold[:n].float() / 255 if x_hold.dtype == torch.uint8 else x_hold[:n].float())
+        x_test, y_test = x_test.contiguous().to(device), y_hold[:n].to(device)
+        split = f"holdout: last {tc.holdout} training examples"
     eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
     result = evaluate_model(
         eval_model,
@@ -314,19 +319,35 @@ def train(
         seed=tc.seed,
         progress=progress,
     )
+    eval_block = result.to_dict()
+    eval_block["split"] = split
     record = build_record(
         cfg=cfg,
         run_id=run_id,
         dataset=ds,
         teacher=teacher_loaded,
         student=student,
-        eval_block=result.to_dict(),
+        eval_block=eval_block,
         wall_time_s=elapsed,
         device=device,
         checkpoint={"path": str(model_path), "sha256": file_sha256(model_path)},
     )
     write_json_atomic(run_dir / "record.json", record)
     return RunResult(run_id, run_dir, completed=True, record=record)
+
+
+def _split_train(x: Tensor, y: Tensor, tc: TrainConfig):
+    """(x_train, y_train, x_holdout, y_holdout): holdout = the last ``tc.holdout`` examples,
+    then ``train_subset`` = the first N of what remains."""
+    x_hold = y_hold = None
+    if tc.holdout:
+        if tc.holdout >= len(y):
+            raise TrainingError(f"train.holdout={tc.holdout} leaves no training data ({len(y)})")
+        x, x_hold = x[: -tc.holdout], x[-tc.holdout :]
+        y, y_hold = y[: -tc.holdout], y[-tc.holdout :]
+    if tc.train_subset is not None:
+        x, y = x[: tc.train_subset], y[: tc.train_subset]
+    return x, y, x_hold, y_hold
 
 
 def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:

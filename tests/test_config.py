@@ -19,6 +19,7 @@ def test_parse_number_accepts_fractions_and_floats():
     assert parse_number("8/255") == 8 / 255
     assert parse_number(0.031) == 0.031
     assert parse_number("2e-4") == 2e-4
+    assert parse_number("0.5/255") == 0.5 / 255
     with pytest.raises(ConfigError, match="8/255"):
         parse_number("eight")
 

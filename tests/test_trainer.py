@@ -118,3 +118,12 @@ def test_resume_refuses_finished_run(tiny_npz, tmp_path):
     res = train(tiny_cfg("natural", tiny_npz, epochs=1), runs_dir=tmp_path, progress=False)
     with pytest.raises(TrainingError, match="already finished"):
         resume(res.run_dir)
+
+
+def test_holdout_evaluates_on_held_out_training_examples(tiny_npz, tmp_path):
+    cfg = tiny_cfg("natural", tiny_npz, epochs=1, **{"train.holdout": 16})
+    res = train(cfg, runs_dir=tmp_path, progress=False)
+    ev = res.record["eval"]
+    assert ev["n_examples"] == 16 and ev["split"].startswith("holdout")
+    with pytest.raises(TrainingError, match="leaves no training data"):
+        train(tiny_cfg("natural", tiny_npz, epochs=1, **{"train.holdout": 48}), runs_dir=tmp_path, progress=False)
