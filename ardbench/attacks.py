@@ -82,7 +82,9 @@ def pgd(
         x_adv = x_adv.detach().requires_grad_(True)
         value = objective(x_adv)
         if value.dim() != 0:
-            raise ValueError("an attack objective must return a scalar (sum or mean over the batch)")
+            raise ValueError(
+                "an attack objective must return a scalar (sum or mean over the batch)"
+            )
         (grad,) = torch.autograd.grad(value, x_adv)
         x_adv = project(_ascent(x_adv.detach(), grad, step, norm), x, eps, norm)
     return x_adv.detach()

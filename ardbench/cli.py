@@ -32,8 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {exc}")
         return 2
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: the last finished epoch is checkpointed; "
-                          "continue with --resume RUN_DIR")
+        err_console.print(
+            "[yellow]interrupted[/]: the last finished epoch is checkpointed; "
+            "continue with --resume RUN_DIR"
+        )
         return 130
 
 
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_list_parser(sub)
     _add_check_parser(sub)
     _add_eval_parser(sub)
+    _add_leaderboard_parser(sub)
+    _add_compare_parser(sub)
     return parser
 
 
@@ -241,12 +245,254 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _add_eval_parser(sub: Any) -> None:
-    p = sub.add_parser("eval", help="evaluate a model: clean, FGSM, PGD-20, CW, AutoAttack")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model: clean, FGSM, PGD-20, CW, AutoAttack",
+        description="Evaluate MODEL_SPEC on the first N test points of --dataset: clean, FGSM, "
+        "PGD-20 and CW-inf (step eps/4) and AutoAttack standard (pyautoattack), after the "
+        "compliance checks (eval mode, fp32, inputs in [0,1], logits, deterministic forward, "
+        "non-zero input gradients).",
+    )
+    p.add_argument(
+        "model", metavar="MODEL_SPEC", help="ARCH:PATH, PATH.pt2, robustbench:ID or run:RUN_ID"
+    )
+    p.add_argument("--dataset", required=True, help="digits | cifar10 | cifar100 | npz:PATH")
+    p.add_argument("--data-dir", help="where cifar10/cifar100 live (torchvision layout)")
+    p.add_argument("--download", action="store_true", help="allow downloading data/models")
+    p.add_argument("--model-dir", help="RobustBench model directory (robustbench:ID specs)")
+    p.add_argument("--runs", default="runs", help="directory of run directories (run:RUN_ID)")
+    p.add_argument("--norm", default="Linf", choices=["Linf", "L2"])
+    p.add_argument("--eps", default="8/255", help="radius, 8/255 or a float (default 8/255)")
+    p.add_argument("--n-examples", type=int, help="the first N test points (default: all)")
+    p.add_argument(
+        "--attacks",
+        default="clean,fgsm,pgd20,cw,aa",
+        help="comma-separated columns among clean,fgsm,pgd20,cw,aa (default: all)",
+    )
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the result as JSON")
+    p.add_argument(
+        "--model-info",
+        dest="model_info_out",
+        metavar="OUT",
+        help="write a RobustBench model_info JSON (needs the aa column)",
+    )
+    p.add_argument(
+        "--info",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model_info field, e.g. name=..., authors=..., venue=..., link=..., "
+        "architecture=ResNet-18, reported=57.12, additional_data=false, footnote=...",
+    )
+    p.add_argument(
+        "--compliant",
+        action="store_true",
+        help="stop when a compliance check fails (default: warn and go on)",
+    )
+    p.add_argument(
+        "--cross-check",
+        choices=["robustbench"],
+        help="also run robustbench.eval.benchmark() on the same model and points",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="save per-point progress in chunks here; rerun the same command to resume",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        help="points per saved chunk (default 1000 with --state-dir, else all)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    raise NotImplementedError("ardbench eval is being wired up")
+    from .evaluate import ComplianceError, evaluate_spec, render_eval
+
+    metadata: dict[str, Any] = {}
+    for item in args.info:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--info expects KEY=VALUE, got {item!r}")
+        v: Any = value
+        if key.strip() == "additional_data":
+            v = value.strip().lower() in ("1", "true", "yes")
+        metadata[key.strip()] = v
+    try:
+        result = evaluate_spec(
+            args.model,
+            args.dataset,
+            data_dir=args.data_dir,
+            download=args.download,
+            n_examples=args.n_examples,
+            attacks=args.attacks,
+            eps=args.eps,
+            norm=args.norm,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+            json_out=args.json_out,
+            model_info_out=args.model_info_out,
+            compliant=args.compliant,
+            cross_check=args.cross_check,
+            state_dir=args.state_dir,
+            chunk_size=args.chunk_size,
+            model_dir=args.model_dir,
+            runs_dir=args.runs,
+            metadata=metadata or None,
+            progress=not args.quiet,
+            console=err_console,
+        )
+    except ComplianceError as exc:
+        err_console.print(f"[bold red]compliance:[/] {exc}")
+        return 3
+    except KeyboardInterrupt:
+        hint = (
+            "finished chunks are saved; rerun the same command to continue"
+            if args.state_dir
+            else "pass --state-dir DIR to make long evaluations resumable"
+        )
+        err_console.print(f"[yellow]interrupted[/]: {hint}")
+        return 130
+    render_eval(result, console)
+    for flag, path in (("--json", args.json_out), ("--model-info", args.model_info_out)):
+        if path:
+            console.print(f"{flag}: wrote {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------- leaderboard, compare
+
+
+def _add_leaderboard_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "leaderboard",
+        help="render the markdown leaderboards from run records",
+        description="Collect every run record under --runs (record.json files and *.json "
+        "records, recursively) and render one markdown table per (track, teacher, student) "
+        "into --out, plus an index README.md. --check renders in memory and fails when a "
+        "file differs, is missing or is stale.",
+    )
+    p.add_argument(
+        "--runs",
+        default="leaderboard/runs",
+        help="directory of run records (default leaderboard/runs)",
+    )
+    p.add_argument("--out", default="leaderboard", help="output directory (default leaderboard)")
+    p.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when any table is out of date"
+    )
+    p.add_argument(
+        "--add",
+        nargs="+",
+        metavar="RUN_DIR_OR_RECORD",
+        help="first copy these runs' records into --runs (checkpoints stay behind)",
+    )
+    p.set_defaults(func=_cmd_leaderboard)
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import add_records, check_leaderboard, write_leaderboard
+
+    if args.add:
+        if args.check:
+            err_console.print("[bold red]error:[/] --add and --check do not go together")
+            return 2
+        for dest, status in add_records(args.add, args.runs):
+            console.print(f"{status}: {dest}", highlight=False, soft_wrap=True)
+    if args.check:
+        problems = check_leaderboard(args.runs, args.out)
+        if problems:
+            for line in problems:
+                err_console.print(line, highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[red]{len(problems)} leaderboard file(s) out of date[/]: run "
+                f"`ardbench leaderboard --runs {args.runs} --out {args.out}` and commit the result",
+                soft_wrap=True,
+            )
+            return 1
+        console.print(
+            f"leaderboard in {args.out} is up to date with the records in {args.runs}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 0
+    report = write_leaderboard(args.runs, args.out)
+    for rel in report["written"]:
+        console.print(f"wrote {Path(args.out) / rel}", highlight=False, soft_wrap=True)
+    for rel in report["removed"]:
+        console.print(f"removed stale {Path(args.out) / rel}", highlight=False, soft_wrap=True)
+    console.print(
+        f"{len(report['written'])} written, {len(report['unchanged'])} unchanged, "
+        f"{len(report['removed'])} removed",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _add_compare_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="a run or method against its leaderboard table",
+        description="Deltas (percentage points) of a run, or of a method's aggregate over "
+        "seeds, against every row of its (track, teacher, student) table, flagging those "
+        "inside seed noise.",
+    )
+    p.add_argument(
+        "target",
+        nargs="?",
+        metavar="RUN_DIR_OR_RECORD",
+        help="a run directory or record file; with --method, a directory of runs "
+        "whose runs of that method are aggregated",
+    )
+    p.add_argument("--method", help="compare this method's aggregate instead of one run")
+    p.add_argument("--pair", help="only this table: <track-slug>/<teacher-slug>__<student>")
+    p.add_argument(
+        "--leaderboard-runs",
+        "--leaderboard",
+        dest="leaderboard_runs",
+        default="leaderboard/runs",
+        help="the leaderboard's records (default leaderboard/runs)",
+    )
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import NoTableError, compare_method, compare_record, render_comparison
+    from .leaderboard import collect_records
+    from .records import load_record
+
+    leaderboard = collect_records(args.leaderboard_runs)
+    try:
+        if args.method:
+            candidates = None
+            if args.target:
+                target = Path(args.target)
+                candidates = (
+                    [load_record(target)]
+                    if target.is_file() or (target / "record.json").is_file()
+                    else collect_records(target)
+                )
+            comparisons = compare_method(
+                args.method, leaderboard, candidates=candidates, pair=args.pair
+            )
+        elif args.target:
+            comparisons = [compare_record(load_record(args.target), leaderboard)]
+        else:
+            err_console.print("[bold red]error:[/] give a run directory / record, or --method NAME")
+            return 2
+    except NoTableError as exc:
+        err_console.print(f"[yellow]nothing to compare:[/] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    for comp in comparisons:
+        render_comparison(comp, console)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

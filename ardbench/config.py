@@ -215,7 +215,9 @@ def _coerce_type(tp: Any, value: Any, key: str) -> Any:
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} expects a list, got {value!r}")
-        return tuple(_coerce_type(args[0], v.strip() if isinstance(v, str) else v, key) for v in value)
+        return tuple(
+            _coerce_type(args[0], v.strip() if isinstance(v, str) else v, key) for v in value
+        )
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} expects a mapping, got {value!r}")

@@ -68,8 +68,13 @@ def tiny_setup(method_name: str, seed: int = 0, batch_size: int = 8, num_classes
 
 
 def tiny_context(
-    student: nn.Module, epoch: int, total_epochs: int, extras: dict, num_classes: int = 10,
-    attack_fn: Callable | None = None, log: Callable | None = None,
+    student: nn.Module,
+    epoch: int,
+    total_epochs: int,
+    extras: dict,
+    num_classes: int = 10,
+    attack_fn: Callable | None = None,
+    log: Callable | None = None,
 ) -> StepContext:
     attack = AttackConfig(eps=8 / 255, step=2 / 255, steps=2)
     return StepContext(
@@ -100,7 +105,10 @@ def run_contract_checks(method_name: str) -> list[CheckResult]:
     def registered() -> str:
         if not issubclass(cls, Method):
             raise TypeError("not a Method subclass")
-        if not (cls.__doc__ or "").strip() and not (sys.modules[cls.__module__].__doc__ or "").strip():
+        if (
+            not (cls.__doc__ or "").strip()
+            and not (sys.modules[cls.__module__].__doc__ or "").strip()
+        ):
             raise ValueError("a method's docstring must name its paper")
         cls.Config()
         return f"{cls.__module__}.{cls.__qualname__}"
@@ -154,7 +162,9 @@ def run_contract_checks(method_name: str) -> list[CheckResult]:
                     raise AssertionError(f"method parameter {name} got no gradient")
             return f"terms: {', '.join(f'{k}={float(v.detach()):.4g}' for k, v in terms.items())}; attacks: {len(attack_calls)}"
 
-        check(f"one step at {label}: finite 0-dim terms, gradients, frozen teacher, modes", one_step)
+        check(
+            f"one step at {label}: finite 0-dim terms, gradients, frozen teacher, modes", one_step
+        )
 
     def deterministic() -> str:
         vals = []

@@ -52,10 +52,15 @@ def find_recipe(method: str, recipe: str) -> Path:
             raise ConfigError(f"recipe file {path} does not exist")
         return path
     root = baselines_dir()
-    for candidate in (root / method / f"{recipe}.yaml", root / "contrib" / method / f"{recipe}.yaml"):
+    for candidate in (
+        root / method / f"{recipe}.yaml",
+        root / "contrib" / method / f"{recipe}.yaml",
+    ):
         if candidate.is_file():
             return candidate
-    known = [p.stem for p in sorted((root / method).glob("*.yaml"))] if (root / method).is_dir() else []
+    known = (
+        [p.stem for p in sorted((root / method).glob("*.yaml"))] if (root / method).is_dir() else []
+    )
     raise ConfigError(
         f"no recipe {recipe!r} for method {method!r} under {root}. "
         f"Known: {', '.join(known) or 'none'}; or pass a path to a YAML file."

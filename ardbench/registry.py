@@ -38,7 +38,11 @@ class Registry(Generic[T]):
 
         def decorator(obj: T) -> T:
             existing = self._entries.get(name)
-            if existing is not None and existing is not obj and _qualname(existing) != _qualname(obj):
+            if (
+                existing is not None
+                and existing is not obj
+                and _qualname(existing) != _qualname(obj)
+            ):
                 raise ValueError(
                     f"{self.kind} {name!r} is already registered by {_qualname(existing)}; "
                     f"pick another name for {_qualname(obj)}"

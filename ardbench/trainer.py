@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-
 import secrets
 import time
 from collections import defaultdict
@@ -34,7 +33,7 @@ from .data import DeviceLoader, load_dataset
 from .io import append_jsonl, file_sha256, save_torch_atomic, write_json_atomic
 from .methods import Method, StepContext, build_method, check_losses
 from .models import feature_dim, load_model, logits_and_features
-from .records import build_record
+from .records import build_record, validate_paper, validate_record, write_record
 
 
 class TrainingError(RuntimeError):
@@ -135,6 +134,8 @@ def train(
     """Train ``cfg`` to the end (or until ``stop_after_epoch`` epochs are done), then evaluate
     the last-epoch student and write ``record.json``."""
     console = console or Console(stderr=True, quiet=not progress)
+    started_at = datetime.now(timezone.utc)
+    validate_paper(cfg.paper)  # a bad paper block fails now, not after hours of training
     runs_dir = Path(runs_dir)
     if run_dir is None:
         run_id = new_run_id(cfg)
@@ -158,7 +159,11 @@ def train(
     method: Method = build_method(cfg.method, cfg.method_config)
     torch.manual_seed(tc.seed)  # student initialisation
     student = load_model(
-        cfg.student, num_classes=ds.num_classes, dataset=cfg.dataset, runs_dir=runs_dir, device=device
+        cfg.student,
+        num_classes=ds.num_classes,
+        dataset=cfg.dataset,
+        runs_dir=runs_dir,
+        device=device,
     )
     student.module.train()
     teacher_loaded = None
@@ -185,7 +190,10 @@ def train(
         except Exception:  # some archives expose no penultimate layer; only vargap needs it
             t_dim = None
     method.setup(
-        student=student.module, teacher=teacher, num_classes=ds.num_classes, feature_dims=(s_dim, t_dim)
+        student=student.module,
+        teacher=teacher,
+        num_classes=ds.num_classes,
+        feature_dims=(s_dim, t_dim),
     )
     method.to(device)
     student.module.train()
@@ -236,7 +244,9 @@ def train(
             sums: dict[str, float] = defaultdict(float)
             diag: dict[str, float] = defaultdict(float)
             n_seen = 0
-            task = bar.add_task(f"{cfg.method} epoch {epoch + 1}/{tc.epochs}", total=len(loader), terms="")
+            task = bar.add_task(
+                f"{cfg.method} epoch {epoch + 1}/{tc.epochs}", total=len(loader), terms=""
+            )
             for step, batch in enumerate(loader.epoch_batches(epoch)):
                 ctx = StepContext(
                     epoch=epoch,
@@ -294,9 +304,7 @@ def train(
     # last-epoch model, never a test-selected one
     model_path = run_dir / "model.pt"
     save_torch_atomic(model_path, student.module.state_dict())
-    write_json_atomic(
-        run_dir / "model.json", {"arch": student.arch, "num_classes": ds.num_classes}
-    )
+    write_json_atomic(run_dir / "model.json", {"arch": student.arch, "num_classes": ds.num_classes})
     from .evaluate import evaluate_model
 
     eval_model = student.module.eval()
@@ -305,7 +313,7 @@ def train(
         split = "test"
     else:
         n = cfg.eval.n_examples or len(y_hold)
-        x_test = (x_hold[:n].float() / 255 if x_hold.dtype == torch.uint8 else x_hold[:n].float())
+        x_test = x_hold[:n].float() / 255 if x_hold.dtype == torch.uint8 else x_hold[:n].float()
         x_test, y_test = x_test.contiguous().to(device), y_hold[:n].to(device)
         split = f"holdout: last {tc.holdout} training examples"
     eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
@@ -331,8 +339,10 @@ def train(
         wall_time_s=elapsed,
         device=device,
         checkpoint={"path": str(model_path), "sha256": file_sha256(model_path)},
+        started_at=started_at,
     )
-    write_json_atomic(run_dir / "record.json", record)
+    validate_record(record)
+    write_record(run_dir, record)
     return RunResult(run_id, run_dir, completed=True, record=record)
 
 
@@ -370,5 +380,3 @@ def _truncate_log(path: Path, epochs_done: int) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     keep = [r for r in rows if r["epoch"] <= epochs_done]
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
-
-

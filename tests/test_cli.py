@@ -38,8 +38,23 @@ def test_unknown_method_suggests(capsys):
 
 
 def test_dry_run_prints_resolved_config(capsys):
-    assert main(["run", "--method", "trades", "--preset", "demo", "--epochs", "2",
-                 "--set", "beta=3", "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--method",
+                "trades",
+                "--preset",
+                "demo",
+                "--epochs",
+                "2",
+                "--set",
+                "beta=3",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["train"]["epochs"] == 2 and cfg["method_config"]["beta"] == 3.0
     assert cfg["dataset"] == "digits"
@@ -52,9 +67,26 @@ def test_bad_set_key_exits_2(capsys):
 
 def test_run_end_to_end_in_process(tiny_npz, tmp_path, capsys):
     runs = tmp_path / "runs"
-    rc = main(["run", "--method", "pgd_at", "--dataset", f"npz:{tiny_npz}", "--student",
-               "small_cnn", "--epochs", "1", "--set", "train.batch_size=20", "--set",
-               "attack.steps=1", "--runs", str(runs), "--quiet"])
+    rc = main(
+        [
+            "run",
+            "--method",
+            "pgd_at",
+            "--dataset",
+            f"npz:{tiny_npz}",
+            "--student",
+            "small_cnn",
+            "--epochs",
+            "1",
+            "--set",
+            "train.batch_size=20",
+            "--set",
+            "attack.steps=1",
+            "--runs",
+            str(runs),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     (run_dir,) = runs.iterdir()
     assert (run_dir / "record.json").is_file()

@@ -37,7 +37,9 @@ def test_attack_config_rejects_bad_choice():
 def test_recipe_unknown_key_is_named(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("method: kd\ntrain: {epochs: 3, learning_rate: 0.1}\n")
-    with pytest.raises(ConfigError, match="'learning_rate' in recipe .*train.*Known keys: .*lr_schedule"):
+    with pytest.raises(
+        ConfigError, match="'learning_rate' in recipe .*train.*Known keys: .*lr_schedule"
+    ):
         load_recipe_file(p)
     p.write_text("method: kd\nepochz: 3\n")
     with pytest.raises(ConfigError, match="epochz"):
@@ -93,5 +95,7 @@ def test_config_roundtrip_and_hash():
 
 def test_dataclasses_are_frozen():
     cfg = RunConfig(method="kd", train=TrainConfig(epochs=1))
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.epochs = 2  # type: ignore[misc]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ardbench.config import AttackConfig
 from ardbench.contract import TinyNet
 from ardbench.methods import Batch, build_method
-from ardbench.config import AttackConfig
 from ardbench.methods.base import StepContext
 from ardbench.models import logits_and_features
 
@@ -47,7 +47,11 @@ def context(x_adv, captured):
         return x_adv
 
     return StepContext(
-        epoch=0, total_epochs=10, step=0, attack=AttackConfig(), attack_fn=attack_fn,
+        epoch=0,
+        total_epochs=10,
+        step=0,
+        attack=AttackConfig(),
+        attack_fn=attack_fn,
         features=logits_and_features,
     )
 

@@ -43,8 +43,14 @@ ARCH_FACTS = {
     "wrn_34_10": (48_262_586, 640),
     "small_cnn": (94_762, 128),
 }
-CHEAP = ["resnet18", "preact_resnet18", "preact_resnet18_final_bn", "mobilenetv2", "wrn_16_2",
-         "small_cnn"]
+CHEAP = [
+    "resnet18",
+    "preact_resnet18",
+    "preact_resnet18_final_bn",
+    "mobilenetv2",
+    "wrn_16_2",
+    "small_cnn",
+]
 
 
 @functools.cache
@@ -74,8 +80,14 @@ def test_parameter_counts(name: str) -> None:
 
 
 def test_reference_rounded_counts() -> None:
-    millions = {"resnet18": 11.17, "preact_resnet18": 11.17, "mobilenetv2": 2.30,
-                "wrn_16_2": 0.69, "wrn_28_10": 36.48, "wrn_34_10": 48.26}
+    millions = {
+        "resnet18": 11.17,
+        "preact_resnet18": 11.17,
+        "mobilenetv2": 2.30,
+        "wrn_16_2": 0.69,
+        "wrn_28_10": 36.48,
+        "wrn_34_10": 48.26,
+    }
     for name, m in millions.items():
         assert ARCH_FACTS[name][0] / 1e6 == pytest.approx(m, abs=0.006), name
 
@@ -109,8 +121,8 @@ def test_count_parameters_used_in_forward() -> None:
 
 
 @pytest.mark.parametrize(
-    "name,num_classes", [(n, 10) for n in CHEAP] + [("resnet18", 100), ("wrn_16_2", 100),
-                                                    ("small_cnn", 100)]
+    "name,num_classes",
+    [(n, 10) for n in CHEAP] + [("resnet18", 100), ("wrn_16_2", 100), ("small_cnn", 100)],
 )
 def test_output_and_feature_shapes(name: str, num_classes: int) -> None:
     model = _built(name, num_classes)
@@ -190,21 +202,30 @@ def _trades_wrn_34_10_keys() -> list[str]:
 def test_wrn_34_10_strict_loads_trades_names() -> None:
     model = _built("wrn_34_10")
     expected = _trades_wrn_34_10_keys()
-    for literal in ("block1.layer.0.bn1.weight", "sub_block1.layer.4.conv2.weight",
-                    "block3.layer.4.conv2.weight", "bn1.running_mean", "fc.bias",
-                    "block2.layer.0.convShortcut.weight"):
+    for literal in (
+        "block1.layer.0.bn1.weight",
+        "sub_block1.layer.4.conv2.weight",
+        "block3.layer.4.conv2.weight",
+        "bn1.running_mean",
+        "fc.bias",
+        "block2.layer.0.convShortcut.weight",
+    ):
         assert literal in expected
     own = model.state_dict()
     assert sorted(own) == sorted(expected)
     # A synthetic checkpoint with those names (DataParallel prefix, nested) loads strictly.
     torch.manual_seed(1)
-    synthetic = {"module." + k: torch.randn_like(own[k], dtype=torch.float32).to(own[k].dtype)
-                 for k in expected}
+    synthetic = {
+        "module." + k: torch.randn_like(own[k], dtype=torch.float32).to(own[k].dtype)
+        for k in expected
+    }
     from ardbench.models import extract_state_dict, load_state_dict_strict
 
     load_state_dict_strict(model, extract_state_dict({"state_dict": synthetic}))
-    assert torch.equal(model.state_dict()["sub_block1.layer.4.conv2.weight"],
-                       synthetic["module.sub_block1.layer.4.conv2.weight"])
+    assert torch.equal(
+        model.state_dict()["sub_block1.layer.4.conv2.weight"],
+        synthetic["module.sub_block1.layer.4.conv2.weight"],
+    )
     _built.cache_clear()  # the cached instance now holds random weights
 
 
@@ -229,7 +250,11 @@ def test_arch_path_round_trip_with_module_prefix(tmp_path: Path, nesting: str) -
     torch.save(sd if nesting == "raw" else {nesting: sd, "epoch": 3}, path)
     loaded = load_model(f"small_cnn:{path}")
     assert isinstance(loaded, LoadedModel)
-    assert (loaded.arch, loaded.source, loaded.spec) == ("small_cnn", "state_dict", f"small_cnn:{path}")
+    assert (loaded.arch, loaded.source, loaded.spec) == (
+        "small_cnn",
+        "state_dict",
+        f"small_cnn:{path}",
+    )
     assert loaded.sha256 == file_sha256(path)
     assert not loaded.module.training
     for k, v in model.state_dict().items():
@@ -356,9 +381,7 @@ def test_features_error_without_linear() -> None:
 def test_export_archive_spec_and_features(tmp_path: Path) -> None:
     model = _perturbed("small_cnn").eval()
     batch = torch.export.Dim("batch")
-    program = torch.export.export(
-        model, (torch.rand(2, 3, 32, 32),), dynamic_shapes=({0: batch},)
-    )
+    program = torch.export.export(model, (torch.rand(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
     path = tmp_path / "m.pt2"
     torch.export.save(program, path)
     loaded = load_model(str(path))

@@ -40,8 +40,14 @@ def tiny_cfg(method, npz, teacher=None, epochs=3, **sets):
     return resolve_config(
         method,
         cli=cli,
-        sets=["train.batch_size=16", "attack.steps=2", "eval.batch_size=16",
-              "train.milestones=[2]", "train.lr_schedule=multistep", *extra],
+        sets=[
+            "train.batch_size=16",
+            "attack.steps=2",
+            "eval.batch_size=16",
+            "train.milestones=[2]",
+            "train.lr_schedule=multistep",
+            *extra,
+        ],
     )
 
 
@@ -61,7 +67,14 @@ def test_run_writes_log_checkpoint_model_record(tiny_npz, teacher_file, tmp_path
     res = train(cfg, runs_dir=tmp_path / "runs", progress=False)
     assert res.completed
     d = res.run_dir
-    for name in ("config.json", "log.jsonl", "checkpoint.pt", "model.pt", "model.json", "record.json"):
+    for name in (
+        "config.json",
+        "log.jsonl",
+        "checkpoint.pt",
+        "model.pt",
+        "model.json",
+        "record.json",
+    ):
         assert (d / name).is_file(), name
     log = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
@@ -94,10 +107,10 @@ def test_resume_gives_the_same_weights(tiny_npz, tmp_path):
 
 def test_attack_student_mode_train_moves_bn_stats(tiny_npz, tmp_path):
     """student_mode=train: attack forwards update BN running statistics (ARD/IAD); eval: not."""
+    from ardbench.attacks import ce_objective
+    from ardbench.config import AttackConfig
     from ardbench.contract import TinyNet
     from ardbench.trainer import make_attack_fn
-    from ardbench.config import AttackConfig
-    from ardbench.attacks import ce_objective
 
     for mode, moved in (("train", True), ("eval", False)):
         net = TinyNet().train()
@@ -126,4 +139,8 @@ def test_holdout_evaluates_on_held_out_training_examples(tiny_npz, tmp_path):
     ev = res.record["eval"]
     assert ev["n_examples"] == 16 and ev["split"].startswith("holdout")
     with pytest.raises(TrainingError, match="leaves no training data"):
-        train(tiny_cfg("natural", tiny_npz, epochs=1, **{"train.holdout": 48}), runs_dir=tmp_path, progress=False)
+        train(
+            tiny_cfg("natural", tiny_npz, epochs=1, **{"train.holdout": 48}),
+            runs_dir=tmp_path,
+            progress=False,
+        )

@@ -39,3 +39,5 @@ def _import_builtins() -> None:
 
 
 METHODS.add_loader(_import_builtins)
+# baselines/contrib/<name>/method.py submissions, discovered without installing anything
+METHODS.add_loader(importlib.import_module("ardbench.contrib").load_contrib_methods)

@@ -190,7 +190,9 @@ def load_state_dict_strict(
             parts.append(f"missing keys ({len(missing)}): {_preview(missing)}")
         if unexpected:
             parts.append(f"unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
-        raise StateDictMismatchError(f"{where} does not match {type(module).__name__}: " + "; ".join(parts))
+        raise StateDictMismatchError(
+            f"{where} does not match {type(module).__name__}: " + "; ".join(parts)
+        )
 
 
 def _preview(keys: list[str], n: int = 8) -> str:
@@ -356,9 +358,7 @@ def _load_robustbench(
     if model_id not in zoo:
         close = difflib.get_close_matches(model_id, list(zoo), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownNameError(
-            f"unknown RobustBench {ds.value} Linf model {model_id!r}.{hint}"
-        )
+        raise UnknownNameError(f"unknown RobustBench {ds.value} Linf model {model_id!r}.{hint}")
     root = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
     base = root / ds.value / ThreatModel.Linf.value / f"{model_id}.pt"
     gdrive = zoo[model_id].get("gdrive_id")

@@ -27,7 +27,9 @@ class PreActBlock(nn.Module):
         # Only blocks that change shape own a shortcut, so checkpoint keys match the originals.
         self.shortcut: nn.Sequential | None = None
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(x))
