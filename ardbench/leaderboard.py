@@ -323,13 +323,16 @@ def _stat(values: pd.Series) -> Stat:
     return Stat(mean, std, n)
 
 
-def _rows(df: pd.DataFrame) -> list[Row]:
+def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
     out = []
     for (method, recipe, protocol), g in df.groupby(
         ["method", "recipe", "protocol"], sort=True, dropna=False
     ):
+        g.attrs["with_teacher"] = with_teacher
         g = g.sort_values("run_id", kind="mergesort")
         notes = []
+        if (g["teacher_sha"] == "").all() and g.attrs.get("with_teacher"):
+            notes.append("no teacher (reference row)")
         if g["unofficial"].any():
             notes.append("unofficial re-implementation")
         if g["teacher_in_attack"].any():
@@ -417,14 +420,25 @@ def build_tables(records: Sequence[Mapping[str, Any]]) -> list[Table]:
     by_id = {r["run_id"]: dict(r) for r in records}
     df = records_frame(records)
     tables = []
-    for (track, sha, student), g in df.groupby(
-        ["track", "teacher_sha", "student"], sort=True, dropna=False
-    ):
+    groups = dict(
+        iter(df.groupby(["track", "teacher_sha", "student"], sort=True, dropna=False))
+    )
+    # Methods that train without a teacher (natural, pgd_at, trades) are the reference rows of
+    # every teacher's table on the same track and student; they get a table of their own only
+    # where no distillation run shares their track and student.
+    with_teacher = {(track, student) for (track, sha, student) in groups if sha}
+    for (track, sha, student), g in groups.items():
+        if not sha and (track, student) in with_teacher:
+            continue
+        if sha and (track, "", student) in groups:
+            g = pd.concat([g, groups[(track, "", student)]], ignore_index=True)
         recs = [by_id[rid] for rid in sorted(g["run_id"])]
         track_key = tuple(track.split("\x1f"))
-        labels = sorted({teacher_label((r.get("teacher") or {}).get("spec")) for r in recs})
+        labels = sorted(
+            {teacher_label((r.get("teacher") or {}).get("spec")) for r in recs if r.get("teacher")}
+        ) or ["no-teacher"]
         relpath = f"{_track_slug(track_key)}/{_teacher_slug(labels[0], sha)}__{_safe(student)}.md"
-        rows, by = _sort_rows(_rows(g))
+        rows, by = _sort_rows(_rows(g, with_teacher=bool(sha)))
         tables.append(Table(track_key, sha, student, relpath, recs, rows, by))
     tables.sort(key=lambda t: t.relpath)
     return tables

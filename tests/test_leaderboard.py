@@ -381,3 +381,14 @@ def test_fractional_eps_in_255ths():
     assert at(0.5 / 255).startswith("cifar10_linf_0.5-255_00000000/")
     assert at(2 / 255).startswith("cifar10_linf_2-255_00000000/")
     assert at(0.031).startswith("cifar10_linf_0.031_00000000/")  # TRADES's eps is not 8/255
+
+
+def test_teacherless_methods_are_reference_rows_of_the_teacher_tables():
+    records = two_by_two() + [rec("pgd_at", 0, {"clean": 0.7, "pgd20": 0.45}, teacher=None)]
+    tables = build_tables(records)
+    assert [t.relpath for t in tables] == [TABLE]  # no separate no-teacher table
+    row = next(r for r in tables[0].rows if r.method == "pgd_at")
+    assert "no teacher (reference row)" in row.notes
+    alone = build_tables([rec("pgd_at", 0, {"clean": 0.7, "pgd20": 0.45}, teacher=None)])
+    assert len(alone) == 1 and "no-teacher__resnet18" in alone[0].relpath
+    assert "no teacher (reference row)" not in alone[0].rows[0].notes
