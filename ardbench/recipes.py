@@ -72,7 +72,9 @@ def list_recipes() -> list[tuple[str, str, Path]]:
     root = baselines_dir()
     out: list[tuple[str, str, Path]] = []
     for path in sorted(root.glob("*/*.yaml")) + sorted(root.glob("contrib/*/*.yaml")):
-        out.append((path.parent.name, path.stem, path))
+        # baselines/tracks/ holds method-free recipes (data, teacher, budget) for any method
+        method = "(any)" if path.parent.name == "tracks" else path.parent.name
+        out.append((method, path.stem, path))
     return out
 
 
