@@ -22,9 +22,18 @@ def _install(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The CI suite: every CPU test (real-data tests skip when ../shared/data is absent)."""
+    """The CI suite: every CPU test but the slow ones (real-data tests skip when ../shared/data
+    is absent), then the committed leaderboard must match its records."""
     _install(session)
-    session.run("pytest", "-m", "not gpu", *session.posargs)
+    session.run("pytest", "-m", "not gpu and not slow", *session.posargs)
+    session.run("ardbench", "leaderboard", "--check")
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The slow CPU tests (full AutoAttack runs, the robustbench cross-check)."""
+    _install(session)
+    session.run("pytest", "-m", "slow and not gpu", *session.posargs)
 
 
 @nox.session
