@@ -55,6 +55,16 @@ RANDOM_STARTS = ("uniform", "gaussian_0.001", "none")
 STUDENT_MODES = ("train", "eval")
 NORMS = ("Linf", "L2")
 LR_SCHEDULES = ("multistep", "cosine", "constant", "ard_as_coded", "piecewise_epoch_plus_one")
+AMP_MODES = ("none", "bf16")
+
+AutoBool = typing.Literal["auto", True, False]
+"""A speed switch: ``auto`` (resolved per device by ``ardbench.speed``), ``true`` or ``false``."""
+
+# TrainConfig keys that change how fast a run goes but not what it computes (equal losses and
+# gradients to float tolerance: tests/test_speed.py). A run records what each resolved to
+# (record["hardware"]["speed"], log.jsonl "speed"). ``amp`` is *not* one of them: bf16 autocast
+# changes the numerics.
+SPEED_KEYS = ("channels_last", "compile", "fused_optimizer", "share_teacher", "cudnn_benchmark")
 
 
 @dataclass(frozen=True)
@@ -99,9 +109,26 @@ class TrainConfig:
     holdout: int | None = None
     seed: int = 0
     deterministic: bool = False
+    # Speed features that keep the computation (see ardbench/speed.py and SPEED_KEYS); ``auto``
+    # = on where it helps on CUDA, off on CPU (share_teacher: on everywhere).
+    channels_last: AutoBool = "auto"  # NHWC weights and batches
+    compile: AutoBool = "auto"  # torch.compile of student/teacher forwards (methods may opt out)
+    fused_optimizer: AutoBool = "auto"  # SGD(fused=True)
+    share_teacher: AutoBool = "auto"  # one teacher forward per input tensor and step (no-grad)
+    cudnn_benchmark: AutoBool = "auto"  # cudnn autotuning (off when deterministic)
+    # Numerics-changing, behind an explicit flag: bf16 autocast for the training step only
+    # (attack and loss); evaluation always runs in fp32.
+    amp: str = "none"
 
     def __post_init__(self) -> None:
         _choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("train.amp", self.amp, AMP_MODES)
+        for key in SPEED_KEYS:
+            value = getattr(self, key)
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                object.__setattr__(self, key, value.lower() == "true")
+            elif value != "auto" and not isinstance(value, bool):
+                raise ConfigError(f"train.{key} must be auto, true or false; got {value!r}")
         if self.epochs < 1:
             raise ConfigError("train.epochs must be >= 1")
         if self.batch_size < 1:
@@ -139,11 +166,28 @@ class RunConfig:
 
     def config_hash(self) -> str:
         """sha256 over the computation-defining part (provenance fields excluded)."""
-        d = self.to_dict()
+        d = computation_dict(self.to_dict())
         for k in ("recipe", "paper", "data_dir", "download", "device"):
             d.pop(k, None)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def computation_dict(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without what cannot change the numbers, for hashing: the speed
+    features that keep the computation (SPEED_KEYS; ``amp: none``) and section keys left at
+    None (so an optional key added in a later version hashes like its absence)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    for section in SECTIONS:
+        sub = out.get(section)
+        if isinstance(sub, dict):
+            for key in SPEED_KEYS:
+                sub.pop(key, None)
+            if sub.get("amp") == "none":
+                sub.pop("amp")
+            for key in [k for k, v in sub.items() if v is None]:
+                sub.pop(key)
+    return out
 
 
 SECTIONS: dict[str, type] = {"attack": AttackConfig, "train": TrainConfig, "eval": EvalConfig}

@@ -66,6 +66,8 @@ from typing import Any
 
 import torch
 
+from .config import computation_dict
+
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 RECORD_FILENAME = "record.json"
@@ -816,7 +818,7 @@ _NOT_PROTOCOL = (
 def protocol_hash(record: Mapping[str, Any]) -> str:
     """Hash of the record's resolved config without the seed and provenance: runs with the same
     hash differ only by seed, so they are one leaderboard row (12 hex digits)."""
-    cfg = copy.deepcopy(dict(record.get("config") or {}))
+    cfg = computation_dict(copy.deepcopy(dict(record.get("config") or {})))
     for key in _NOT_PROTOCOL:
         cfg.pop(key, None)
     if isinstance(cfg.get("train"), dict):

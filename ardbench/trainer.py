@@ -31,9 +31,19 @@ from .attacks import pgd_from_config
 from .config import AttackConfig, RunConfig, TrainConfig, run_config_from_dict
 from .data import DeviceLoader, load_dataset
 from .io import append_jsonl, file_sha256, save_torch_atomic, write_json_atomic
-from .methods import Method, StepContext, build_method, check_losses
+from .methods import Method, build_method
 from .models import feature_dim, load_model, logits_and_features
 from .records import build_record, validate_paper, validate_record, write_record
+from .speed import (
+    TrainStep,
+    compile_settings,
+    contiguous_state,
+    cudnn_settings,
+    make_optimizer,
+    prepare_models,
+    resolve_speed,
+    set_optimizer_impl,
+)
 
 
 class TrainingError(RuntimeError):
@@ -198,10 +208,19 @@ def train(
     method.to(device)
     student.module.train()
 
-    params = list(student.module.parameters()) + list(method.parameters())
-    optimizer = torch.optim.SGD(
-        params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, nesterov=tc.nesterov
+    # speed features (ardbench/speed.py): `auto` resolved for this device; what they resolved
+    # to goes into log.jsonl and the record, config.json keeps what was asked
+    plan = resolve_speed(tc, device, method)
+    prepare_models(plan, student.module, teacher, *extras.values())
+    console.print(
+        "[dim]speed: "
+        + ", ".join(f"{k}={v}" for k, v in plan.to_dict().items() if k not in ("device", "notes"))
+        + "".join(f"; {n}" for n in plan.notes)
+        + "[/]"
     )
+
+    params = list(student.module.parameters()) + list(method.parameters())
+    optimizer = make_optimizer(params, tc, plan)
 
     start_epoch, elapsed = 0, 0.0
     ckpt_path = run_dir / "checkpoint.pt"
@@ -212,6 +231,7 @@ def train(
         student.module.load_state_dict(state["student"])
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
+        set_optimizer_impl(optimizer, plan)
         start_epoch, elapsed = int(state["epoch"]), float(state["elapsed_s"])
         _truncate_log(run_dir / "log.jsonl", start_epoch)
         console.print(f"[bold]resuming[/] {run_id} after epoch {start_epoch}/{tc.epochs}")
@@ -221,20 +241,38 @@ def train(
         x_train, y_train, batch_size=tc.batch_size, seed=tc.seed, augment=tc.augment, device=device
     )
     attack_fn = make_attack_fn(student.module, cfg.attack)
+    train_step = TrainStep(
+        method=method,
+        method_name=cfg.method,
+        student=student.module,
+        teacher=teacher,
+        extras=extras,
+        optimizer=optimizer,
+        attack_fn=attack_fn,
+        attack_cfg=cfg.attack,
+        plan=plan,
+        num_classes=ds.num_classes,
+        total_epochs=tc.epochs,
+        features=logits_and_features,
+    )
     end_epoch = tc.epochs if stop_after_epoch is None else min(tc.epochs, stop_after_epoch)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[terms]}"),
-        console=console,
-        disable=not progress,
-        transient=False,
-    ) as bar:
+    with (
+        cudnn_settings(plan),
+        compile_settings(plan, tc.compile),
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[terms]}"),
+            console=console,
+            disable=not progress,
+            transient=False,
+        ) as bar,
+    ):
         for epoch in range(start_epoch, end_epoch):
             t0 = time.perf_counter()
             lr = lr_at(epoch, tc)
@@ -248,30 +286,18 @@ def train(
                 f"{cfg.method} epoch {epoch + 1}/{tc.epochs}", total=len(loader), terms=""
             )
             for step, batch in enumerate(loader.epoch_batches(epoch)):
-                ctx = StepContext(
+                terms, values = train_step(
+                    batch,
                     epoch=epoch,
-                    total_epochs=tc.epochs,
                     step=step,
-                    attack=cfg.attack,
-                    attack_fn=attack_fn,
-                    features=logits_and_features,
                     log=lambda k, v, _d=diag, _b=batch.y.shape[0]: _d.__setitem__(
                         k, _d[k] + float(v) * _b
                     ),
-                    num_classes=ds.num_classes,
-                    extras=extras,
                 )
-                terms = method.losses(student.module, teacher, batch, ctx)
-                check_losses(terms, cfg.method)
-                total = sum(terms.values())
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
                 b = batch.y.shape[0]
                 n_seen += b
-                for k, v in terms.items():
-                    sums[k] += float(v.detach()) * b
-                sums["loss"] += float(total.detach()) * b
+                for k, v in values.items():
+                    sums[k] += v * b
                 bar.update(
                     task,
                     advance=1,
@@ -284,6 +310,7 @@ def train(
                 "losses": {k: v / n_seen for k, v in sums.items()},
                 "diagnostics": {k: v / n_seen for k, v in diag.items()},
                 "epoch_time_s": round(time.perf_counter() - t0, 3),
+                "speed": plan.to_dict(),
             }
             # log first: a line beyond the checkpoint is dropped on resume (_truncate_log)
             append_jsonl(run_dir / "log.jsonl", row)
@@ -292,8 +319,8 @@ def train(
                 {
                     "epoch": epoch + 1,
                     "elapsed_s": elapsed,
-                    "student": student.module.state_dict(),
-                    "method": method.state_dict(),
+                    "student": contiguous_state(student.module.state_dict()),
+                    "method": contiguous_state(method.state_dict()),
                     "optimizer": optimizer.state_dict(),
                 },
             )
@@ -303,10 +330,11 @@ def train(
 
     # last-epoch model, never a test-selected one
     model_path = run_dir / "model.pt"
-    save_torch_atomic(model_path, student.module.state_dict())
+    save_torch_atomic(model_path, contiguous_state(student.module.state_dict()))
     write_json_atomic(run_dir / "model.json", {"arch": student.arch, "num_classes": ds.num_classes})
     from .evaluate import evaluate_model
 
+    train_step.release()  # evaluation: eager forwards, fp32 (no autocast here)
     eval_model = student.module.eval()
     if x_hold is None:
         x_test, y_test = ds.test_subset(cfg.eval.n_examples, device)
@@ -341,6 +369,7 @@ def train(
         checkpoint={"path": str(model_path), "sha256": file_sha256(model_path)},
         started_at=started_at,
     )
+    record["hardware"]["speed"] = plan.to_dict()
     validate_record(record)
     write_record(run_dir, record)
     return RunResult(run_id, run_dir, completed=True, record=record)

@@ -99,3 +99,18 @@ def test_dataclasses_are_frozen():
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.epochs = 2  # type: ignore[misc]
+
+
+def test_speed_flags_and_absent_optional_keys_do_not_change_the_hash():
+    base = resolve_config("kd", preset="demo")
+    fast = resolve_config(
+        "kd", preset="demo", sets=["train.channels_last=true", "train.compile=false"]
+    )
+    assert fast.config_hash() == base.config_hash()
+    bf16 = resolve_config("kd", preset="demo", sets=["train.amp=bf16"])
+    assert bf16.config_hash() != base.config_hash()  # bf16 changes the numerics
+    from ardbench.config import computation_dict
+
+    d = base.to_dict()
+    d["train"].pop("holdout")  # a record written before the key existed
+    assert computation_dict(d) == computation_dict(base.to_dict())

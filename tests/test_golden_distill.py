@@ -628,7 +628,8 @@ def test_kdiga_batchmean_and_protocol(su):
 
 
 def vargap_method(su: Setup, **cfg):
-    m = build_method("vargap", cfg)
+    # unit weights unless a test says otherwise: the golden formulas below are written for them
+    m = build_method("vargap", {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, **cfg})
     d_s, d_t = su.student.fc.in_features, su.teacher.fc.in_features
     m.setup(student=su.student, teacher=su.teacher, num_classes=C, feature_dims=(d_s, d_t))
     return m

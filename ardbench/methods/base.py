@@ -95,6 +95,9 @@ class Method(nn.Module):
     faithful: ClassVar[dict[str, dict[str, Any]]] = {}
     paper: ClassVar[str] = ""
     unofficial: ClassVar[bool] = False  # no official code: the leaderboard says so
+    # speed features (ardbench/speed.py) a method can opt out of:
+    supports_compile: ClassVar[bool] = True  # False: never torch.compile (e.g. double backward)
+    share_teacher_outputs: ClassVar[bool] = True  # False: no memo of no-grad teacher calls
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         super().__init__()

@@ -97,6 +97,7 @@ class KDIGA(Method):
     paper = "Shao et al., arXiv 2110.12072"
     needs_teacher = True
     teacher_in_attack = False
+    supports_compile = False  # double backward through the student: torch.compile cannot
     faithful = {
         # used by variant ard only; clean / rs have no inner maximisation
         "attack": {
