@@ -420,9 +420,7 @@ def build_tables(records: Sequence[Mapping[str, Any]]) -> list[Table]:
     by_id = {r["run_id"]: dict(r) for r in records}
     df = records_frame(records)
     tables = []
-    groups = dict(
-        iter(df.groupby(["track", "teacher_sha", "student"], sort=True, dropna=False))
-    )
+    groups = dict(iter(df.groupby(["track", "teacher_sha", "student"], sort=True, dropna=False)))
     # Methods that train without a teacher (natural, pgd_at, trades) are the reference rows of
     # every teacher's table on the same track and student; they get a table of their own only
     # where no distillation run shares their track and student.
