@@ -332,12 +332,14 @@ class _AALogCapture(logging.Handler):
     def __init__(self, on_record: Callable[[str], None] | None = None) -> None:
         super().__init__(level=logging.DEBUG)
         self.messages: list[str] = []
+        self.times: list[float] = []
         self.warnings: list[str] = []
         self.on_record = on_record
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
         self.messages.append(msg)
+        self.times.append(record.created)
         if record.levelno >= logging.WARNING:
             self.warnings.append(msg)
         logger.debug("autoattack: %s", msg)
@@ -359,13 +361,26 @@ class _AALogCapture(logging.Handler):
             aa_logger.setLevel(level)
             aa_logger.propagate = propagate
 
-    def breakdown(self, attacks: Sequence[str]) -> dict[str, dict[str, int]]:
-        out = {a: {"attacked": 0, "broken": 0} for a in attacks}
-        for msg in self.messages:
+    def breakdown(self, attacks: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Per attack: points attacked, points broken, and seconds (from "running <attack>" to
+        "robust accuracy after <ATTACK>")."""
+        out: dict[str, dict[str, Any]] = {
+            a: {"attacked": 0, "broken": 0, "seconds": 0.0} for a in attacks
+        }
+        started: dict[str, float] = {}
+        for msg, t in zip(self.messages, self.times, strict=True):
+            if msg.startswith("running "):
+                started[msg[len("running ") :].strip()] = t
+                continue
+            if msg.startswith("robust accuracy after "):
+                name = msg[len("robust accuracy after ") :].split(":")[0].strip().lower()
+                if name in started and name in out:
+                    out[name]["seconds"] += t - started.pop(name)
+                continue
             m = _AA_BATCH_RE.match(msg)
             if m is None:
                 continue
-            entry = out.setdefault(m["attack"], {"attacked": 0, "broken": 0})
+            entry = out.setdefault(m["attack"], {"attacked": 0, "broken": 0, "seconds": 0.0})
             entry["attacked"] += int(m["m"])
             entry["broken"] += int(m["k"])
         return out
@@ -881,10 +896,15 @@ def _aggregate_aa(
             "aa: the per-attack breakdown could not be read from AutoAttack's log consistently "
             "with its final flags; the breakdown is omitted (the AA number itself is unaffected)"
         )
+    seconds = {
+        a: round(sum(float(i["per_attack"].get(a, {}).get("seconds", 0.0)) for i in infos), 3)
+        for a in attacks
+    }
     extra = {
         "points_attacked": attacked,
         "points_broken": broken,
         "clean_correct": clean,
+        "seconds_per_attack": seconds,
         "chunks": len(infos),
     }
     return breakdown, extra, warn
@@ -1205,7 +1225,7 @@ def evaluate_spec(
             model_info(
                 result,
                 dataset=_dataset_name(dataset_spec, ds.num_classes),
-                architecture=(metadata or {}).get("architecture", loaded.arch),
+                architecture=None if loaded.arch == "export" else loaded.arch,
                 metadata=metadata,
             ),
         )
@@ -1278,7 +1298,11 @@ def render_eval(result: EvalResult, console: Any = None) -> None:
         )
     console.print(table)
     if result.aa_breakdown:
-        steps = " → ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in result.aa_breakdown.items())
+        secs = result.settings.get("aa", {}).get("seconds_per_attack", {})
+        steps = " → ".join(
+            f"{k.upper()} {100 * v:.2f}%" + (f" ({secs[k]:.0f} s)" if k in secs else "")
+            for k, v in result.aa_breakdown.items()
+        )
         console.print(f"AutoAttack breakdown (robust accuracy after each attack): {steps}")
     if result.cross_check:
         cc = result.cross_check

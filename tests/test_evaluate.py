@@ -28,7 +28,6 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PCT = re.compile(r"^\d{1,3}\.\d{2}$")
 
 
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """Tiny models: one intra-op thread is faster, and far faster on a shared, loaded CPU."""
