@@ -34,7 +34,8 @@ def ensure_demo_teacher(console: Console | None = None) -> str:
         return f"run:{final}"
     console.print(f"[bold]training the demo teacher[/] (pgd_at, cached in {final})")
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".teacher-{cfg.config_hash()}-{os.getpid()}"
+    # the directory name is the run id: it must be a valid one (no leading dot)
+    tmp = root / f"teacher-{cfg.config_hash()}-pid{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()

@@ -96,3 +96,35 @@ def test_run_end_to_end_in_process(tiny_npz, tmp_path, capsys):
 def test_check_command(capsys):
     assert main(["check", "--method", "trades"]) == 0
     assert "all" in capsys.readouterr().out
+
+
+def test_demo_preset_trains_and_caches_its_teacher(tmp_path, monkeypatch, capsys):
+    """The README's main job, shrunk: a fresh cache trains the demo teacher, then distils."""
+    import ardbench.demo as demo
+
+    monkeypatch.setenv("ARDBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        demo, "TEACHER_OVERRIDES", {"train": {"epochs": 1, "milestones": [1], "train_subset": 128}}
+    )
+    argv = [
+        "run",
+        "--method",
+        "rslad",
+        "--preset",
+        "demo",
+        "--epochs",
+        "1",
+        "--set",
+        "train.train_subset=128",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "teacher (pgd_at, small_cnn)" in out and "student (rslad, small_cnn)" in out
+    cached = list((tmp_path / "cache" / "demo").iterdir())
+    assert [p.name.startswith("teacher-") for p in cached] == [True]
+    assert (cached[0] / "record.json").is_file()
+    assert main(argv) == 0  # second run reuses the cached teacher
+    assert len(list((tmp_path / "cache" / "demo").iterdir())) == 1
