@@ -11,7 +11,15 @@ from torch import Tensor, nn
 from ..attacks import ce_objective
 from ..config import ConfigError
 from ..losses import KL_REDUCTIONS, kl_div
-from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .base import (
+    ARD_LINEAGE_ATTACK,
+    ARD_LINEAGE_TRAIN,
+    Batch,
+    Method,
+    MethodConfig,
+    StepContext,
+    register_method,
+)
 
 
 @register_method("ard")
@@ -54,27 +62,8 @@ class ARD(Method):
     needs_teacher = True
     teacher_in_attack = False
     faithful = {
-        "attack": {
-            "norm": "Linf",
-            "eps": 8 / 255,
-            "step": 2 / 255,
-            "steps": 10,
-            "random_start": "uniform",
-            "clamp_start": False,
-            "student_mode": "train",
-        },
-        "train": {
-            "epochs": 200,
-            "batch_size": 128,  # 256 for CIFAR-100 (set in that recipe)
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 2e-4,
-            "nesterov": False,
-            "lr_schedule": "ard_as_coded",
-            "milestones": [100, 150],
-            "gamma": 0.1,
-            "seed": 0,
-        },
+        "attack": {**ARD_LINEAGE_ATTACK},
+        "train": {**ARD_LINEAGE_TRAIN},
     }
 
     @dataclass(frozen=True)

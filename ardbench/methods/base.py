@@ -75,6 +75,31 @@ class StepContext:
     extras: dict[str, nn.Module] = field(default_factory=dict)  # e.g. IAD-II natural teacher
 
 
+# The ARD lineage's protocol (goldblum/AdversariallyRobustDistillation main.py), inherited by
+# IAD and the KDIGA fork: each method states only where its official code departs from it.
+ARD_LINEAGE_ATTACK: dict[str, Any] = {
+    "norm": "Linf",
+    "eps": 8 / 255,
+    "step": 2 / 255,
+    "steps": 10,
+    "random_start": "uniform",
+    "clamp_start": False,
+    "student_mode": "train",
+}
+ARD_LINEAGE_TRAIN: dict[str, Any] = {
+    "epochs": 200,
+    "batch_size": 128,  # 256 for CIFAR-100 (set in those recipes)
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 2e-4,
+    "nesterov": False,
+    "lr_schedule": "ard_as_coded",
+    "milestones": [100, 150],
+    "gamma": 0.1,
+    "seed": 0,
+}
+
+
 class Method(nn.Module):
     """Base class of every distillation / adversarial-training objective.
 

@@ -11,7 +11,15 @@ from torch import Tensor, nn
 from ..attacks import ce_objective
 from ..config import ConfigError
 from ..losses import kl_per_sample
-from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .base import (
+    ARD_LINEAGE_ATTACK,
+    ARD_LINEAGE_TRAIN,
+    Batch,
+    Method,
+    MethodConfig,
+    StepContext,
+    register_method,
+)
 
 _DEFAULT_BEGIN = {"I": 60, "II": 40}
 
@@ -77,27 +85,8 @@ class IAD(Method):
     needs_teacher = True
     teacher_in_attack = False
     faithful = {
-        "attack": {
-            "norm": "Linf",
-            "eps": 8 / 255,
-            "step": 2 / 255,
-            "steps": 10,
-            "random_start": "uniform",
-            "clamp_start": False,
-            "student_mode": "train",
-        },
-        "train": {
-            "epochs": 200,
-            "batch_size": 128,
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 2e-4,
-            "nesterov": False,
-            "lr_schedule": "ard_as_coded",
-            "milestones": [100, 150],
-            "gamma": 0.1,
-            "seed": 1,
-        },
+        "attack": {**ARD_LINEAGE_ATTACK},
+        "train": {**ARD_LINEAGE_TRAIN, "seed": 1},
     }
 
     @dataclass(frozen=True)

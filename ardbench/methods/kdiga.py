@@ -11,7 +11,15 @@ from torch import Tensor, nn
 from ..attacks import ce_objective
 from ..config import ConfigError
 from ..losses import KL_REDUCTIONS, kl_div
-from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .base import (
+    ARD_LINEAGE_ATTACK,
+    ARD_LINEAGE_TRAIN,
+    Batch,
+    Method,
+    MethodConfig,
+    StepContext,
+    register_method,
+)
 
 IGA_NORMS = ("batch_l2", "per_sample_l2_mean", "per_sample_sq_mean")
 
@@ -99,28 +107,9 @@ class KDIGA(Method):
     teacher_in_attack = False
     supports_compile = False  # double backward through the student: torch.compile cannot
     faithful = {
-        # used by variant ard only; clean / rs have no inner maximisation
-        "attack": {
-            "norm": "Linf",
-            "eps": 8 / 255,
-            "step": 16 / 255 / 10,
-            "steps": 10,
-            "random_start": "uniform",
-            "clamp_start": False,
-            "student_mode": "train",
-        },
-        "train": {
-            "epochs": 200,
-            "batch_size": 128,  # 256 for CIFAR-100 (set in that recipe)
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 2e-4,
-            "nesterov": False,
-            "lr_schedule": "ard_as_coded",
-            "milestones": [100, 150],
-            "gamma": 0.1,
-            "seed": 0,
-        },
+        # used by variant ard only (step 16/255/10 as the fork codes it); clean / rs have no attack
+        "attack": {**ARD_LINEAGE_ATTACK, "step": 16 / 255 / 10},
+        "train": {**ARD_LINEAGE_TRAIN},
     }
 
     @dataclass(frozen=True)
