@@ -67,15 +67,23 @@ def pgd(
     clamp_start: bool = False,
     norm: str = "Linf",
     generator: torch.Generator | None = None,
+    delta0: Tensor | None = None,
 ) -> Tensor:
     """Projected gradient ascent on ``objective(x_adv)`` (a scalar); returns detached x_adv.
+
+    ``delta0``: the random start itself (instead of drawing one of ``random_start_kind``); the
+    evaluator draws it per point so its numbers do not depend on batching or the device's RNG.
 
     After each step x <- clamp(clamp(x + a*sign(g), x0 - eps, x0 + eps), 0, 1). With
     ``clamp_start`` the start point is clamped to [0,1] before the first gradient (IAD's
     attack_generator, RSLAD's test attack); otherwise it is used as is (ARD, TRADES, RSLAD train).
     """
     x = x.detach()
-    x_adv = x + random_start(x, eps, random_start_kind, norm, generator)
+    if delta0 is None:
+        delta0 = random_start(x, eps, random_start_kind, norm, generator)
+    elif delta0.shape != x.shape:
+        raise ValueError(f"delta0 has shape {tuple(delta0.shape)}, x {tuple(x.shape)}")
+    x_adv = x + delta0
     if clamp_start:
         x_adv = x_adv.clamp(0.0, 1.0)
     for _ in range(steps):

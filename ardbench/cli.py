@@ -269,7 +269,20 @@ def _add_eval_parser(sub: Any) -> None:
         default="clean,fgsm,pgd20,cw,aa",
         help="comma-separated columns among clean,fgsm,pgd20,cw,aa (default: all)",
     )
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default="auto",
+        help="clean/FGSM/PGD/CW batch: auto (default: 256 on CPU, fitted to GPU memory on CUDA) "
+        "or N; it changes only the speed (random starts are drawn per point)",
+    )
+    p.add_argument(
+        "--aa-batch-size",
+        type=int,
+        default=256,
+        help="AutoAttack's batch size (default 256); part of the result: AutoAttack's random "
+        "inits depend on the batch composition",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the result as JSON")
@@ -311,6 +324,18 @@ def _add_eval_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a positive integer, got {text!r}")
+    return value
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import ComplianceError, evaluate_spec, render_eval
 
@@ -334,6 +359,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             eps=args.eps,
             norm=args.norm,
             batch_size=args.batch_size,
+            aa_batch_size=args.aa_batch_size,
             seed=args.seed,
             device=args.device,
             json_out=args.json_out,

@@ -142,7 +142,24 @@ class EvalConfig:
     attacks: tuple[str, ...] = ("clean", "pgd20")
     n_examples: int | None = None
     eps: float | None = None  # None: the training attack's eps
-    batch_size: int = 256
+    # clean/FGSM/PGD/CW batch: "auto" (256 on CPU, fitted to free GPU memory on CUDA) or N;
+    # speed only (their random starts are per point), so not part of the config hash
+    batch_size: int | str = "auto"
+    aa_batch_size: int = 256  # AutoAttack's batch: changes its result (per-batch random inits)
+
+    def __post_init__(self) -> None:
+        bs = self.batch_size
+        if isinstance(bs, str) and bs != "auto":
+            try:
+                object.__setattr__(self, "batch_size", int(bs))
+            except ValueError:
+                raise ConfigError(
+                    f"eval.batch_size must be auto or an integer; got {bs!r}"
+                ) from None
+        if self.batch_size != "auto" and self.batch_size < 1:
+            raise ConfigError("eval.batch_size must be auto or >= 1")
+        if self.aa_batch_size < 1:
+            raise ConfigError("eval.aa_batch_size must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -175,7 +192,8 @@ class RunConfig:
 
 def computation_dict(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config without what cannot change the numbers, for hashing: the speed
-    features that keep the computation (SPEED_KEYS; ``amp: none``) and section keys left at
+    features that keep the computation (SPEED_KEYS; ``amp: none``; ``eval.batch_size``, whose
+    columns draw their random starts per point) and section keys left at
     None (so an optional key added in a later version hashes like its absence)."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
     for section in SECTIONS:
@@ -183,6 +201,8 @@ def computation_dict(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(sub, dict):
             for key in SPEED_KEYS:
                 sub.pop(key, None)
+            if section == "eval":
+                sub.pop("batch_size", None)
             if sub.get("amp") == "none":
                 sub.pop("amp")
             for key in [k for k, v in sub.items() if v is None]:
@@ -228,7 +248,12 @@ def _coerce_type(tp: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce_type(inner[0], value, key)
+        for tp_i in inner[:-1]:  # e.g. int | str ("auto"): the first type that takes the value
+            try:
+                return _coerce_type(tp_i, value, key)
+            except ConfigError:
+                pass
+        return _coerce_type(inner[-1], value, key)
     if tp is Any:
         return value
     if tp is bool:

@@ -21,13 +21,17 @@ Protocol decisions (all recorded in the result's ``settings``):
 - Accuracy is point-wise worst case, as RobustBench counts AutoAttack: a point counts as robust
   in an attacked column only when it is classified correctly both clean and at the adversarial
   point (so every attacked column is <= clean). Clean is always computed for that reason.
-- Random starts are seeded per batch from ``(seed, column, index of the batch's first point)``,
-  so FGSM / PGD / CW numbers do not depend on chunking or on where a run was interrupted.
+- Random starts are drawn per point on the CPU from ``(seed, column, index of the point)``,
+  so FGSM / PGD / CW numbers do not depend on the batch size (``"auto"`` picks it per device),
+  on chunking, on where a run was interrupted or on the device's random number generator.
+- fp32 is strict: TF32 is off for convolutions and matmuls during the evaluation (PyTorch turns
+  it on for cuDNN convolutions by default) and an enclosing autocast is disabled.
 - AutoAttack runs per chunk of points with ``seed`` itself (it reseeds every attack call
   anyway); with one chunk (the default without ``state_path``) the call is exactly
   ``AutoAttack(model, norm=, eps=, version="standard", seed=seed).run_standard_evaluation(x, y,
   batch_size=batch_size)``. Its per-point result depends on the batch composition through the
-  random initialisations, so ``chunk_size`` is recorded and is part of the resume key.
+  random initialisations, so its batch size (``aa_batch_size``, separate from the other
+  columns') and ``chunk_size`` are recorded and are part of the resume key.
 - AutoAttack's per-attack breakdown is read from its own per-batch log lines ("<attack> - b/nb -
   k out of m successfully perturbed"), cross-validated against the final per-point flags; its
   warnings (the checks of ``checks_doc``: randomised defence, probability output, zero
@@ -58,7 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
-from .attacks import ce_objective, cw_objective, fgsm, pgd
+from .attacks import ce_objective, cw_objective, fgsm, pgd, random_start
 from .compliance import (
     CHECKS,
     CheckResult,
@@ -95,6 +99,13 @@ logger = logging.getLogger(__name__)
 COLUMNS = ("clean", "fgsm", "pgd20", "cw", "aa")
 AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 DEFAULT_CHUNK_SIZE = 1000
+DEFAULT_AA_BATCH_SIZE = 256
+# How the PGD / CW random starts are drawn: per point, on the CPU, so the per-point results do
+# not depend on the batch size, the chunking or the device's random number generator (records
+# made before this scheme say "per batch from (seed, column, first index)").
+SEEDING = "per point from (seed, column, index), drawn on the CPU"
+PRECISION = "fp32 (TF32 off for convolutions and matmuls)"
+
 CW_KAPPA = 50.0
 _STATE_FORMAT = "ardbench-eval-state-v1"
 _AA_LOGGER = "auto-attack"
@@ -229,7 +240,7 @@ def column_settings(
             "clamp_start": True,
             "restarts": 1,
             "norm": norm,
-            "seeding": "per batch from (seed, column, first index)",
+            "seeding": SEEDING,
             "counts": pointwise,
         }
         if column == "cw":
@@ -259,9 +270,25 @@ def column_settings(
 # ---------------------------------------------------------------------------------- attacks
 
 
-def _derive_seed(seed: int, column: str, start: int) -> int:
-    digest = hashlib.sha256(f"ardbench-eval:{seed}:{column}:{start}".encode()).digest()
+def _derive_seed(seed: int, column: str, index: int) -> int:
+    digest = hashlib.sha256(f"ardbench-eval:{seed}:{column}:point:{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def per_point_start(
+    x: Tensor, eps: float, norm: str, *, seed: int, column: str, start: int
+) -> Tensor:
+    """The uniform random starts of points ``start .. start + len(x)``, one CPU generator per
+    point seeded from ``(seed, column, index)``: the same start for a point whatever the batch
+    it is in and whatever the device (a few ms per batch of 256 CIFAR images)."""
+    gen = torch.Generator(device="cpu")
+    shape = (1, *x.shape[1:])
+    zero = torch.zeros(shape, dtype=torch.float32)
+    parts = []
+    for i in range(len(x)):
+        gen.manual_seed(_derive_seed(seed, column, start + i))
+        parts.append(random_start(zero, eps, "uniform", norm, gen))
+    return torch.cat(parts).to(x.device, x.dtype)
 
 
 def adversarial_examples(
@@ -296,18 +323,15 @@ def adversarial_examples(
         objective = (
             ce_objective(model, y) if column == "pgd20" else cw_objective(model, y, CW_KAPPA)
         )
-        gen = torch.Generator(device=x.device)
-        gen.manual_seed(_derive_seed(seed, column, start))
         return pgd(
             x,
             objective,
             eps=eps,
             step=s["step"],
             steps=s["steps"],
-            random_start_kind="uniform",
             clamp_start=True,
             norm=norm,
-            generator=gen,
+            delta0=per_point_start(x, eps, norm, seed=seed, column=column, start=start),
         )
     raise ValueError(f"adversarial_examples: {column!r} is not fgsm, pgd20 or cw")
 
@@ -589,13 +613,59 @@ def _set_eval(model: nn.Module) -> None:
             m.training = False
 
 
-def _resolve_chunk(n: int, batch_size: int, chunk_size: int | None, stateful: bool) -> int:
+CPU_BATCH_SIZE = 256
+MAX_AUTO_BATCH_SIZE = 4096
+
+
+def choose_batch_size(model: nn.Module, x: Tensor, requested: int | str = "auto") -> int:
+    """The clean / FGSM / PGD / CW batch size: ``requested`` if an int; for ``"auto"``, 256 off
+    CUDA, and on CUDA the largest power of two (32 .. 4096, at most ``len(x)`` rounded up) whose
+    attack step fits in half the free memory, from the memory one forward + input-gradient
+    backward takes on a probe batch of 32 (half: room for cuDNN workspaces, fragmentation
+    and the caller's tensors)."""
+    if requested != "auto":
+        return int(requested)
+    if x.device.type != "cuda":
+        return CPU_BATCH_SIZE
+    dev = x.device
+    probe = min(len(x), 32)
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev)
+    xa = x[:probe].detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(xa).float().logsumexp(1).sum(), xa)
+    del grad, xa
+    torch.cuda.synchronize(dev)
+    per_point = max((torch.cuda.max_memory_allocated(dev) - base) / probe, 1.0)
+    free, _ = torch.cuda.mem_get_info(dev)
+    fit = max(int(0.5 * free / per_point), 1)
+    size = 1 << (fit.bit_length() - 1)
+    cap = 1 << max(len(x) - 1, 0).bit_length()
+    return max(32, min(size, MAX_AUTO_BATCH_SIZE, cap))
+
+
+@contextlib.contextmanager
+def fp32_math(device: torch.device) -> Iterator[None]:
+    """fp32 arithmetic for the evaluation: TF32 off for cuDNN convolutions (PyTorch turns it on
+    by default) and for matmuls, and no autocast from an enclosing context; restored after."""
+    flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def _resolve_chunk(n: int, aa_batch_size: int, chunk_size: int | None, stateful: bool) -> int:
     if chunk_size is None:
         chunk_size = DEFAULT_CHUNK_SIZE if stateful else n
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    # whole batches per chunk: the per-batch seeds then do not depend on the chunking
-    chunk_size = -(-chunk_size // batch_size) * batch_size
+    # whole AutoAttack batches per chunk: AutoAttack's result then does not depend on the
+    # chunking (the other columns' random starts are per point and never do)
+    chunk_size = -(-chunk_size // aa_batch_size) * aa_batch_size
     return n if chunk_size >= n else chunk_size
 
 
@@ -607,7 +677,7 @@ def evaluate_model(
     attacks: str | Sequence[str] = ("clean", "pgd20"),
     eps: float | str = 8 / 255,
     norm: str = "Linf",
-    batch_size: int = 256,
+    batch_size: int | str = "auto",
     seed: int = 0,
     device: str | torch.device | None = None,
     num_classes: int | None = None,
@@ -617,19 +687,27 @@ def evaluate_model(
     chunk_size: int | None = None,
     compliant: bool = False,
     console: Any = None,
+    aa_batch_size: int = DEFAULT_AA_BATCH_SIZE,
 ) -> EvalResult:
     """Evaluate ``model`` on the points ``(x, y)`` (float [0,1] NCHW, int labels).
 
     Args:
         attacks: columns among ``clean, fgsm, pgd20, cw, aa`` (clean is always computed).
         eps: the threat model's radius (a float or ``"8/255"``); PGD / CW steps are ``eps/4``.
-        seed: seeds the random starts (per batch) and AutoAttack.
+        batch_size: points per batch for clean / FGSM / PGD / CW: an int, or ``"auto"`` (256 on
+            the CPU; on CUDA the largest power of two whose attack step fits in half the free
+            memory, see :func:`choose_batch_size`). It does not change their numbers (random
+            starts are drawn per point), only their speed.
+        aa_batch_size: AutoAttack's batch size. It does change AutoAttack's number (its random
+            initialisations depend on the batch composition), so it is fixed, recorded in
+            ``settings["aa"]`` and part of the resume key.
+        seed: seeds the random starts (per point) and AutoAttack.
         device: where to evaluate (default: ``x``'s device); the model is moved there.
         num_classes: default: the width of the logits.
         state_path: a JSON file holding per-point results, written atomically after every chunk
             of points; a rerun with the same arguments continues from it (an existing file from
             a different evaluation is an error).
-        chunk_size: points per chunk (rounded up to whole batches). Default: all points in one
+        chunk_size: points per chunk (rounded up to whole AutoAttack batches). Default: all points in one
             chunk, or :data:`DEFAULT_CHUNK_SIZE` when ``state_path`` is given. Only the AutoAttack
             number depends on it (its random inits depend on the batch composition).
         compliant: raise :class:`ComplianceError` when a compliance check fails (default: a
@@ -640,8 +718,12 @@ def evaluate_model(
         raise ValueError(f"norm must be Linf or L2, got {norm!r}")
     if aa_version not in ("standard", "plus", "rand"):
         raise ValueError(f"aa_version must be standard, plus or rand, got {aa_version!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size != "auto" and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    if isinstance(aa_batch_size, bool) or not isinstance(aa_batch_size, int) or aa_batch_size < 1:
+        raise ValueError(f"aa_batch_size must be a positive integer, got {aa_batch_size!r}")
     columns = parse_attacks(attacks)
     if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 4:
         raise TypeError(
@@ -660,130 +742,179 @@ def evaluate_model(
     y = y.detach().to(dev, torch.int64)
     if device is not None and not is_exported_graph(model):
         model.to(dev)
-    n = len(x)
 
     modes = [(m, m.training) for m in model.modules()]
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     warn_list: list[str] = []
     try:
-        # eval mode is checked on the model as given; everything else on the eval-mode model
-        checks = [check_eval_mode(model)]
-        _set_eval(model)
-        checks += run_compliance_checks(model, x, y, checks=[c for c in CHECKS if c != "eval_mode"])
-        if compliant:
-            raise_on_failures(checks)
-        for r in checks:
-            if not r.passed:
-                text = f"compliance: {r.name}: {r.message}"
-                if r.name == "eval_mode":
-                    text += " (switched to eval mode for the evaluation)"
-                warn_list.append(text)
-                warnings.warn(text, ComplianceWarning, stacklevel=2)
+        with fp32_math(dev):
+            return _evaluate(
+                model,
+                x,
+                y,
+                columns,
+                warn_list,
+                eps=eps,
+                norm=norm,
+                batch_size=batch_size,
+                aa_batch_size=aa_batch_size,
+                seed=seed,
+                num_classes=num_classes,
+                progress=progress,
+                state_path=state_path,
+                aa_version=aa_version,
+                chunk_size=chunk_size,
+                compliant=compliant,
+                console=console,
+            )
+    finally:
+        for m, training in modes:
+            m.training = training
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
 
-        with torch.no_grad():
-            width = model(x[:1]).shape[1]
-        num_classes = int(num_classes) if num_classes is not None else int(width)
 
-        stateful = state_path is not None
-        chunk = _resolve_chunk(n, batch_size, chunk_size, stateful)
-        key_fields: dict[str, Any] = {
-            "n": n,
-            "eps": eps,
-            "norm": norm,
-            "seed": seed,
-            "batch_size": batch_size,
-            "chunk_size": chunk,
-            "aa_version": aa_version,
-        }
-        if stateful:
-            key_fields["model_sha256"] = _model_digest(model)
-            key_fields["data_sha256"] = _data_digest(x, y)
-        state = _State(Path(state_path) if stateful else None, key_fields)
+def _evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    columns: tuple[str, ...],
+    warn_list: list[str],
+    *,
+    eps: float,
+    norm: str,
+    batch_size: int | str,
+    aa_batch_size: int,
+    seed: int,
+    num_classes: int | None,
+    progress: bool,
+    state_path: str | Path | None,
+    aa_version: str,
+    chunk_size: int | None,
+    compliant: bool,
+    console: Any,
+) -> EvalResult:
+    """The body of :func:`evaluate_model`, inside its fp32 context and state restoration."""
+    n = len(x)
+    # eval mode is checked on the model as given; everything else on the eval-mode model
+    checks = [check_eval_mode(model)]
+    _set_eval(model)
+    checks += run_compliance_checks(model, x, y, checks=[c for c in CHECKS if c != "eval_mode"])
+    if compliant:
+        raise_on_failures(checks)
+    for r in checks:
+        if not r.passed:
+            text = f"compliance: {r.name}: {r.message}"
+            if r.name == "eval_mode":
+                text += " (switched to eval mode for the evaluation)"
+            warn_list.append(text)
+            warnings.warn(text, ComplianceWarning, stacklevel=2)
 
-        settings = {
-            c: column_settings(
-                c,
+    with torch.no_grad():
+        width = model(x[:1]).shape[1]
+    num_classes = int(num_classes) if num_classes is not None else int(width)
+
+    batch_size = choose_batch_size(model, x, batch_size)
+    stateful = state_path is not None
+    chunk = _resolve_chunk(n, aa_batch_size, chunk_size, stateful)
+    # what the per-point results depend on (not batch_size: random starts are per point)
+    key_fields: dict[str, Any] = {
+        "n": n,
+        "eps": eps,
+        "norm": norm,
+        "seed": seed,
+        "seeding": SEEDING,
+        "aa_batch_size": aa_batch_size,
+        "chunk_size": chunk,
+        "aa_version": aa_version,
+    }
+    if stateful:
+        key_fields["model_sha256"] = _model_digest(model)
+        key_fields["data_sha256"] = _data_digest(x, y)
+    state = _State(Path(state_path) if stateful else None, key_fields)
+
+    settings = {
+        c: column_settings(
+            c,
+            eps=eps,
+            norm=norm,
+            seed=seed,
+            batch_size=aa_batch_size,
+            chunk_size=chunk,
+            aa_version=aa_version,
+        )
+        for c in columns
+    }
+    for c in columns:
+        settings[c]["precision"] = PRECISION
+    flags: dict[str, Tensor] = {}
+    with _Progress(progress, console) as bar:
+        for column in columns:
+            entry = state.column(column, settings[column])
+            flags[column] = _run_column(
+                column,
+                model,
+                x,
+                y,
+                entry,
+                state,
+                bar,
+                clean=flags.get("clean"),
                 eps=eps,
                 norm=norm,
                 seed=seed,
                 batch_size=batch_size,
-                chunk_size=chunk,
+                aa_batch_size=aa_batch_size,
+                chunk=chunk,
                 aa_version=aa_version,
             )
-            for c in columns
-        }
-        flags: dict[str, Tensor] = {}
-        with _Progress(progress, console) as bar:
-            for column in columns:
-                entry = state.column(column, settings[column])
-                flags[column] = _run_column(
-                    column,
-                    model,
-                    x,
-                    y,
-                    entry,
-                    state,
-                    bar,
-                    clean=flags.get("clean"),
-                    eps=eps,
-                    norm=norm,
-                    seed=seed,
-                    batch_size=batch_size,
-                    chunk=chunk,
-                    aa_version=aa_version,
-                )
-                warn_list.extend(w for w in entry["warnings"] if w not in warn_list)
+            warn_list.extend(w for w in entry["warnings"] if w not in warn_list)
 
-        accuracy, per_class, worst, timing, pps = {}, {}, {}, {}, {}
-        y_cpu = y.cpu()
-        for column in columns:
-            f = flags[column]
-            accuracy[column] = int(f.sum()) / n
-            pc: list[float | None] = []
-            for c in range(num_classes):
-                mask = y_cpu == c
-                count = int(mask.sum())
-                pc.append(int(f[mask].sum()) / count if count else None)
-            per_class[column] = pc
-            present = [v for v in pc if v is not None]
-            worst[column] = min(present) if present else float("nan")
-            t = float(state.data["columns"][column]["time_s"])
-            timing[column] = t
-            pps[column] = n / t if t > 0 else float("inf")
+    accuracy, per_class, worst, timing, pps = {}, {}, {}, {}, {}
+    y_cpu = y.cpu()
+    for column in columns:
+        f = flags[column]
+        accuracy[column] = int(f.sum()) / n
+        pc: list[float | None] = []
+        for c in range(num_classes):
+            mask = y_cpu == c
+            count = int(mask.sum())
+            pc.append(int(f[mask].sum()) / count if count else None)
+        per_class[column] = pc
+        present = [v for v in pc if v is not None]
+        worst[column] = min(present) if present else float("nan")
+        t = float(state.data["columns"][column]["time_s"])
+        timing[column] = t
+        pps[column] = n / t if t > 0 else float("inf")
 
-        aa_breakdown: dict[str, float] = {}
-        if "aa" in columns:
-            aa_breakdown, aa_settings_extra, aa_warn = _aggregate_aa(state.data["columns"]["aa"], n)
-            settings["aa"].update(aa_settings_extra)
-            warn_list.extend(w for w in aa_warn if w not in warn_list)
-        pps = {k: (v if v != float("inf") else 0.0) for k, v in pps.items()}
+    aa_breakdown: dict[str, float] = {}
+    if "aa" in columns:
+        aa_breakdown, aa_settings_extra, aa_warn = _aggregate_aa(state.data["columns"]["aa"], n)
+        settings["aa"].update(aa_settings_extra)
+        warn_list.extend(w for w in aa_warn if w not in warn_list)
+    pps = {k: (v if v != float("inf") else 0.0) for k, v in pps.items()}
 
-        return EvalResult(
-            accuracy=accuracy,
-            per_class=per_class,
-            worst_class=worst,
-            settings=settings,
-            n_examples=n,
-            eps=eps,
-            norm=norm,
-            seed=seed,
-            batch_size=batch_size,
-            num_classes=num_classes,
-            timing_s=timing,
-            points_per_s=pps,
-            aa_breakdown=aa_breakdown,
-            warnings=warn_list,
-            compliance={r.name: {"passed": r.passed, "message": r.message} for r in checks},
-            versions=_versions(),
-            resumed=state.resumed,
-        )
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
+    return EvalResult(
+        accuracy=accuracy,
+        per_class=per_class,
+        worst_class=worst,
+        settings=settings,
+        n_examples=n,
+        eps=eps,
+        norm=norm,
+        seed=seed,
+        batch_size=batch_size,
+        num_classes=num_classes,
+        timing_s=timing,
+        points_per_s=pps,
+        aa_breakdown=aa_breakdown,
+        warnings=warn_list,
+        compliance={r.name: {"passed": r.passed, "message": r.message} for r in checks},
+        versions=_versions(),
+        resumed=state.resumed,
+    )
 
 
 def _run_column(
@@ -800,6 +931,7 @@ def _run_column(
     norm: str,
     seed: int,
     batch_size: int,
+    aa_batch_size: int,
     chunk: int,
     aa_version: str,
 ) -> Tensor:
@@ -827,7 +959,7 @@ def _run_column(
                 eps=eps,
                 norm=norm,
                 seed=seed,
-                batch_size=batch_size,
+                batch_size=aa_batch_size,
                 version=aa_version,
                 on_log=on_log,
             )
@@ -1111,7 +1243,8 @@ def evaluate_spec(
     attacks: str | Sequence[str] = ("clean", "fgsm", "pgd20", "cw", "aa"),
     eps: float | str = 8 / 255,
     norm: str = "Linf",
-    batch_size: int = 256,
+    batch_size: int | str = "auto",
+    aa_batch_size: int = DEFAULT_AA_BATCH_SIZE,
     seed: int = 0,
     device: str | torch.device = "auto",
     json_out: str | Path | None = None,
@@ -1157,7 +1290,7 @@ def evaluate_spec(
     state_path = None
     if state_dir is not None:
         blob = json.dumps(
-            [loaded.sha256, ds.fingerprint, len(x), eps, norm, seed, batch_size, chunk_size]
+            [loaded.sha256, ds.fingerprint, len(x), eps, norm, seed, aa_batch_size, chunk_size]
         ).encode()
         state_path = Path(state_dir) / f"eval-{hashlib.sha256(blob).hexdigest()[:16]}.json"
     with warnings.catch_warnings():
@@ -1170,6 +1303,7 @@ def evaluate_spec(
             eps=eps,
             norm=norm,
             batch_size=batch_size,
+            aa_batch_size=aa_batch_size,
             seed=seed,
             device=dev,
             num_classes=ds.num_classes,
@@ -1193,17 +1327,18 @@ def evaluate_spec(
     if state_path is not None:
         result.data["state_path"] = str(state_path)
     if cross_check == "robustbench":
-        cc = robustbench_cross_check(
-            loaded.module,
-            x,
-            y,
-            eps=eps,
-            norm=norm,
-            batch_size=batch_size,
-            seed=seed,
-            dataset=_rb_dataset(ds),
-            device=dev,
-        )
+        with fp32_math(dev):  # the same arithmetic as ardbench's own run
+            cc = robustbench_cross_check(
+                loaded.module,
+                x,
+                y,
+                eps=eps,
+                norm=norm,
+                batch_size=aa_batch_size,
+                seed=seed,
+                dataset=_rb_dataset(ds),
+                device=dev,
+            )
         cc["ardbench_clean"] = result.accuracy["clean"]
         if "aa" in result.accuracy:
             cc["ardbench_aa"] = result.accuracy["aa"]

@@ -352,6 +352,7 @@ def train(
         attacks=tuple(cfg.eval.attacks),
         eps=eps,
         batch_size=cfg.eval.batch_size,
+        aa_batch_size=cfg.eval.aa_batch_size,
         seed=tc.seed,
         progress=progress,
     )

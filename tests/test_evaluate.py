@@ -114,7 +114,14 @@ def aa_result():
     model = _linear()
     x, y = _points(model, 10)
     r = evaluate_model(
-        model, x, y, attacks="clean,fgsm,pgd20,cw,aa", eps=2 / 255, batch_size=8, seed=0
+        model,
+        x,
+        y,
+        attacks="clean,fgsm,pgd20,cw,aa",
+        eps=2 / 255,
+        batch_size=8,
+        aa_batch_size=8,
+        seed=0,
     )
     return model, x, y, r
 
@@ -294,7 +301,14 @@ def _comparable(r) -> dict:
 def test_chunked_resume_equals_uninterrupted(tmp_path, monkeypatch):
     model = _conv()
     x, y = _points(model, 20, wrong=3)
-    kw = dict(attacks="clean,fgsm,pgd20,cw", eps=8 / 255, batch_size=4, seed=3, chunk_size=8)
+    kw = dict(
+        attacks="clean,fgsm,pgd20,cw",
+        eps=8 / 255,
+        batch_size=4,
+        aa_batch_size=4,
+        seed=3,
+        chunk_size=8,
+    )
     reference = evaluate_model(model, x, y, **kw)
     state = tmp_path / "state.json"
 
@@ -335,10 +349,87 @@ def test_chunked_resume_equals_uninterrupted(tmp_path, monkeypatch):
 def test_results_do_not_depend_on_chunking():
     model = _conv()
     x, y = _points(model, 20, wrong=3)
-    kw = dict(attacks="clean,fgsm,pgd20,cw", eps=8 / 255, batch_size=4, seed=3)
+    kw = dict(attacks="clean,fgsm,pgd20,cw", eps=8 / 255, batch_size=4, aa_batch_size=4, seed=3)
     a = evaluate_model(model, x, y, chunk_size=4, **kw)
     b = evaluate_model(model, x, y, **kw)
     assert a.accuracy == b.accuracy and a.per_class == b.per_class
+
+
+def test_results_do_not_depend_on_batch_size():
+    """Random starts are drawn per point: a point gets the same start, hence the same
+    adversarial point, whatever batch it is in; so the batch size (``auto`` picks it per
+    device) changes only the speed."""
+    model = _conv()
+    x, y = _points(model, 20, wrong=3)
+    whole = ev.adversarial_examples(model, x, y, "pgd20", eps=8 / 255, seed=5, start=0)
+    parts = torch.cat(
+        [
+            ev.adversarial_examples(model, x[a:b], y[a:b], "pgd20", eps=8 / 255, seed=5, start=a)
+            for a, b in ((0, 3), (3, 11), (11, 20))
+        ]
+    )
+    torch.testing.assert_close(parts, whole, rtol=0, atol=1e-6)
+    other_seed = ev.adversarial_examples(model, x, y, "pgd20", eps=8 / 255, seed=6, start=0)
+    assert not torch.allclose(other_seed, whole)
+    kw = dict(attacks="clean,fgsm,pgd20,cw", eps=8 / 255, seed=3)
+    results = [evaluate_model(model, x, y, batch_size=b, **kw) for b in (3, 7, "auto")]
+    assert results[2].batch_size == ev.CPU_BATCH_SIZE
+    for r in results[1:]:
+        assert r.accuracy == results[0].accuracy and r.per_class == results[0].per_class
+
+
+def test_per_point_starts_are_uniform_in_the_ball_and_recorded():
+    x = torch.rand(64, 3, 8, 8)
+    d = ev.per_point_start(x, 8 / 255, "Linf", seed=0, column="pgd20", start=10)
+    assert d.shape == x.shape and float(d.abs().max()) <= 8 / 255
+    assert abs(float(d.mean())) < 1e-3 and float(d.std()) == pytest.approx(
+        8 / 255 / 3**0.5, rel=0.05
+    )
+    again = ev.per_point_start(x[5:9], 8 / 255, "Linf", seed=0, column="pgd20", start=15)
+    torch.testing.assert_close(again, d[5:9], rtol=0, atol=0)
+    assert not torch.equal(ev.per_point_start(x, 8 / 255, "Linf", seed=0, column="cw", start=10), d)
+    l2 = ev.per_point_start(x, 0.5, "L2", seed=0, column="pgd20", start=0)
+    assert float(l2.flatten(1).norm(dim=1).max()) <= 0.5 + 1e-6
+    model = _conv()
+    xs, ys = _points(model, 6)
+    r = evaluate_model(model, xs, ys, attacks="clean,pgd20", eps=8 / 255, batch_size=4)
+    assert r.settings["pgd20"]["seeding"] == ev.SEEDING
+    assert all(s["precision"] == ev.PRECISION for s in r.settings.values())
+
+
+def test_evaluation_turns_tf32_off_and_restores_it():
+    seen = {}
+    model = _conv()
+    real_forward = model.forward
+
+    def spy(x):
+        seen["flags"] = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        seen["autocast"] = torch.is_autocast_enabled("cpu")
+        return real_forward(x)
+
+    model.forward = spy
+    x, y = _points(model, 4)
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            evaluate_model(model, x, y, attacks="clean", eps=8 / 255)
+        assert seen == {"flags": (False, False), "autocast": False}
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_batch_size_is_checked():
+    model = _conv()
+    x, y = _points(model, 4)
+    for bad in (0, "big", 2.5):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer or 'auto'"):
+            evaluate_model(model, x, y, attacks="clean", batch_size=bad)
+    with pytest.raises(ValueError, match="aa_batch_size"):
+        evaluate_model(model, x, y, attacks="clean", aa_batch_size=0)
+    assert ev.choose_batch_size(model, x, 17) == 17
+    assert ev.choose_batch_size(model, x, "auto") == ev.CPU_BATCH_SIZE
 
 
 def test_state_of_another_evaluation_is_refused(tmp_path):
@@ -354,7 +445,7 @@ def test_state_of_another_evaluation_is_refused(tmp_path):
 def test_chunked_resume_with_autoattack(tmp_path, monkeypatch):
     model = _linear()
     x, y = _points(model, 12)
-    kw = dict(attacks="clean,aa", eps=2 / 255, batch_size=4, seed=0, chunk_size=4)
+    kw = dict(attacks="clean,aa", eps=2 / 255, batch_size=4, aa_batch_size=4, seed=0, chunk_size=4)
     reference = evaluate_model(model, x, y, **kw)
     state = tmp_path / "state.json"
     real_write = ev._write_state
@@ -507,6 +598,20 @@ def test_cli_eval(tmp_path, capsys):
         ]
     )
     assert rc == 2 and "AutoAttack" in capsys.readouterr().err
+
+
+def test_cli_eval_batch_sizes(tmp_path, capsys):
+    base = ["eval", "small_cnn", "--dataset", "digits", "--n-examples", "8", "--quiet"]
+    out = tmp_path / "r.json"
+    rc = main([*base, "--attacks", "clean,pgd20", "--batch-size", "3", "--json", str(out)])
+    assert rc == 0 and json.loads(out.read_text())["batch_size"] == 3
+    rc = main([*base, "--attacks", "clean", "--json", str(out)])  # default: auto
+    assert rc == 0 and json.loads(out.read_text())["batch_size"] == ev.CPU_BATCH_SIZE
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--batch-size", "0"])
+    assert exc.value.code == 2
+    assert "expected auto or a positive integer, got '0'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
