@@ -39,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=1000, help="points")
     p.add_argument("--attacks", default="clean,fgsm,pgd20,cw")
     p.add_argument("--eps", default="8/255")
-    p.add_argument("--batch-sizes", default="256", help="comma list")
+    p.add_argument(
+        "--batch-sizes",
+        default="auto",
+        help="comma list of clean/FGSM/PGD/CW batch sizes, N or auto (the evaluator's choice "
+        "for the device; default)",
+    )
+    p.add_argument("--aa-batch-size", type=int, default=256, help="AutoAttack's batch size")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--channels-last", action="store_true", help="NHWC model weights (fp32 still)")
     p.add_argument("--json", type=Path)
@@ -67,15 +73,26 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# model {args.model} ({layout}), {args.n} points, attacks {','.join(attacks)}, eps {args.eps}"
     )
+    print(f"# AutoAttack batch size {args.aa_batch_size}; 'auto' = the evaluator's choice")
     header = f"{'batch':>6} {'column':>7} {'seconds':>9} {'points/s':>10}"
     print(header)
     out = []
-    for bs in [int(b) for b in args.batch_sizes.split(",") if b.strip()]:
+    sizes = [b.strip() for b in args.batch_sizes.split(",") if b.strip()]
+    for bs in [b if b == "auto" else int(b) for b in sizes]:
         sync(device)
         t0 = time.perf_counter()
         res = evaluate_model(
-            model, x, y, attacks=attacks, eps=args.eps, batch_size=bs, seed=0, progress=False
+            model,
+            x,
+            y,
+            attacks=attacks,
+            eps=args.eps,
+            batch_size=bs,
+            aa_batch_size=args.aa_batch_size,
+            seed=0,
+            progress=False,
         )
+        bs = res.batch_size  # "auto" resolved
         sync(device)
         wall = time.perf_counter() - t0
         for col in res.accuracy:
@@ -85,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         out.append(
             {
                 "batch_size": bs,
+                "requested": sizes[len(out)],
+                "aa_batch_size": args.aa_batch_size,
                 "timing_s": res.timing_s,
                 "points_per_s": res.points_per_s,
                 "accuracy": res.accuracy,
