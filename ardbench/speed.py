@@ -62,7 +62,7 @@ __all__ = [
     "autocast",
     "compile_module",
     "compile_settings",
-    "contiguous_state",
+    "portable_state",
     "cudnn_settings",
     "make_optimizer",
     "prepare_models",
@@ -83,6 +83,11 @@ class SpeedPlan:
     share_teacher: bool = True
     cudnn_benchmark: bool = False
     amp: str = "none"
+    # PyTorch's TF32 switches as the run found them (not changed by ardbench): on CUDA, cuDNN
+    # convolutions default to TF32, so "fp32" training there is TF32 convolutions, as in the
+    # official scripts; recorded so that the record says so
+    conv_tf32: bool = False
+    matmul_tf32: bool = False
     notes: list[str] = field(default_factory=list)  # why a feature is off, fallbacks taken
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +116,8 @@ def resolve_speed(
         share_teacher=_pick(tc.share_teacher, True),
         cudnn_benchmark=_pick(tc.cudnn_benchmark, cuda and not tc.deterministic) and cuda,
         amp=tc.amp,
+        conv_tf32=cuda and bool(torch.backends.cudnn.allow_tf32),
+        matmul_tf32=cuda and bool(torch.backends.cuda.matmul.allow_tf32),
     )
     name = getattr(cls, "registry_name", "") or getattr(cls, "__name__", "method")
     if plan.compile and cls is not None and not getattr(cls, "supports_compile", True):
@@ -159,10 +166,14 @@ def prepare_models(plan: SpeedPlan, *models: nn.Module | None) -> None:
             compile_module(model)
 
 
-def contiguous_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A state dict with NCHW-contiguous tensors, so saved files do not depend on
-    ``channels_last`` (a no-op, same tensors, when they already are)."""
-    return {k: v.contiguous() if isinstance(v, Tensor) else v for k, v in state.items()}
+def portable_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A state dict of detached, NCHW-contiguous CPU tensors, so saved files (and the sha256
+    in the record) do not depend on ``channels_last`` or on the device that trained the run,
+    and load with a plain ``torch.load`` on a machine without a GPU."""
+    return {
+        k: v.detach().to("cpu").contiguous() if isinstance(v, Tensor) else v
+        for k, v in state.items()
+    }
 
 
 def make_optimizer(params: list[nn.Parameter], tc: TrainConfig, plan: SpeedPlan):

@@ -37,9 +37,9 @@ from .records import build_record, validate_paper, validate_record, write_record
 from .speed import (
     TrainStep,
     compile_settings,
-    contiguous_state,
     cudnn_settings,
     make_optimizer,
+    portable_state,
     prepare_models,
     resolve_speed,
     set_optimizer_impl,
@@ -319,8 +319,8 @@ def train(
                 {
                     "epoch": epoch + 1,
                     "elapsed_s": elapsed,
-                    "student": contiguous_state(student.module.state_dict()),
-                    "method": contiguous_state(method.state_dict()),
+                    "student": portable_state(student.module.state_dict()),
+                    "method": portable_state(method.state_dict()),
                     "optimizer": optimizer.state_dict(),
                 },
             )
@@ -330,7 +330,7 @@ def train(
 
     # last-epoch model, never a test-selected one
     model_path = run_dir / "model.pt"
-    save_torch_atomic(model_path, contiguous_state(student.module.state_dict()))
+    save_torch_atomic(model_path, portable_state(student.module.state_dict()))
     write_json_atomic(run_dir / "model.json", {"arch": student.arch, "num_classes": ds.num_classes})
     from .evaluate import evaluate_model
 

@@ -103,6 +103,11 @@ def test_auto_resolves_on_for_cuda_off_for_cpu():
     cuda = resolve_speed(TrainConfig(), "cuda")  # resolution only; no GPU needed
     assert cuda.channels_last and cuda.compile and cuda.fused_optimizer and cuda.cudnn_benchmark
     assert not resolve_speed(TrainConfig(deterministic=True), "cuda").cudnn_benchmark
+    # TF32 is PyTorch's setting, not ardbench's: recorded as found (CUDA only)
+    assert (cpu.conv_tf32, cpu.matmul_tf32) == (False, False)
+    assert cuda.conv_tf32 == torch.backends.cudnn.allow_tf32
+    assert cuda.matmul_tf32 == torch.backends.cuda.matmul.allow_tf32
+    assert {"conv_tf32", "matmul_tf32"} <= set(cuda.to_dict())
     forced = resolve_speed(TrainConfig(channels_last=True, share_teacher=False), "cpu")
     assert forced.channels_last and not forced.share_teacher
 
@@ -141,6 +146,18 @@ def test_channels_last_same_losses_grads_and_weights(method):
     # the networks really ran in NHWC
     conv = nhwc[2].student.conv.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
+def test_channels_last_kdiga_random_smoothing_noise(monkeypatch):
+    """KDIGA's ``rs`` variant draws uniform noise per pixel: in NCHW order also when the batch
+    is channels_last (``zeros_like(x).uniform_()`` would fill in NHWC memory order)."""
+    import ardbench.contract as contract
+
+    real = contract.build_method
+    monkeypatch.setattr(contract, "build_method", lambda name: real(name, {"variant": "rs"}))
+    plain = run_steps("kdiga")
+    assert "kl_nat" in plain[0][0][0]  # the rs variant ran
+    assert_same(plain, run_steps("kdiga", channels_last=True))
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -156,7 +156,10 @@ class KDIGA(Method):
                 "grad_align": grad_align,
             }
         if cfg.variant == "rs":
-            x = x + torch.zeros_like(x).uniform_(-cfg.rs_eps, cfg.rs_eps)
+            # drawn in NCHW order even when x is channels_last (zeros_like would keep NHWC and
+            # uniform_ fills in memory order: other noise per pixel than the plain path)
+            noise = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+            x = x + noise.uniform_(-cfg.rs_eps, cfg.rs_eps)
         s_nat = student(x)
         with torch.no_grad():
             t_nat = teacher(x)
