@@ -207,17 +207,27 @@ def autocast(plan: SpeedPlan) -> contextlib.AbstractContextManager:
 
 
 @contextlib.contextmanager
-def cudnn_settings(plan: SpeedPlan) -> Iterator[None]:
-    """cuDNN autotuning for the duration of training (restored afterwards)."""
-    if torch.device(plan.device).type != "cuda":
-        yield
-        return
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = bool(plan.cudnn_benchmark)
+def cudnn_settings(plan: SpeedPlan, deterministic: bool = False) -> Iterator[None]:
+    """cuDNN autotuning, and with ``train.deterministic`` deterministic algorithms
+    (``torch.use_deterministic_algorithms(warn_only=True)``, ``cudnn.deterministic``), for the
+    duration of training; the process's settings are restored afterwards."""
+    before = (
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    if torch.device(plan.device).type == "cuda":
+        torch.backends.cudnn.benchmark = bool(plan.cudnn_benchmark)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = before
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[:2]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
 
 
 # ------------------------------------------------------------------- teacher-output sharing

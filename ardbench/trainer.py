@@ -158,9 +158,6 @@ def train(
 
     device = resolve_device(cfg.device)
     tc = cfg.train
-    if tc.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
 
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
     if not ds.has_train:
@@ -260,7 +257,7 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with (
-        cudnn_settings(plan),
+        cudnn_settings(plan, tc.deterministic),
         compile_settings(plan, tc.compile),
         Progress(
             TextColumn("[bold]{task.description}"),

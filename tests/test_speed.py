@@ -319,6 +319,28 @@ def tiny_cfg(method, npz, epochs=2, *sets):
     )
 
 
+def test_deterministic_is_on_during_training_and_restored_after(tiny_npz, tmp_path, monkeypatch):
+    import ardbench.speed as speed
+
+    seen = []
+    real_run = speed.TrainStep._run
+
+    def spy(self, *a, **k):
+        seen.append(
+            (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
+        )
+        return real_run(self, *a, **k)
+
+    monkeypatch.setattr(speed.TrainStep, "_run", spy)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
+    res = train(tiny_cfg("pgd_at", tiny_npz, 1, "train.deterministic=true"), runs_dir=tmp_path)
+    assert res.completed and seen and all(s == (True, True) for s in seen)
+    assert (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+    ) == before
+
+
 def test_resolved_flags_in_log_and_record_config_keeps_auto(tiny_npz, tmp_path):
     res = train(tiny_cfg("pgd_at", tiny_npz, 1), runs_dir=tmp_path, progress=False)
     speed = res.record["hardware"]["speed"]
