@@ -71,11 +71,9 @@ from ardbench.speed import (
     TrainStep,
     compile_settings,
     cudnn_settings,
-    make_optimizer,
-    prepare_models,
     resolve_speed,
 )
-from ardbench.trainer import make_attack_fn, train
+from ardbench.trainer import train
 
 DEVICE = os.environ.get("ARDBENCH_TEST_DEVICE", "cuda")
 IS_CUDA = DEVICE.startswith("cuda")
@@ -131,21 +129,7 @@ def run_steps_on(device, method_name: str, plan: SpeedPlan, *, steps: int = 2) -
     for module in (student, teacher, built, *extras.values()):
         module.to(dev)
     batch = Batch(x=batch.x.to(dev), y=batch.y.to(dev), index=batch.index.to(dev))
-    prepare_models(plan, student, teacher, *extras.values())
-    optimizer = make_optimizer(list(student.parameters()) + list(built.parameters()), TRAIN, plan)
-    runner = TrainStep(
-        method=built,
-        method_name=method_name,
-        student=student,
-        teacher=teacher,
-        extras=extras,
-        optimizer=optimizer,
-        attack_fn=make_attack_fn(student, ATTACK),
-        attack_cfg=ATTACK,
-        plan=plan,
-        num_classes=10,
-        total_epochs=200,
-    )
+    runner = test_speed.tiny_runner(built, method_name, student, teacher, extras, plan)
     named = [
         *student.named_parameters(),
         *(("method." + n, p) for n, p in built.named_parameters()),

@@ -36,6 +36,25 @@ TRAIN = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4)
 ATTACK = AttackConfig(eps=8 / 255, step=2 / 255, steps=2)
 
 
+def tiny_runner(built, method_name, student, teacher, extras, plan) -> TrainStep:
+    """The trainer's step on tiny models under ``plan`` (models prepared, optimizer built)."""
+    prepare_models(plan, student, teacher, *extras.values())
+    params = list(student.parameters()) + list(built.parameters())
+    return TrainStep(
+        method=built,
+        method_name=method_name,
+        student=student,
+        teacher=teacher,
+        extras=extras,
+        optimizer=make_optimizer(params, TRAIN, plan),
+        attack_fn=make_attack_fn(student, ATTACK),
+        attack_cfg=ATTACK,
+        plan=plan,
+        num_classes=10,
+        total_epochs=200,
+    )
+
+
 def run_steps(method_name: str, *, steps: int = 2, epoch: int = 199, method=None, **plan_kw):
     """Two TrainSteps on tiny models; returns (per-step values and grads, final params, runner).
 
@@ -45,22 +64,7 @@ def run_steps(method_name: str, *, steps: int = 2, epoch: int = 199, method=None
     if method is not None:  # a test-only method on the same tiny networks
         built = method
     plan = SpeedPlan(device="cpu", **{"share_teacher": False, **plan_kw})
-    prepare_models(plan, student, teacher, *extras.values())
-    params = list(student.parameters()) + list(built.parameters())
-    optimizer = make_optimizer(params, TRAIN, plan)
-    runner = TrainStep(
-        method=built,
-        method_name=method_name,
-        student=student,
-        teacher=teacher,
-        extras=extras,
-        optimizer=optimizer,
-        attack_fn=make_attack_fn(student, ATTACK),
-        attack_cfg=ATTACK,
-        plan=plan,
-        num_classes=10,
-        total_epochs=200,
-    )
+    runner = tiny_runner(built, method_name, student, teacher, extras, plan)
     torch.manual_seed(1234)  # the attacks' random starts
     out = []
     for i in range(steps):
