@@ -419,17 +419,30 @@ def _add_leaderboard_parser(sub: Any) -> None:
         metavar="RUN_DIR_OR_RECORD",
         help="first copy these runs' records into --runs (checkpoints stay behind)",
     )
+    p.add_argument(
+        "--attach",
+        nargs="+",
+        metavar="EVAL_JSON",
+        help="file later evaluations (`ardbench eval run:RUN_ID ... --json E.json`) beside "
+        "the records of the checkpoints they evaluated; the tables then show the columns the "
+        "records lack (e.g. AA) from them",
+    )
     p.set_defaults(func=_cmd_leaderboard)
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import add_records, check_leaderboard, write_leaderboard
 
+    if (args.add or args.attach) and args.check:
+        err_console.print("[bold red]error:[/] --add/--attach and --check do not go together")
+        return 2
     if args.add:
-        if args.check:
-            err_console.print("[bold red]error:[/] --add and --check do not go together")
-            return 2
         for dest, status in add_records(args.add, args.runs):
+            console.print(f"{status}: {dest}", highlight=False, soft_wrap=True)
+    if args.attach:
+        from .later_eval import attach_later_evals
+
+        for dest, status in attach_later_evals(args.attach, args.runs):
             console.print(f"{status}: {dest}", highlight=False, soft_wrap=True)
     if args.check:
         problems = check_leaderboard(args.runs, args.out)

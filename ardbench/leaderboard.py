@@ -39,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from .later_eval import later_eval_path, merge_later_eval
 from .records import (
     COLUMNS,
     RECORD_FILENAME,
@@ -79,11 +80,20 @@ DASH = "—"
 
 def collect_records(root: str | Path) -> list[dict[str, Any]]:
     """Every record under ``root`` (see :func:`ardbench.records.find_records`), validated,
-    one per run id, sorted by run id. The same run found twice (a run directory and its copy
+    one per run id, sorted by run id, with its later evaluation merged in where one is filed
+    beside it (:mod:`ardbench.later_eval`). The same run found twice (a run directory and its copy
     in ``leaderboard/runs``) counts once; two different records with one run id are an error."""
     seen: dict[str, tuple[Path, dict[str, Any]]] = {}
+    later: dict[str, Path] = {}
     for path, record in find_records(root):
         rid = record["run_id"]
+        extra = later_eval_path(path, rid)
+        if extra.is_file():
+            if rid in later and later[rid].read_bytes() != extra.read_bytes():
+                raise RecordError(
+                    "", f"two different later evaluations of run {rid!r}", source=extra
+                )
+            later[rid] = extra
         if rid in seen:
             other_path, other = seen[rid]
             if record_bytes(other) != record_bytes(record):
@@ -94,7 +104,14 @@ def collect_records(root: str | Path) -> list[dict[str, Any]]:
                 )
             continue
         seen[rid] = (path, record)
-    return [seen[rid][1] for rid in sorted(seen)]
+    out = []
+    for rid in sorted(seen):
+        record = seen[rid][1]
+        if rid in later:  # columns the record lacks, from a later evaluation of its checkpoint
+            ev = json.loads(later[rid].read_text(encoding="utf-8"))
+            record = merge_later_eval(record, ev, source=later[rid])
+        out.append(record)
+    return out
 
 
 # --------------------------------------------------------------------------------- naming
@@ -242,6 +259,7 @@ def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 )
             ),
             "paper_json": json.dumps(paper, sort_keys=True) if paper else "",
+            "later_cols": ",".join((ev.get("later_eval") or {}).get("columns") or []),
         }
         for col in COLUMNS:
             v = acc.get(col)
@@ -341,6 +359,10 @@ def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
             notes.append("repeated seed")
         if g["aa_unreliable"].any():
             notes.append("AA unreliable (AutoAttack warnings)")
+        later = sorted({c for v in g["later_cols"] for c in v.split(",") if c})
+        if later:
+            titles = ", ".join(COLUMN_TITLES[c] for c in COLUMNS if c in later)
+            notes.append(f"{titles} from a later evaluation of the same checkpoint")
         failed = sorted({c for v in g["compliance_failed"] for c in v.split(",") if c})
         if failed:
             notes.append("failed compliance: " + ", ".join(failed))

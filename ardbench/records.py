@@ -824,7 +824,9 @@ def protocol_hash(record: Mapping[str, Any]) -> str:
     if isinstance(cfg.get("train"), dict):
         cfg["train"].pop("seed", None)
     if isinstance(cfg.get("eval"), dict):
-        cfg["eval"].pop("batch_size", None)  # moves AA only via its random inits: same row
+        # batch sizes move AA only via its random inits (and no other column): same row
+        cfg["eval"].pop("batch_size", None)
+        cfg["eval"].pop("aa_batch_size", None)
     blob = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
