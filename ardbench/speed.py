@@ -457,8 +457,10 @@ class TrainStep:
         buffers = [(b, b.detach().clone()) for m in modules for b in m.buffers()]
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        frames_before = _dynamo_frames()
         try:
             out = self._run(batch, epoch, step, log)
+            self._note_suppressed_failures(frames_before)
         except RuntimeError as exc:
             if "double backward" not in str(exc):
                 raise
@@ -484,12 +486,42 @@ class TrainStep:
         self._compile_verified = True
         return out
 
+    def _note_suppressed_failures(self, before: tuple[int, int]) -> None:
+        """With ``compile: auto`` dynamo suppresses the errors of graphs it cannot build and
+        runs those frames eagerly; say so in the plan (hence the record), and record
+        ``compile: false`` when no frame of the first step compiled at all."""
+        total, ok = (a - b for a, b in zip(_dynamo_frames(), before, strict=True))
+        failed = total - ok
+        if failed <= 0:
+            return
+        if ok == 0:
+            self.plan.compile = False
+            note = (
+                f"compile off: torch.compile could build none of the {failed} frames of the "
+                "first step (errors suppressed under compile: auto; ran eagerly; "
+                "train.compile=true shows the errors)"
+            )
+        else:
+            note = (
+                f"compile partial: {failed} of {total} frames of the first step could not be "
+                "compiled and ran eagerly (train.compile=true shows the errors)"
+            )
+        self.plan.notes.append(note)
+        warnings.warn(note, RuntimeWarning, stacklevel=3)
+
     def release(self) -> None:
         """Back to eager forwards (before evaluation, which stays uncompiled and fp32)."""
         self._clear()
         for m in (self.student, self.raw_teacher, *self.raw_extras.values()):
             if m is not None:
                 uncompile_module(m)
+
+
+def _dynamo_frames() -> tuple[int, int]:
+    """dynamo's process-wide (frames it tried to convert, frames converted) counters."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["total"]), int(counters["frames"]["ok"])
 
 
 @contextlib.contextmanager

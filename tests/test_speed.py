@@ -293,6 +293,31 @@ def test_compile_falls_back_to_eager_for_double_backward():
     assert_same(plain, fallback)
 
 
+def test_compile_auto_says_when_torch_compile_built_nothing(monkeypatch):
+    """Under ``compile: auto`` dynamo suppresses compile errors and runs the frames eagerly:
+    the plan (hence the record) must then say compile was off, not claim it was on."""
+    import torch._dynamo
+
+    import ardbench.speed as speed
+
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("test backend: cannot compile this graph")
+
+    real = speed.compile_module
+    monkeypatch.setattr(speed, "compile_module", lambda m, **kw: real(m, backend=broken_backend))
+    torch._dynamo.reset()
+    built, student, teacher, extras, batch = tiny_setup("pgd_at")
+    plan = SpeedPlan(device="cpu", compile=True, share_teacher=False)
+    runner = tiny_runner(built, "pgd_at", student, teacher, extras, plan)
+    try:
+        with compile_settings(plan, "auto"), pytest.warns(RuntimeWarning, match="compile off"):
+            _, values = runner(batch, epoch=0, step=0, log=lambda k, v: None)
+    finally:
+        torch._dynamo.reset()
+    assert not plan.compile and any("could build none" in n for n in plan.notes)
+    assert np.isfinite(values["loss"])
+
+
 @pytest.mark.slow
 def test_compiled_run_in_the_trainer(tiny_npz, tmp_path):
     """The whole trainer path compiled: recorded as such, evaluated eagerly afterwards."""
