@@ -102,9 +102,9 @@ AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 DEFAULT_CHUNK_SIZE = 1000
 DEFAULT_AA_BATCH_SIZE = 256
 # How the PGD / CW random starts are drawn: per point (in fixed blocks of 64 points, whatever
-# the batches), on the CPU, so the per-point results do
-# not depend on the batch size, the chunking or the device's random number generator (records
-# made before this scheme say "per batch from (seed, column, first index)").
+# the batches), on the CPU, so the per-point results do not depend on the batch size, the
+# chunking or the device's random number generator (records made before this scheme say
+# "per batch from (seed, column, first index)").
 START_BLOCK = 64
 SEEDING = "per point: blocks of 64 points from (seed, column, index // 64), drawn on the CPU"
 PRECISION = "fp32 (TF32 off for convolutions and matmuls)"
