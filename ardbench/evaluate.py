@@ -714,9 +714,10 @@ def evaluate_model(
         state_path: a JSON file holding per-point results, written atomically after every chunk
             of points; a rerun with the same arguments continues from it (an existing file from
             a different evaluation is an error).
-        chunk_size: points per chunk (rounded up to whole AutoAttack batches). Default: all points in one
-            chunk, or :data:`DEFAULT_CHUNK_SIZE` when ``state_path`` is given. Only the AutoAttack
-            number depends on it (its random inits depend on the batch composition).
+        chunk_size: points per chunk (rounded up to whole AutoAttack batches). Default: all
+            points in one chunk, or :data:`DEFAULT_CHUNK_SIZE` when ``state_path`` is given.
+            Only the AutoAttack number depends on it (its random inits depend on the batch
+            composition).
         compliant: raise :class:`ComplianceError` when a compliance check fails (default: a
             :class:`ComplianceWarning` and the failure recorded in ``warnings``).
     """
@@ -817,7 +818,7 @@ def _evaluate(
             if r.name == "eval_mode":
                 text += " (switched to eval mode for the evaluation)"
             warn_list.append(text)
-            warnings.warn(text, ComplianceWarning, stacklevel=2)
+            warnings.warn(text, ComplianceWarning, stacklevel=3)  # the caller's line
 
     with torch.no_grad():
         width = model(x[:1]).shape[1]
