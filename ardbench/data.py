@@ -147,6 +147,13 @@ class Dataset:
                 f"test images are {tuple(self.x_test.shape[1:])}"
             )
 
+    @property
+    def test_fingerprint(self) -> str:
+        """The fingerprint of the test arrays alone (= the ``fingerprint`` of a test-only copy):
+        what ties an evaluation to a run's test points when the two loaded different training
+        arrays, or none."""
+        return fingerprint_arrays(None, None, self.x_test, self.y_test)
+
     @classmethod
     def from_arrays(
         cls,

@@ -1330,6 +1330,7 @@ def evaluate_spec(
     result.data = {
         "spec": dataset_spec,
         "fingerprint": ds.fingerprint,
+        "test_fingerprint": ds.test_fingerprint,
         "first_n_test_points": len(x),
     }
     if state_path is not None:

@@ -8,7 +8,8 @@ on a large test set). To add such a column afterwards::
 
 ``--attach`` finds the record whose checkpoint has the sha256 of the model ``E.json``
 evaluated, checks that the evaluation is of the same points under the same threat model
-(data fingerprint, the first n test points, norm, eps; the record evaluated on the test set),
+(the data fingerprint, or the fingerprint of the test arrays alone when the evaluation loaded
+only them; the first n test points; norm, eps; the record evaluated on the test set),
 and files ``E.json`` unchanged as ``<run_id>.eval.json`` beside the record (never overwriting a
 different one). The leaderboard then merges it in: the columns the record lacks are taken
 from the later evaluation, with their settings; the record's own numbers are never replaced;
@@ -71,10 +72,20 @@ def _check(record: Mapping[str, Any], ev: Mapping[str, Any]) -> list[str]:
             f"model sha256 {str(ev['model'].get('sha256'))[:12]} is not the record's checkpoint "
             f"{record['checkpoint']['sha256'][:12]}"
         )
-    if ev["data"].get("fingerprint") != track["data_fingerprint"]:
+    same_data = ev["data"].get("fingerprint") == track["data_fingerprint"]
+    test_fp = track.get("test_fingerprint")
+    same_test = test_fp is not None and ev["data"].get("test_fingerprint") == test_fp
+    if not (same_data or same_test):
         problems.append(
             f"data fingerprint {str(ev['data'].get('fingerprint'))[:12]} is not the track's "
-            f"{track['data_fingerprint'][:12]} (another dataset or copy)"
+            f"{track['data_fingerprint'][:12]}"
+            + (
+                f", nor its test fingerprint {str(ev['data'].get('test_fingerprint'))[:12]} the "
+                f"record's {test_fp[:12]} (other test points)"
+                if test_fp
+                else " (another dataset or copy; this record predates test fingerprints, so "
+                "evaluate with its own dataset spec)"
+            )
         )
     if ev.get("norm") != track["norm"]:
         problems.append(f"norm {ev.get('norm')} is not the track's {track['norm']}")

@@ -220,6 +220,7 @@ def build_record(
             "norm": cfg.attack.norm,
             "eps": eps,
             "data_fingerprint": dataset.fingerprint,
+            "test_fingerprint": dataset.test_fingerprint,
             "num_classes": dataset.num_classes,
             "official": is_official_dataset(cfg.dataset),
             "description": getattr(dataset, "description", None) or None,
@@ -478,7 +479,7 @@ TRACK = Obj(
         "num_classes": Num(2, integer=True),
         "official": Bool(),
     },
-    optional={"description": Null(Str())},
+    optional={"description": Null(Str()), "test_fingerprint": HEX64},
     extra=AnyJSON(),
 )
 TEACHER = Null(

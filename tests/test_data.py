@@ -99,6 +99,12 @@ def test_digits_deterministic_and_fingerprint_stable(digits: Dataset) -> None:
     )
 
 
+def test_test_fingerprint_is_the_fingerprint_of_a_test_only_copy(digits: Dataset) -> None:
+    test_only = Dataset.from_arrays("copy", x_test=digits.x_test, y_test=digits.y_test)
+    assert test_only.fingerprint == test_only.test_fingerprint == digits.test_fingerprint
+    assert digits.test_fingerprint != digits.fingerprint  # the training arrays count there
+
+
 def test_fingerprint_changes_with_data(digits: Dataset) -> None:
     fp = digits.fingerprint
     x = digits.x_test.clone()

@@ -75,6 +75,20 @@ def test_merge_refuses_another_model_points_or_threat_model(ev, message):
     assert message in str(exc.value)
 
 
+def test_test_only_evaluations_match_by_test_fingerprint():
+    """`ardbench eval` on a test-only copy of the data (other fingerprint: no training arrays)
+    fits a record that stored the fingerprint of its test arrays, and only then."""
+    r = record()
+    ev = later(data={"fingerprint": "8" * 64, "test_fingerprint": "9" * 64})
+    with pytest.raises(RecordError, match="predates test fingerprints"):
+        merge_later_eval(r, ev)
+    r["track"]["test_fingerprint"] = "9" * 64
+    assert merge_later_eval(r, ev)["eval"]["accuracy"]["aa"] == 0.45
+    r["track"]["test_fingerprint"] = "a" * 64
+    with pytest.raises(RecordError, match="nor its test fingerprint 999999999999"):
+        merge_later_eval(r, ev)
+
+
 def test_holdout_records_take_no_later_evaluation():
     r = record()
     r["eval"]["split"] = "holdout: last 100 training examples"
@@ -161,3 +175,45 @@ def test_a_real_eval_json_attaches(tmp_path):
     assert status == "attached" and dest.name == "pgd_at-s0.eval.json"
     (merged,) = collect_records(tmp_path / "runs")
     assert merged["eval"]["accuracy"]["fgsm"] == res.accuracy["fgsm"]
+
+
+def test_end_to_end_a_run_then_a_later_evaluation_on_a_test_only_copy(tmp_path):
+    """Train (end-of-run evaluation: clean only), evaluate the run's checkpoint later on a
+    test-only copy of its data (as the real track's AA was), attach, and render."""
+    import numpy as np
+
+    from ardbench.evaluate import evaluate_spec
+    from ardbench.leaderboard import add_records
+    from ardbench.recipes import resolve_config
+    from ardbench.trainer import train
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 48)
+    x = (rng.integers(0, 256, (48, 32, 32, 3)) // 4 + y[:, None, None, None] * 20).astype(np.uint8)
+    np.savez(tmp_path / "full.npz", x_train=x, y_train=y, x_test=x[:16], y_test=y[:16])
+    np.savez(tmp_path / "test.npz", x_test=x[:16], y_test=y[:16])
+    cfg = resolve_config(
+        "pgd_at",
+        cli={"dataset": f"npz:{tmp_path / 'full.npz'}", "student": "small_cnn"},
+        sets=["train.epochs=1", "attack.steps=1", "eval.attacks=clean"],
+    )
+    res = train(cfg, runs_dir=tmp_path / "runs", progress=False)
+    lb = tmp_path / "lb"
+    add_records([res.run_dir], lb)
+    ev_path = tmp_path / "later.json"
+    later_res = evaluate_spec(
+        f"run:{res.run_id}",
+        f"npz:{tmp_path / 'test.npz'}",
+        attacks="clean,fgsm",
+        eps=cfg.attack.eps,
+        runs_dir=tmp_path / "runs",
+        device="cpu",
+        json_out=ev_path,
+        progress=False,
+    )
+    assert later_res.data["fingerprint"] != res.record["track"]["data_fingerprint"]
+    ((_, status),) = attach_later_evals([ev_path], lb)
+    assert status == "attached"
+    (merged,) = collect_records(lb)
+    assert merged["eval"]["accuracy"]["fgsm"] == later_res.accuracy["fgsm"]
+    assert merged["eval"]["accuracy"]["clean"] == res.record["eval"]["accuracy"]["clean"]
