@@ -610,7 +610,10 @@ def _header(t: Table) -> list[str]:
 def _teacher_title(t: Table) -> str:
     if not t.teacher_sha:
         return "no teacher"
-    labels = sorted({teacher_label((r.get("teacher") or {}).get("spec")) for r in t.records})
+    # the table's teacher, not a teacherless reference row's "no-teacher"
+    labels = sorted(
+        {teacher_label((r.get("teacher") or {}).get("spec")) for r in t.records if r.get("teacher")}
+    )
     return f"teacher {labels[0]}"
 
 

@@ -389,6 +389,14 @@ def test_teacherless_methods_are_reference_rows_of_the_teacher_tables():
     assert [t.relpath for t in tables] == [TABLE]  # no separate no-teacher table
     row = next(r for r in tables[0].rows if r.method == "pgd_at")
     assert "no teacher (reference row)" in row.notes
+    # the title and the index name the table's teacher, not the reference row's "no-teacher"
+    rendered = render_leaderboard(records)
+    assert (
+        rendered[TABLE]
+        .splitlines()[0]
+        .endswith("teacher robustbench-Zhang2019Theoretically → resnet18")
+    )
+    assert "| no-teacher |" not in rendered["README.md"]
     alone = build_tables([rec("pgd_at", 0, {"clean": 0.7, "pgd20": 0.45}, teacher=None)])
     assert len(alone) == 1 and "no-teacher__resnet18" in alone[0].relpath
     assert "no teacher (reference row)" not in alone[0].rows[0].notes
