@@ -22,12 +22,11 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .records import RecordError, find_records, validate_record
+from .records import RecordError, find_records, validate_record, write_bytes_exclusive
 
 __all__ = ["SUFFIX", "attach_later_evals", "later_eval_path", "merge_later_eval"]
 
@@ -174,11 +173,6 @@ def attach_later_evals(
                 )
             out.append((dest, "already there"))
             continue
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        try:
-            os.link(tmp, dest)  # whole file or nothing, and never over an existing one
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_bytes_exclusive(dest, blob)  # whole file or nothing, never over another
         out.append((dest, "attached"))
     return out

@@ -735,7 +735,13 @@ def write_record(target: str | Path, record: Mapping[str, Any], *, validate: boo
         path = path / RECORD_FILENAME
     if validate:
         validate_record(record)
-    blob = record_bytes(record)
+    write_bytes_exclusive(path, record_bytes(record))
+    return path
+
+
+def write_bytes_exclusive(path: Path, blob: bytes) -> None:
+    """``blob`` to ``path`` whole or not at all, and never over an existing file
+    (:class:`RecordExistsError`); see :func:`write_record`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         raise _exists(path)
@@ -766,7 +772,6 @@ def write_record(target: str | Path, record: Mapping[str, Any], *, validate: boo
         except FileNotFoundError:
             pass
     _fsync_dir(path.parent)
-    return path
 
 
 def _exists(path: Path) -> RecordExistsError:
