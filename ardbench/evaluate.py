@@ -47,10 +47,8 @@ import hashlib
 import io
 import json
 import logging
-import os
 import platform
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -1364,7 +1362,7 @@ def evaluate_spec(
     if json_out is not None:
         write_json_atomic(json_out, result.to_dict())
     if model_info_out is not None:
-        _write_json_ordered(
+        write_json_atomic(
             model_info_out,
             model_info(
                 result,
@@ -1372,26 +1370,9 @@ def evaluate_spec(
                 architecture=None if loaded.arch == "export" else loaded.arch,
                 metadata=metadata,
             ),
+            sort_keys=False,  # RobustBench's model_info field order
         )
     return result
-
-
-def _write_json_ordered(path: str | Path, data: Any) -> None:
-    """Atomic JSON write keeping the key order (model_info follows RobustBench's field order)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _rb_dataset(ds: Any) -> str:

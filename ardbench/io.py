@@ -28,8 +28,9 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    blob = (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+def write_json_atomic(path: str | Path, data: Any, *, sort_keys: bool = True) -> None:
+    """``sort_keys=False`` keeps the caller's key order (RobustBench's model_info fields)."""
+    blob = (json.dumps(data, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n").encode()
     _atomic_write(Path(path), lambda fh: fh.write(blob))
 
 
