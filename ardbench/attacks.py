@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .config import AttackConfig
+from .protocols.config import AttackConfig
 
 Objective = Callable[[Tensor], Tensor]
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .config import ConfigError
+from .protocols.config import ConfigError
 from .registry import UnknownNameError
 
 console = Console()
@@ -88,7 +88,7 @@ def _add_run_parser(sub: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .trainer import resume, train
+    from .train.trainer import resume, train
 
     if args.resume:
         result = resume(args.resume, progress=not args.quiet)
@@ -122,7 +122,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
     """A short results table: the student, and the teacher's own figures when it has a record."""
-    from .demo import teacher_record
+    from .train.demo import teacher_record
 
     eval_block = record["eval"]
     columns = list(eval_block["accuracy"])
@@ -150,7 +150,7 @@ def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
     )
     console.print(table)
     eps = record["track"]["eps"]
-    from .config import format_eps
+    from .protocols.config import format_eps
 
     console.print(
         f"{record['track']['dataset']}, {record['track']['norm']} eps {format_eps(eps)}, "
@@ -226,7 +226,7 @@ def _add_check_parser(sub: Any) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .contract import run_contract_checks
+    from .train.check import run_contract_checks
 
     results = run_contract_checks(args.method)
     table = Table("check", "result", "detail")
@@ -337,7 +337,7 @@ def _batch_size(text: str) -> int | str:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import ComplianceError, evaluate_spec, render_eval
+    from .eval.evaluator import ComplianceError, evaluate_spec, render_eval
 
     metadata: dict[str, Any] = {}
     for item in args.info:
@@ -431,7 +431,7 @@ def _add_leaderboard_parser(sub: Any) -> None:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .leaderboard import add_records, check_leaderboard, write_leaderboard
+    from .results.leaderboard import add_records, check_leaderboard, write_leaderboard
 
     if (args.add or args.attach) and args.check:
         err_console.print("[bold red]error:[/] --add/--attach and --check do not go together")
@@ -440,7 +440,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         for dest, status in add_records(args.add, args.runs):
             console.print(f"{status}: {dest}", highlight=False, soft_wrap=True)
     if args.attach:
-        from .later_eval import attach_later_evals
+        from .results.later_eval import attach_later_evals
 
         for dest, status in attach_later_evals(args.attach, args.runs):
             console.print(f"{status}: {dest}", highlight=False, soft_wrap=True)
@@ -503,9 +503,9 @@ def _add_compare_parser(sub: Any) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import NoTableError, compare_method, compare_record, render_comparison
-    from .leaderboard import collect_records
-    from .records import load_record
+    from .results.compare import NoTableError, compare_method, compare_record, render_comparison
+    from .results.leaderboard import collect_records
+    from .results.records import load_record
 
     leaderboard = collect_records(args.leaderboard_runs)
     try:

@@ -10,7 +10,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .config import (
+from .methods import get_method
+from .paths import baselines_dir
+from .protocols.config import (
     ConfigError,
     RunConfig,
     build_run_config,
@@ -19,8 +21,6 @@ from .config import (
     parse_set,
     validate_layer,
 )
-from .methods import get_method
-from .paths import baselines_dir
 
 # The demo: the whole pipeline in miniature on the embedded digits data, a few minutes on a
 # 2-core CPU. The teacher spec "demo" is a small PGD-AT network trained on first use and cached.

@@ -4,7 +4,7 @@
     python benchmarks/bf16_parity.py --method rslad --teacher TEACHER_SPEC --dataset cifar10 \\
         --student resnet18 --epochs 30 --seeds 0,1,2 --device cuda --n-eval 10000
 
-Each (seed, amp) pair is a full ``ardbench.trainer.train`` run (evaluation in fp32, as always);
+Each (seed, amp) pair is a full ``ardbench.train.trainer.train`` run (evaluation in fp32, as always);
 the script prints clean and PGD-20 accuracy per run, the bf16 - fp32 difference per seed and
 on average, and compares the average difference with the noise: the seed-to-seed standard
 deviation of the fp32 runs and the binomial standard deviation of an accuracy on ``n`` points
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ardbench.recipes import resolve_config
-from ardbench.trainer import train
+from ardbench.train.trainer import train
 
 
 def run(args, seed: int, amp: str, runs_dir: Path) -> dict:

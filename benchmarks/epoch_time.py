@@ -6,7 +6,7 @@ checkpoint), the figure behind the "epoch under 20 s" target.
     OMP_NUM_THREADS=1 python benchmarks/epoch_time.py --method rslad --teacher wrn_16_2 \\
         --student small_cnn --n-train 512 --batch-size 32 --device cpu
 
-Runs ``ardbench.trainer.train`` for ``--epochs`` epochs (default 2) on ``--dataset`` or on
+Runs ``ardbench.train.trainer.train`` for ``--epochs`` epochs (default 2) on ``--dataset`` or on
 synthetic CIFAR-shaped uint8 images (``--n-train`` of them; timing does not depend on pixel
 values), stops before the final evaluation, and prints each epoch's ``epoch_time_s`` from
 ``log.jsonl``. The first epoch includes one-off costs (torch.compile, cuDNN autotuning); the
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ardbench.recipes import resolve_config
-from ardbench.trainer import train
+from ardbench.train.trainer import train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ In one process and on the same images in the same order, per step:
 
 (a) the reference step (``reference_steps.py``): the official script's host-side torchvision
     augmentation in its DataLoader workers, its attack as coded, eager fp32, its cuDNN flags;
-(b) ardbench's step: the trainer's own path (``ardbench.speed.TrainStep`` fed by
+(b) ardbench's step: the trainer's own path (``ardbench.train.step.TrainStep`` fed by
     ``ardbench.data.DeviceLoader``), with the method's faithful protocol and the speed features
     as ``auto`` resolves them on this device (override with ``--set train.KEY=VALUE``);
 (c) with ``--plain``, also ardbench's step with every speed feature off.
@@ -55,20 +55,19 @@ from reference_steps import (  # noqa: E402
     reference_cost,
 )
 
-from ardbench.config import SPEED_KEYS  # noqa: E402
 from ardbench.data import DeviceLoader  # noqa: E402
 from ardbench.methods import build_method  # noqa: E402
 from ardbench.models import build_arch, feature_dim, logits_and_features  # noqa: E402
+from ardbench.protocols.config import SPEED_KEYS  # noqa: E402
 from ardbench.recipes import resolve_config  # noqa: E402
-from ardbench.speed import (  # noqa: E402
-    TrainStep,
+from ardbench.train.speed import (  # noqa: E402
     compile_settings,
     cudnn_settings,
     make_optimizer,
     prepare_models,
     resolve_speed,
 )
-from ardbench.trainer import freeze, make_attack_fn  # noqa: E402
+from ardbench.train.step import TrainStep, freeze, make_attack_fn  # noqa: E402
 
 CIFAR10_TRAIN = 50_000
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from ardbench.attacks import ce_objective, fgsm, pgd, project, random_start
-from ardbench.contract import TinyNet
+from ardbench.train.check import TinyNet
 
 
 def _setup():

@@ -100,7 +100,7 @@ def test_check_command(capsys):
 
 def test_demo_preset_trains_and_caches_its_teacher(tmp_path, monkeypatch, capsys):
     """The README's main job, shrunk: a fresh cache trains the demo teacher, then distils."""
-    import ardbench.demo as demo
+    import ardbench.train.demo as demo
 
     monkeypatch.setenv("ARDBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(

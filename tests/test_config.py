@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ardbench.config import (
+from ardbench.protocols.config import (
     AttackConfig,
     ConfigError,
     RunConfig,
@@ -85,7 +85,7 @@ def test_method_config_is_validated():
 
 def test_config_roundtrip_and_hash():
     cfg = resolve_config("kd", preset="demo")
-    from ardbench.config import run_config_from_dict
+    from ardbench.protocols.config import run_config_from_dict
 
     again = run_config_from_dict(cfg.to_dict())
     assert again == cfg and again.config_hash() == cfg.config_hash()
@@ -109,7 +109,7 @@ def test_speed_flags_and_absent_optional_keys_do_not_change_the_hash():
     assert fast.config_hash() == base.config_hash()
     bf16 = resolve_config("kd", preset="demo", sets=["train.amp=bf16"])
     assert bf16.config_hash() != base.config_hash()  # bf16 changes the numerics
-    from ardbench.config import computation_dict
+    from ardbench.protocols.config import computation_dict
 
     d = base.to_dict()
     d["train"].pop("holdout")  # a record written before the key existed

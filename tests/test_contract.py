@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ardbench.contract import run_contract_checks
 from ardbench.methods import METHODS
+from ardbench.train.check import run_contract_checks
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -61,19 +61,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ardbench import attacks
-from ardbench.contract import tiny_setup
 from ardbench.data import DeviceLoader, to_float01
-from ardbench.evaluate import evaluate_model
+from ardbench.eval.evaluator import evaluate_model
 from ardbench.methods import Batch, get_method
 from ardbench.models import build_arch, load_model
-from ardbench.speed import (
+from ardbench.train.check import tiny_setup
+from ardbench.train.speed import (
     SpeedPlan,
-    TrainStep,
     compile_settings,
     cudnn_settings,
     resolve_speed,
 )
-from ardbench.trainer import train
+from ardbench.train.step import TrainStep
+from ardbench.train.trainer import train
 
 DEVICE = os.environ.get("ARDBENCH_TEST_DEVICE", "cuda")
 IS_CUDA = DEVICE.startswith("cuda")
@@ -385,7 +385,7 @@ def test_trainer_end_to_end_on_device(tiny_npz, tmp_path):
 
 
 def test_bf16_run_on_device_evaluates_in_fp32(tiny_npz, tmp_path, monkeypatch):
-    import ardbench.evaluate as ev
+    import ardbench.eval.evaluator as ev
 
     seen: dict = {"forwards": set()}
     real = ev.evaluate_model

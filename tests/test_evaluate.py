@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-import ardbench.evaluate as ev
+import ardbench.eval.evaluator as ev
 from ardbench.cli import main
-from ardbench.compliance import CHECKS, ComplianceError, run_compliance_checks
-from ardbench.evaluate import (
+from ardbench.eval.compliance import CHECKS, ComplianceError, run_compliance_checks
+from ardbench.eval.evaluator import (
     AA_ATTACKS,
     ComplianceWarning,
     adversarial_examples,

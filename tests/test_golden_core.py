@@ -1,16 +1,16 @@
 """Golden values for natural, kd, pgd_at and trades: expected terms are computed here from the
-written formulas with plain tensor algebra, independently of ardbench.losses."""
+written formulas with plain tensor algebra, independently of ardbench.methods.losses."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ardbench.config import AttackConfig
-from ardbench.contract import TinyNet
 from ardbench.methods import Batch, build_method
 from ardbench.methods.base import StepContext
 from ardbench.models import logits_and_features
+from ardbench.protocols.config import AttackConfig
+from ardbench.train.check import TinyNet
 
 
 def log_softmax(z):

@@ -1,7 +1,7 @@
 """Golden values for ard, iad, rslad, kdiga and vargap.
 
 Every expected value is computed here from the written formula (reference sections 2.5-2.9)
-with plain tensor algebra or numpy, independently of ``ardbench.losses`` and of the method
+with plain tensor algebra or numpy, independently of ``ardbench.methods.losses`` and of the method
 code: softmax / KL / CE via logsumexp, KDIGA's input gradients by central finite differences,
 vargap's covariance and Gram matrices with numpy. Networks and data are tiny, seeded and in
 float64 so that rtol 1e-5 is far above the rounding error.
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ardbench.config import AttackConfig, ConfigError
 from ardbench.methods import Batch, StepContext, build_method
 from ardbench.methods.rslad import kl_log_of_softmax
+from ardbench.protocols.config import AttackConfig, ConfigError
 
 DT = torch.float64
 RTOL = 1e-5

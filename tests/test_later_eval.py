@@ -9,9 +9,9 @@ import json
 import pytest
 
 from ardbench.cli import main
-from ardbench.later_eval import attach_later_evals, merge_later_eval
-from ardbench.leaderboard import collect_records, render_leaderboard
-from ardbench.records import RecordError, example_record, write_record
+from ardbench.results.later_eval import attach_later_evals, merge_later_eval
+from ardbench.results.leaderboard import collect_records, render_leaderboard
+from ardbench.results.records import RecordError, example_record, write_record
 
 SHA = "4" * 64  # example_record's checkpoint
 FP = "0" * 64  # and data fingerprint
@@ -149,7 +149,7 @@ def test_a_real_eval_json_attaches(tmp_path):
     """End to end with the evaluator's own JSON: train nothing, evaluate a saved model."""
     import torch
 
-    from ardbench.evaluate import evaluate_spec
+    from ardbench.eval.evaluator import evaluate_spec
     from ardbench.models import build_arch
 
     model_path = tmp_path / "m.pt"
@@ -182,10 +182,10 @@ def test_end_to_end_a_run_then_a_later_evaluation_on_a_test_only_copy(tmp_path):
     test-only copy of its data (as the real track's AA was), attach, and render."""
     import numpy as np
 
-    from ardbench.evaluate import evaluate_spec
-    from ardbench.leaderboard import add_records
+    from ardbench.eval.evaluator import evaluate_spec
     from ardbench.recipes import resolve_config
-    from ardbench.trainer import train
+    from ardbench.results.leaderboard import add_records
+    from ardbench.train.trainer import train
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 48)

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from ardbench.cli import main
-from ardbench.compare import (
+from ardbench.results.compare import (
     NoTableError,
     Stat,
     compare_method,
@@ -17,7 +17,7 @@ from ardbench.compare import (
     delta,
     render_comparison,
 )
-from ardbench.leaderboard import (
+from ardbench.results.leaderboard import (
     GENERATED_MARK,
     add_records,
     build_tables,
@@ -25,7 +25,7 @@ from ardbench.leaderboard import (
     collect_records,
     render_leaderboard,
 )
-from ardbench.records import RecordError, example_record, record_bytes, write_record
+from ardbench.results.records import RecordError, example_record, record_bytes, write_record
 
 TABLE = "cifar10_linf_8-255_00000000/robustbench-Zhang2019Theoretically-11111111__resnet18.md"
 

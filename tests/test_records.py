@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from ardbench.records import (
+from ardbench.results.records import (
     SCHEMA_VERSION,
     RecordError,
     RecordExistsError,

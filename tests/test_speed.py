@@ -16,20 +16,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ardbench.config import SPEED_KEYS, AttackConfig, TrainConfig
-from ardbench.contract import TinyNet, tiny_setup
 from ardbench.methods import Batch, Method, MethodConfig
+from ardbench.protocols.config import SPEED_KEYS, AttackConfig, TrainConfig
 from ardbench.recipes import resolve_config
-from ardbench.speed import (
-    SharedForward,
+from ardbench.train.check import TinyNet, tiny_setup
+from ardbench.train.speed import (
     SpeedPlan,
-    TrainStep,
     compile_settings,
     make_optimizer,
     prepare_models,
     resolve_speed,
 )
-from ardbench.trainer import make_attack_fn, resume, train
+from ardbench.train.step import SharedForward, TrainStep, make_attack_fn
+from ardbench.train.trainer import resume, train
 
 METHODS = ("natural", "kd", "pgd_at", "trades", "ard", "iad", "rslad", "kdiga", "vargap")
 TRAIN = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -155,7 +154,7 @@ def test_channels_last_same_losses_grads_and_weights(method):
 def test_channels_last_kdiga_random_smoothing_noise(monkeypatch):
     """KDIGA's ``rs`` variant draws uniform noise per pixel: in NCHW order also when the batch
     is channels_last (``zeros_like(x).uniform_()`` would fill in NHWC memory order)."""
-    import ardbench.contract as contract
+    import ardbench.train.check as contract
 
     real = contract.build_method
     monkeypatch.setattr(contract, "build_method", lambda name: real(name, {"variant": "rs"}))
@@ -298,7 +297,7 @@ def test_compile_auto_says_when_torch_compile_built_nothing(monkeypatch):
     the plan (hence the record) must then say compile was off, not claim it was on."""
     import torch._dynamo
 
-    import ardbench.speed as speed
+    import ardbench.train.speed as speed
 
     def broken_backend(gm, example_inputs):
         raise RuntimeError("test backend: cannot compile this graph")
@@ -349,10 +348,10 @@ def tiny_cfg(method, npz, epochs=2, *sets):
 
 
 def test_deterministic_is_on_during_training_and_restored_after(tiny_npz, tmp_path, monkeypatch):
-    import ardbench.speed as speed
+    import ardbench.train.step as step_module
 
     seen = []
-    real_run = speed.TrainStep._run
+    real_run = step_module.TrainStep._run
 
     def spy(self, *a, **k):
         seen.append(
@@ -360,7 +359,7 @@ def test_deterministic_is_on_during_training_and_restored_after(tiny_npz, tmp_pa
         )
         return real_run(self, *a, **k)
 
-    monkeypatch.setattr(speed.TrainStep, "_run", spy)
+    monkeypatch.setattr(step_module.TrainStep, "_run", spy)
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
     res = train(tiny_cfg("pgd_at", tiny_npz, 1, "train.deterministic=true"), runs_dir=tmp_path)
     assert res.completed and seen and all(s == (True, True) for s in seen)
@@ -406,7 +405,7 @@ def test_channels_last_and_fused_in_the_trainer_same_model_and_resume(tiny_npz, 
 
 
 def test_bf16_runs_is_recorded_and_evaluation_stays_fp32(tiny_npz, tmp_path, monkeypatch):
-    import ardbench.evaluate as ev
+    import ardbench.eval.evaluator as ev
 
     seen = {}
     real = ev.evaluate_model

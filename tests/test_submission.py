@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ardbench import contrib
 from ardbench.cli import main
-from ardbench.contrib import ContribError, load_contrib_methods, module_name
-from ardbench.methods import METHODS
+from ardbench.methods import METHODS, contrib
+from ardbench.methods.contrib import ContribError, load_contrib_methods, module_name
 from ardbench.models import build_arch
 
 METHOD_SOURCE = '''\
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ardbench.losses import kl_div
+from ardbench.methods.losses import kl_div
 from ardbench.methods import Method, MethodConfig, register_method
 
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from ardbench.config import TrainConfig
 from ardbench.models import build_arch
+from ardbench.protocols.config import TrainConfig
 from ardbench.recipes import resolve_config
-from ardbench.trainer import TrainingError, lr_at, resume, train
+from ardbench.train.schedule import lr_at
+from ardbench.train.trainer import TrainingError, resume, train
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_run_writes_log_checkpoint_model_record(tiny_npz, teacher_file, tmp_path
     assert [r["epoch"] for r in log] == [1, 2]
     assert set(log[0]["losses"]) == {"kl_nat", "ce_nat", "loss"}
     rec = json.loads((d / "record.json").read_text())
-    from ardbench.records import SCHEMA_VERSION
+    from ardbench.results.records import SCHEMA_VERSION
 
     assert rec["schema_version"] == SCHEMA_VERSION
     assert rec["teacher"]["sha256"] and len(rec["teacher"]["sha256"]) == 64
@@ -108,9 +109,9 @@ def test_resume_gives_the_same_weights(tiny_npz, tmp_path):
 def test_attack_student_mode_train_moves_bn_stats(tiny_npz, tmp_path):
     """student_mode=train: attack forwards update BN running statistics (ARD/IAD); eval: not."""
     from ardbench.attacks import ce_objective
-    from ardbench.config import AttackConfig
-    from ardbench.contract import TinyNet
-    from ardbench.trainer import make_attack_fn
+    from ardbench.protocols.config import AttackConfig
+    from ardbench.train.check import TinyNet
+    from ardbench.train.step import make_attack_fn
 
     for mode, moved in (("train", True), ("eval", False)):
         net = TinyNet().train()

@@ -32,12 +32,16 @@ __all__ = [
 ]
 
 
+# modules of this package that hold no method
+_SUPPORT_MODULES = {"base", "contrib", "losses"}
+
+
 def _import_builtins() -> None:
     for info in pkgutil.iter_modules(__path__):
-        if info.name != "base" and not info.name.startswith("_"):
+        if info.name not in _SUPPORT_MODULES and not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 
 METHODS.add_loader(_import_builtins)
 # baselines/contrib/<name>/method.py submissions, discovered without installing anything
-METHODS.add_loader(importlib.import_module("ardbench.contrib").load_contrib_methods)
+METHODS.add_loader(importlib.import_module("ardbench.methods.contrib").load_contrib_methods)

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..config import AttackConfig, ConfigError, coerce
+from ..data.batch import Batch
+from ..protocols.config import AttackConfig, ConfigError, coerce
 from ..registry import Registry
 
 Objective = Callable[[Tensor], Tensor]
@@ -45,15 +46,6 @@ class MethodConfig:
             f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
             for f in dataclasses.fields(self)
         }
-
-
-@dataclass
-class Batch:
-    """One training batch, already augmented and on the device."""
-
-    x: Tensor  # float32 in [0,1], NCHW
-    y: Tensor  # int64 labels
-    index: Tensor  # int64 dataset indices (for memoisation and per-sample state)
 
 
 def _no_log(name: str, value: float) -> None:
@@ -120,7 +112,7 @@ class Method(nn.Module):
     faithful: ClassVar[dict[str, dict[str, Any]]] = {}
     paper: ClassVar[str] = ""
     unofficial: ClassVar[bool] = False  # no official code: the leaderboard says so
-    # speed features (ardbench/speed.py) a method can opt out of:
+    # speed features (ardbench/train/speed.py) a method can opt out of:
     supports_compile: ClassVar[bool] = True  # False: never torch.compile (e.g. double backward)
     share_teacher_outputs: ClassVar[bool] = True  # False: no memo of no-grad teacher calls
 

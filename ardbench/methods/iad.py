@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import ce_objective
-from ..config import ConfigError
-from ..losses import kl_per_sample
+from ..protocols.config import ConfigError
 from .base import (
     ARD_LINEAGE_ATTACK,
     ARD_LINEAGE_TRAIN,
@@ -20,6 +19,7 @@ from .base import (
     StepContext,
     register_method,
 )
+from .losses import kl_per_sample
 
 _DEFAULT_BEGIN = {"I": 60, "II": 40}
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses import KL_REDUCTIONS, kl_div
 from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .losses import KL_REDUCTIONS, kl_div
 
 KD_PRESETS = {
     "ard_lineage": {"alpha": 0.5, "ce_weight": 0.5, "tau": 1.0, "kl_reduction": "mean_all"},

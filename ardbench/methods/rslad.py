@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError
-from ..losses import KL_REDUCTIONS, kl_div, kl_per_sample
+from ..protocols.config import ConfigError
 from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .losses import KL_REDUCTIONS, kl_div, kl_per_sample
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import ce_objective
-from ..config import ConfigError
-from ..losses import KL_REDUCTIONS, kl_div
+from ..protocols.config import ConfigError
 from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .losses import KL_REDUCTIONS, kl_div
 
 
 def _stat_dtype(f: Tensor) -> torch.dtype:

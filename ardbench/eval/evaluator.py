@@ -60,8 +60,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import __version__
-from .attacks import ce_objective, cw_objective, fgsm, pgd, random_start
+from .. import __version__
+from ..attacks import ce_objective, cw_objective, fgsm, pgd, random_start
+from ..io import write_json_atomic
+from ..protocols.config import format_eps, parse_number
 from .compliance import (
     CHECKS,
     CheckResult,
@@ -71,8 +73,6 @@ from .compliance import (
     raise_on_failures,
     run_compliance_checks,
 )
-from .config import format_eps, parse_number
-from .io import write_json_atomic
 
 __all__ = [
     "AA_ATTACKS",
@@ -428,7 +428,7 @@ def _run_aa(
     on_log: Callable[[str], None] | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """One AutoAttack call on (x, y): per-point robust flags, x_adv, and the chunk's breakdown."""
-    from ._compat import import_autoattack
+    from .._compat import import_autoattack
 
     aa_pkg = import_autoattack()
     x = x.detach().to(torch.float32).contiguous()  # APGD-T's checks .view() the gradients
@@ -1080,7 +1080,7 @@ def robustbench_cross_check(
     torchvision copy of the dataset (``dataset`` then only picks robustbench's preprocessing,
     ``ToTensor`` for CIFAR, which the substitute bypasses).
     """
-    from ._compat import import_autoattack, import_robustbench
+    from .._compat import import_autoattack, import_robustbench
 
     aa_pkg = import_autoattack()
     import_robustbench()
@@ -1272,8 +1272,8 @@ def evaluate_spec(
     (``eval-<key>.json``). ``cross_check="robustbench"`` also runs
     :func:`robustbench_cross_check` on the same model and points.
     """
-    from .data import load_dataset
-    from .models import load_model
+    from ..data import load_dataset
+    from ..models import load_model
 
     if cross_check not in (None, "robustbench"):
         raise ValueError(f"--cross-check supports only 'robustbench', got {cross_check!r}")

@@ -13,11 +13,9 @@ so ``--resume`` after epoch k continues to the same weights as an uninterrupted 
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,17 +23,16 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from torch import Tensor, nn
+from torch import Tensor
 
-from .attacks import pgd_from_config
-from .config import AttackConfig, RunConfig, TrainConfig, run_config_from_dict
-from .data import DeviceLoader, load_dataset
-from .io import append_jsonl, file_sha256, save_torch_atomic, write_json_atomic
-from .methods import Method, build_method
-from .models import feature_dim, load_model, logits_and_features
-from .records import build_record, validate_paper, validate_record, write_record
+from ..data import DeviceLoader, load_dataset
+from ..io import append_jsonl, file_sha256, save_torch_atomic, write_json_atomic
+from ..methods import Method, build_method
+from ..models import feature_dim, load_model, logits_and_features
+from ..protocols.config import RunConfig, TrainConfig, run_config_from_dict
+from ..results.records import build_record, validate_paper, validate_record, write_record
+from .schedule import epoch_seed, lr_at
 from .speed import (
-    TrainStep,
     compile_settings,
     cudnn_settings,
     make_optimizer,
@@ -44,6 +41,7 @@ from .speed import (
     resolve_speed,
     set_optimizer_impl,
 )
+from .step import TrainStep, freeze, make_attack_fn
 
 
 class TrainingError(RuntimeError):
@@ -62,52 +60,6 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)
-
-
-def lr_at(epoch: int, cfg: TrainConfig) -> float:
-    """Learning rate of 0-based ``epoch`` (set once at the start of the epoch, as the codes do)."""
-    base, E = cfg.lr, cfg.epochs
-    if cfg.lr_schedule == "constant":
-        return base
-    if cfg.lr_schedule == "multistep":
-        return base * cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
-    if cfg.lr_schedule == "ard_as_coded":
-        # adjust_learning_rate(optimizer, epoch, args.lr) sets lr = args.lr * 0.1 whenever
-        # epoch is a milestone, always from the *initial* lr: one decay, whatever the list.
-        return base * cfg.gamma if any(epoch >= m for m in cfg.milestones) else base
-    if cfg.lr_schedule == "piecewise_epoch_plus_one":
-        e = epoch + 1  # IAD pre_train calls the schedule with epoch + 1: decays land early
-        if e < 0.5 * E:
-            return base
-        return base * cfg.gamma if e < 0.75 * E else base * cfg.gamma**2
-    if cfg.lr_schedule == "cosine":
-        return 0.5 * base * (1 + math.cos(math.pi * epoch / E))
-    raise ValueError(cfg.lr_schedule)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63 - 1)
-
-
-def make_attack_fn(student: nn.Module, cfg: AttackConfig) -> Callable:
-    """attack_fn(x, objective): PGD with input-only gradients in the configured student mode."""
-
-    def attack_fn(x: Tensor, objective: Callable[[Tensor], Tensor]) -> Tensor:
-        was_training = student.training
-        student.train(cfg.student_mode == "train")
-        try:
-            return pgd_from_config(x, objective, cfg)
-        finally:
-            student.train(was_training)
-
-    return attack_fn
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    """Teacher contract: eval mode, no parameter gradients, *not* under no_grad."""
-    model.eval()
-    model.requires_grad_(False)
-    return model
 
 
 def new_run_id(cfg: RunConfig) -> str:
@@ -205,7 +157,7 @@ def train(
     method.to(device)
     student.module.train()
 
-    # speed features (ardbench/speed.py): `auto` resolved for this device; what they resolved
+    # speed features (ardbench/train/speed.py): `auto` resolved for this device; what they resolved
     # to goes into log.jsonl and the record, config.json keeps what was asked
     plan = resolve_speed(tc, device, method)
     prepare_models(plan, student.module, teacher, *extras.values())
@@ -329,7 +281,7 @@ def train(
     model_path = run_dir / "model.pt"
     save_torch_atomic(model_path, portable_state(student.module.state_dict()))
     write_json_atomic(run_dir / "model.json", {"arch": student.arch, "num_classes": ds.num_classes})
-    from .evaluate import evaluate_model
+    from ..eval.evaluator import evaluate_model
 
     train_step.release()  # evaluation: eager forwards, fp32 (no autocast here)
     eval_model = student.module.eval()

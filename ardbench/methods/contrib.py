@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from .paths import baselines_dir
+from ..paths import baselines_dir
 
 __all__ = ["ContribError", "contrib_dir", "discover_contrib", "load_contrib_methods"]
 

@@ -109,7 +109,7 @@ class TrainConfig:
     holdout: int | None = None
     seed: int = 0
     deterministic: bool = False
-    # Speed features that keep the computation (see ardbench/speed.py and SPEED_KEYS); ``auto``
+    # Speed features that keep the computation (see ardbench/train/speed.py and SPEED_KEYS); ``auto``
     # = on where it helps on CUDA, off on CPU (share_teacher: on everywhere).
     channels_last: AutoBool = "auto"  # NHWC weights and batches
     compile: AutoBool = "auto"  # torch.compile of student/teacher forwards (methods may opt out)

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import AttackConfig
-from .methods import Batch, Method, StepContext, build_method, check_losses, get_method
-from .models import feature_dim, logits_and_features
-from .trainer import freeze, make_attack_fn
+from ..methods import Batch, Method, StepContext, build_method, check_losses, get_method
+from ..models import feature_dim, logits_and_features
+from ..protocols.config import AttackConfig
+from .step import freeze, make_attack_fn
 
 
 class TinyNet(nn.Module):

@@ -66,7 +66,7 @@ from typing import Any
 
 import torch
 
-from .config import computation_dict
+from ..protocols.config import computation_dict
 
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
@@ -122,7 +122,7 @@ class RecordExistsError(RecordError, FileExistsError):
 
 def code_version() -> dict[str, Any]:
     """git sha + dirty flag of the checkout the package runs from, else the installed version."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -206,7 +206,7 @@ def build_record(
     finished_at: str | datetime | None = None,
 ) -> dict[str, Any]:
     """The record of a finished run (schema :data:`SCHEMA_VERSION`); validate before writing."""
-    from .methods import get_method
+    from ..methods import get_method
 
     cls = get_method(cfg.method)
     eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps

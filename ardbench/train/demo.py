@@ -10,14 +10,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .config import RunConfig
-from .paths import cache_dir
+from ..paths import cache_dir
+from ..protocols.config import RunConfig
 
 TEACHER_OVERRIDES = {"train": {"epochs": 15, "milestones": [12]}}
 
 
 def demo_teacher_config() -> RunConfig:
-    from .recipes import resolve_config
+    from ..recipes import resolve_config
 
     return resolve_config("pgd_at", preset="demo", cli=TEACHER_OVERRIDES)
 

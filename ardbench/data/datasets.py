@@ -28,10 +28,9 @@ way they were loaded (torchvision files or an ``npz`` copy).
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,25 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .methods.base import Batch
-from .registry import Registry, UnknownNameError
-
-__all__ = [
-    "DATASETS",
-    "Dataset",
-    "DatasetSource",
-    "DeviceLoader",
-    "MissingArrayError",
-    "augment_batch",
-    "dataset_descriptions",
-    "default_data_dir",
-    "fingerprint_arrays",
-    "load_dataset",
-    "to_float01",
-]
+from ..registry import Registry, UnknownNameError
+from .arrays import canonical_images, canonical_labels
+from .loader import DeviceLoader, to_float01
 
 DATA_DIR_ENV = "ARDBENCH_DATA_DIR"
-CROP_PADDING = 4
 NPZ_PREFIX = "npz:"
 _FINGERPRINT_VERSION = b"ardbench-dataset-fingerprint-v1\n"
 _ARRAY_ORDER = ("x_train", "y_train", "x_test", "y_test")
@@ -76,14 +61,6 @@ def default_data_dir() -> Path:
     """``$ARDBENCH_DATA_DIR`` if set, else ``~/.cache/ardbench/data``."""
     env = os.environ.get(DATA_DIR_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ardbench" / "data"
-
-
-def to_float01(x: Tensor) -> Tensor:
-    """uint8 [0,255] -> float32 [0,1] (``x / 255``); float input -> float32 copy. Always a new
-    contiguous tensor, so callers may modify it in place without touching the dataset."""
-    if x.dtype == torch.uint8:
-        return x.to(torch.float32).div_(255).contiguous()
-    return x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,12 +153,12 @@ class Dataset:
         if (x_train is None) != (y_train is None):
             have, missing = ("x_train", "y_train") if y_train is None else ("y_train", "x_train")
             raise MissingArrayError(f"{where}: has {have} but no {missing} (both or neither)")
-        xte = _canonical_images(x_test, "x_test", where)
-        yte = _canonical_labels(y_test, "y_test", where, len(xte))
+        xte = canonical_images(x_test, "x_test", where)
+        yte = canonical_labels(y_test, "y_test", where, len(xte))
         xtr = ytr = None
         if x_train is not None:
-            xtr = _canonical_images(x_train, "x_train", where)
-            ytr = _canonical_labels(y_train, "y_train", where, len(xtr))
+            xtr = canonical_images(x_train, "x_train", where)
+            ytr = canonical_labels(y_train, "y_train", where, len(xtr))
         max_label = max(int(y.max()) if len(y) else -1 for y in (yte, ytr) if y is not None)
         if num_classes is None:
             num_classes = max(max_label + 1, 10)
@@ -256,72 +233,6 @@ class Dataset:
             shuffle=shuffle,
             drop_last=drop_last,
         )
-
-
-def _as_numpy(a: Any, name: str, where: str) -> np.ndarray:
-    if isinstance(a, Tensor):
-        return a.detach().cpu().numpy()
-    try:
-        return np.asarray(a)
-    except Exception as exc:  # pragma: no cover - defensive
-        raise ValueError(f"{where}: {name} is not an array: {exc}") from exc
-
-
-def _canonical_images(a: Any, name: str, where: str) -> Tensor:
-    """uint8 NHWC/NCHW -> uint8 NCHW; float NCHW/NHWC in [0,1] -> float32 NCHW. Contiguous."""
-    arr = _as_numpy(a, name, where)
-    if arr.ndim == 3:  # N,H,W grayscale
-        arr = arr[:, None]
-    if arr.ndim != 4:
-        raise ValueError(
-            f"{where}: {name} must be 4-D images (N,H,W,C or N,C,H,W), got shape {arr.shape}"
-        )
-    is_uint8 = arr.dtype == np.uint8
-    is_float = np.issubdtype(arr.dtype, np.floating)
-    if not (is_uint8 or is_float):
-        raise ValueError(
-            f"{where}: {name} must be uint8 (0..255) or float in [0,1], got dtype {arr.dtype}"
-        )
-    c_last, c_first = arr.shape[3] <= 4, arr.shape[1] <= 4
-    if c_last and c_first:
-        channels_last = is_uint8  # ambiguous: uint8 defaults to NHWC, float to NCHW
-    elif c_last or c_first:
-        channels_last = c_last
-    else:
-        raise ValueError(
-            f"{where}: {name} has shape {arr.shape}: no channel axis of size "
-            f"1-4 at position 1 (NCHW) or 3 (NHWC)"
-        )
-    t = torch.from_numpy(np.ascontiguousarray(arr))
-    if channels_last:
-        t = t.permute(0, 3, 1, 2)
-    if is_float:
-        t = t.to(torch.float32)
-        if t.numel():
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{where}: {name} has non-finite values")
-            lo, hi = float(t.min()), float(t.max())
-            if lo < 0.0 or hi > 1.0:
-                raise ValueError(
-                    f"{where}: float {name} must lie in [0,1], found [{lo:g}, {hi:g}] "
-                    f"(store 0..255 pixels as uint8)"
-                )
-    return t.contiguous()
-
-
-def _canonical_labels(a: Any, name: str, where: str, n: int) -> Tensor:
-    arr = _as_numpy(a, name, where)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(f"{where}: {name} must be 1-D labels, got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
-        raise ValueError(f"{where}: {name} must hold integer labels, got dtype {arr.dtype}")
-    if len(arr) != n:
-        raise ValueError(f"{where}: {name} has {len(arr)} labels for {n} images")
-    if len(arr) and int(arr.min()) < 0:
-        raise ValueError(f"{where}: {name} has a negative label ({int(arr.min())})")
-    return torch.from_numpy(np.ascontiguousarray(arr.astype(np.int64)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,107 +444,3 @@ def _load_npz_spec(spec: str) -> Dataset:
         f"npz {files}: {ds.num_train} train / {ds.num_test} test, {ds.num_classes} classes"
     )
     return ds
-
-
-# --------------------------------------------------------------------------------------------
-# Loader
-# --------------------------------------------------------------------------------------------
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    digest = hashlib.sha256(f"ardbench-loader:{int(seed)}:{int(epoch)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def augment_batch(x: Tensor, offsets: Tensor, flips: Tensor, padding: int = CROP_PADDING) -> Tensor:
-    """Pad-``padding`` zero-fill crop back to the input size, then horizontal flip, per image.
-
-    ``offsets`` (B,2) int64 = (top, left) in 0..2*padding of the padded image (torchvision's
-    RandomCrop draws them uniformly); ``flips`` (B,) bool. Vectorised, on x's device and dtype.
-    """
-    b, c, h, w = x.shape
-    xp = F.pad(x, (padding, padding, padding, padding))  # zero fill
-    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # B,H
-    cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # B,W
-    cols = torch.where(flips[:, None], cols.flip(1), cols)
-    out = xp.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * padding))
-    out = out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
-    return out.contiguous()
-
-
-class DeviceLoader:
-    """Seeded batches from a dataset held on the device, augmented there.
-
-    The batches of epoch ``e`` depend only on ``(seed, e)``: a CPU ``torch.Generator`` seeded
-    from them draws the permutation, then per-position crop offsets (uniform in 0..8, as
-    ``RandomCrop(32, padding=4)``) and flips (p=0.5, as ``RandomHorizontalFlip``). So resuming at
-    epoch k reproduces its batches with no saved state, on any device.
-    """
-
-    def __init__(
-        self,
-        x: Tensor,
-        y: Tensor,
-        *,
-        batch_size: int,
-        seed: int,
-        augment: bool,
-        device: torch.device | str = "cpu",
-        shuffle: bool = True,
-        drop_last: bool = False,
-    ) -> None:
-        if x.dim() != 4:
-            raise ValueError(f"DeviceLoader expects NCHW images, got shape {tuple(x.shape)}")
-        if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
-            raise ValueError(f"DeviceLoader expects uint8 or float images, got {x.dtype}")
-        if y.dim() != 1 or len(y) != len(x):
-            raise ValueError(f"DeviceLoader: {len(x)} images but labels of shape {tuple(y.shape)}")
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.device = torch.device(device)
-        if x.dtype not in (torch.uint8, torch.float32):
-            x = x.to(torch.float32)
-        self.x = x.to(self.device).contiguous()
-        self.y = y.to(device=self.device, dtype=torch.int64)
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.augment = bool(augment)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
-
-    @property
-    def num_examples(self) -> int:
-        return len(self.x)
-
-    def __len__(self) -> int:
-        n, b = len(self.x), self.batch_size
-        return n // b if self.drop_last else math.ceil(n / b)
-
-    def epoch_order(self, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
-        """(order, offsets, flips) for the epoch, on the CPU (order: dataset indices)."""
-        n = len(self.x)
-        g = torch.Generator(device="cpu")
-        g.manual_seed(_epoch_seed(self.seed, epoch))
-        if self.shuffle:
-            order = torch.randperm(n, generator=g, device="cpu")
-        else:
-            order = torch.arange(n, device="cpu")
-        offsets = torch.randint(0, 2 * CROP_PADDING + 1, (n, 2), generator=g, device="cpu")
-        flips = torch.rand(n, generator=g, device="cpu") < 0.5
-        return order, offsets, flips
-
-    def epoch_batches(self, epoch: int) -> Iterator[Batch]:
-        order, offsets, flips = self.epoch_order(epoch)
-        order = order.to(self.device)
-        if self.augment:
-            offsets, flips = offsets.to(self.device), flips.to(self.device)
-        for i in range(len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            idx = order[sl]
-            xb = self.x[idx]
-            if self.augment:
-                xb = augment_batch(xb, offsets[sl], flips[sl])
-            yield Batch(x=to_float01(xb), y=self.y[idx], index=idx)
-
-    def __iter__(self) -> Iterator[Batch]:  # epoch 0, for quick use
-        return self.epoch_batches(0)

@@ -1,0 +1,126 @@
+"""The on-device training loader: seeded permutation, pad-4 crop + flip on the device.
+
+Every random draw of epoch ``e`` comes from a generator seeded by (seed, e), so a resumed run
+sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .batch import Batch
+
+CROP_PADDING = 4
+
+
+def to_float01(x: Tensor) -> Tensor:
+    """uint8 [0,255] -> float32 [0,1] (``x / 255``); float input -> float32 copy. Always a new
+    contiguous tensor, so callers may modify it in place without touching the dataset."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255).contiguous()
+    return x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    digest = hashlib.sha256(f"ardbench-loader:{int(seed)}:{int(epoch)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def augment_batch(x: Tensor, offsets: Tensor, flips: Tensor, padding: int = CROP_PADDING) -> Tensor:
+    """Pad-``padding`` zero-fill crop back to the input size, then horizontal flip, per image.
+
+    ``offsets`` (B,2) int64 = (top, left) in 0..2*padding of the padded image (torchvision's
+    RandomCrop draws them uniformly); ``flips`` (B,) bool. Vectorised, on x's device and dtype.
+    """
+    b, c, h, w = x.shape
+    xp = F.pad(x, (padding, padding, padding, padding))  # zero fill
+    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # B,H
+    cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # B,W
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    out = xp.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * padding))
+    out = out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    return out.contiguous()
+
+
+class DeviceLoader:
+    """Seeded batches from a dataset held on the device, augmented there.
+
+    The batches of epoch ``e`` depend only on ``(seed, e)``: a CPU ``torch.Generator`` seeded
+    from them draws the permutation, then per-position crop offsets (uniform in 0..8, as
+    ``RandomCrop(32, padding=4)``) and flips (p=0.5, as ``RandomHorizontalFlip``). So resuming at
+    epoch k reproduces its batches with no saved state, on any device.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        batch_size: int,
+        seed: int,
+        augment: bool,
+        device: torch.device | str = "cpu",
+        shuffle: bool = True,
+        drop_last: bool = False,
+    ) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"DeviceLoader expects NCHW images, got shape {tuple(x.shape)}")
+        if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
+            raise ValueError(f"DeviceLoader expects uint8 or float images, got {x.dtype}")
+        if y.dim() != 1 or len(y) != len(x):
+            raise ValueError(f"DeviceLoader: {len(x)} images but labels of shape {tuple(y.shape)}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.device = torch.device(device)
+        if x.dtype not in (torch.uint8, torch.float32):
+            x = x.to(torch.float32)
+        self.x = x.to(self.device).contiguous()
+        self.y = y.to(device=self.device, dtype=torch.int64)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.augment = bool(augment)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.x)
+
+    def __len__(self) -> int:
+        n, b = len(self.x), self.batch_size
+        return n // b if self.drop_last else math.ceil(n / b)
+
+    def epoch_order(self, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(order, offsets, flips) for the epoch, on the CPU (order: dataset indices)."""
+        n = len(self.x)
+        g = torch.Generator(device="cpu")
+        g.manual_seed(_epoch_seed(self.seed, epoch))
+        if self.shuffle:
+            order = torch.randperm(n, generator=g, device="cpu")
+        else:
+            order = torch.arange(n, device="cpu")
+        offsets = torch.randint(0, 2 * CROP_PADDING + 1, (n, 2), generator=g, device="cpu")
+        flips = torch.rand(n, generator=g, device="cpu") < 0.5
+        return order, offsets, flips
+
+    def epoch_batches(self, epoch: int) -> Iterator[Batch]:
+        order, offsets, flips = self.epoch_order(epoch)
+        order = order.to(self.device)
+        if self.augment:
+            offsets, flips = offsets.to(self.device), flips.to(self.device)
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = order[sl]
+            xb = self.x[idx]
+            if self.augment:
+                xb = augment_batch(xb, offsets[sl], flips[sl])
+            yield Batch(x=to_float01(xb), y=self.y[idx], index=idx)
+
+    def __iter__(self) -> Iterator[Batch]:  # epoch 0, for quick use
+        return self.epoch_batches(0)

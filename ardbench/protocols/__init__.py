@@ -1,0 +1,1 @@
+"""What makes two runs comparable: the threat model, the training protocol, the evaluation."""

@@ -1,0 +1,1 @@
+"""Run records, leaderboard tables, comparisons and later evaluations."""

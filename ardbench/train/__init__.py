@@ -1,0 +1,1 @@
+"""The one trainer: the training loop, the step, the speed features."""
