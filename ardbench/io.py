@@ -1,7 +1,15 @@
-"""Atomic file writes: a record or checkpoint is either the old file or the new one, never half."""
+"""The one place that writes files: whole or not at all, and the one sha256 helper.
+
+Every writer goes through :func:`atomic_write_bytes`: the bytes go to a temporary file in the
+target directory (``.<name>.<random>.tmp``), are fsynced, and then either replace the target
+(``os.replace``) or, with ``exclusive=True``, are hard-linked to it, which fails when the name
+exists, so an immutable file (a record) is never overwritten, even by a concurrent writer.
+The temporary file is removed on every exit path.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -11,31 +19,85 @@ from typing import Any
 
 import torch
 
+TMP_SUFFIX = ".tmp"
 
-def _atomic_write(path: Path, write) -> None:
+# errno values of file systems without hard links: fall back to O_EXCL creation
+_NO_LINK = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
+
+
+def atomic_write_bytes(path: str | Path, blob: bytes, *, exclusive: bool = False) -> None:
+    """Write ``blob`` to ``path`` atomically. ``exclusive``: never over an existing file
+    (raises ``FileExistsError``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if exclusive and path.exists():
+        raise FileExistsError(errno.EEXIST, "file exists", str(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            write(fh)
+            fh.write(blob)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        if not exclusive:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError as exc:
+                if exc.errno not in _NO_LINK:
+                    raise
+                _create_exclusive(path, blob)
+    finally:
+        try:
             os.unlink(tmp)
-        raise
+        except FileNotFoundError:
+            pass
+    _fsync_dir(path.parent)
+
+
+def _create_exclusive(path: Path, blob: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def json_bytes(data: Any, *, sort_keys: bool = True) -> bytes:
+    """The project's JSON layout: indent 2, no NaN/inf, a final newline."""
+    return (json.dumps(data, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n").encode()
 
 
 def write_json_atomic(path: str | Path, data: Any, *, sort_keys: bool = True) -> None:
     """``sort_keys=False`` keeps the caller's key order (RobustBench's model_info fields)."""
-    blob = (json.dumps(data, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n").encode()
-    _atomic_write(Path(path), lambda fh: fh.write(blob))
+    atomic_write_bytes(path, json_bytes(data, sort_keys=sort_keys))
+
+
+def write_text_atomic(path: str | Path, text: str, *, exclusive: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), exclusive=exclusive)
 
 
 def save_torch_atomic(path: str | Path, obj: Any) -> None:
-    _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+    import io as _io
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def file_sha256(path: str | Path) -> str:
@@ -47,7 +109,22 @@ def file_sha256(path: str | Path) -> str:
 
 
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
+    """One JSON line, flushed and fsynced (a kill can tear at most this line)."""
     with open(path, "a") as fh:
         fh.write(json.dumps(row, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def remove_stale_tmp(directory: str | Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``directory`` (not recursive)."""
+    removed = []
+    directory = Path(directory)
+    if directory.is_dir():
+        for p in directory.glob(f".*{TMP_SUFFIX}"):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed

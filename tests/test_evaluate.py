@@ -313,7 +313,7 @@ def test_chunked_resume_equals_uninterrupted(tmp_path, monkeypatch):
     reference = evaluate_model(model, x, y, **kw)
     state = tmp_path / "state.json"
 
-    real_write = ev._write_state
+    real_write = ev.write_json_atomic
     calls = {"n": 0}
 
     def failing_write(path, data):
@@ -322,10 +322,10 @@ def test_chunked_resume_equals_uninterrupted(tmp_path, monkeypatch):
         if calls["n"] == 5:  # clean (3 chunks) done, fgsm 2 of 3 chunks done
             raise KeyboardInterrupt("simulated interruption")
 
-    monkeypatch.setattr(ev, "_write_state", failing_write)
+    monkeypatch.setattr(ev, "write_json_atomic", failing_write)
     with pytest.raises(KeyboardInterrupt):
         evaluate_model(model, x, y, state_path=state, **kw)
-    monkeypatch.setattr(ev, "_write_state", real_write)
+    monkeypatch.setattr(ev, "write_json_atomic", real_write)
     saved = json.loads(state.read_text())
     assert saved["columns"]["clean"]["done"] == 20 and saved["columns"]["fgsm"]["done"] == 16
 
@@ -449,7 +449,7 @@ def test_chunked_resume_with_autoattack(tmp_path, monkeypatch):
     kw = dict(attacks="clean,aa", eps=2 / 255, batch_size=4, aa_batch_size=4, seed=0, chunk_size=4)
     reference = evaluate_model(model, x, y, **kw)
     state = tmp_path / "state.json"
-    real_write = ev._write_state
+    real_write = ev.write_json_atomic
     calls = {"n": 0}
 
     def failing_write(path, data):
@@ -458,10 +458,10 @@ def test_chunked_resume_with_autoattack(tmp_path, monkeypatch):
         if calls["n"] == 4:  # clean (3 chunks) + the first AA chunk
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ev, "_write_state", failing_write)
+    monkeypatch.setattr(ev, "write_json_atomic", failing_write)
     with pytest.raises(KeyboardInterrupt):
         evaluate_model(model, x, y, state_path=state, **kw)
-    monkeypatch.setattr(ev, "_write_state", real_write)
+    monkeypatch.setattr(ev, "write_json_atomic", real_write)
     resumed = evaluate_model(model, x, y, state_path=state, **kw)
     assert _comparable(resumed) == _comparable(reference)
     assert resumed.settings["aa"]["chunks"] == 3

@@ -62,6 +62,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..attacks import ce_objective, cw_objective, fgsm, pgd, random_start
+from ..device import resolve_device
 from ..io import write_json_atomic
 from ..protocols.config import format_eps, parse_number
 from .compliance import (
@@ -530,11 +531,7 @@ class _State:
 
     def save(self) -> None:
         if self.path is not None:
-            _write_state(self.path, self.data)
-
-
-def _write_state(path: Path, data: dict[str, Any]) -> None:
-    write_json_atomic(path, data)
+            write_json_atomic(self.path, self.data)
 
 
 # --------------------------------------------------------------------------------- progress
@@ -1233,12 +1230,6 @@ def model_info(
 # ---------------------------------------------------------------------------------- the CLI
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def evaluate_spec(
     model_spec: str,
     dataset_spec: str,
@@ -1281,7 +1272,7 @@ def evaluate_spec(
     columns = parse_attacks(attacks)
     if model_info_out is not None and "aa" not in columns:
         raise ValueError("--model-info needs the AutoAttack column (--attacks ...,aa)")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     ds = load_dataset(dataset_spec, data_dir=data_dir, download=download)
     loaded = load_model(
         model_spec,

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ardbench.io import file_sha256
 from ardbench.registry import Registry, UnknownNameError
 
 __all__ = [
@@ -89,14 +90,6 @@ class LoadedModel:
 
 
 # ----------------------------------------------------------------------------------- hashing
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def state_dict_sha256(module: nn.Module | Mapping[str, torch.Tensor]) -> str:

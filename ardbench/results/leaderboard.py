@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..io import write_text_atomic
 from .later_eval import later_eval_path, merge_later_eval
 from .records import (
     COLUMNS,
@@ -768,19 +767,6 @@ def check_leaderboard(runs_dir: str | Path, out_dir: str | Path) -> list[str]:
     return problems
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_leaderboard(runs_dir: str | Path, out_dir: str | Path) -> dict[str, list[str]]:
     """Render every table from the records under ``runs_dir`` into ``out_dir``; files whose
     content is unchanged are not touched; stale generated tables are removed.
@@ -793,7 +779,7 @@ def write_leaderboard(runs_dir: str | Path, out_dir: str | Path) -> dict[str, li
         if path.is_file() and path.read_bytes() == text.encode("utf-8"):
             report["unchanged"].append(rel)
             continue
-        _write_text_atomic(path, text)
+        write_text_atomic(path, text)
         report["written"].append(rel)
     for rel in _generated_files(out_dir, runs_dir):
         if rel not in expected:

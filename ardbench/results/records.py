@@ -48,15 +48,12 @@ name exists, so two runs that finish at the same time can never clobber each oth
 from __future__ import annotations
 
 import copy
-import errno
 import hashlib
 import json
 import math
-import os
 import platform
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
@@ -66,6 +63,7 @@ from typing import Any
 
 import torch
 
+from ..io import atomic_write_bytes
 from ..protocols.config import computation_dict
 
 SCHEMA_VERSION = 2
@@ -742,66 +740,14 @@ def write_record(target: str | Path, record: Mapping[str, Any], *, validate: boo
 def write_bytes_exclusive(path: Path, blob: bytes) -> None:
     """``blob`` to ``path`` whole or not at all, and never over an existing file
     (:class:`RecordExistsError`); see :func:`write_record`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        raise _exists(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise _exists(path) from None
-        except OSError as exc:
-            if exc.errno not in (
-                errno.EPERM,
-                errno.ENOTSUP,
-                errno.EOPNOTSUPP,
-                errno.EXDEV,
-                errno.EMLINK,
-                errno.ENOSYS,
-            ):
-                raise
-            _write_exclusive(path, blob)
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-    _fsync_dir(path.parent)
-
-
-def _exists(path: Path) -> RecordExistsError:
-    return RecordExistsError(
-        "", "a record already exists here; records are immutable (use a new run id)", source=path
-    )
-
-
-def _write_exclusive(path: Path, blob: bytes) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        atomic_write_bytes(path, blob, exclusive=True)
     except FileExistsError:
-        raise _exists(path) from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        raise RecordExistsError(
+            "",
+            "a record already exists here; records are immutable (use a new run id)",
+            source=path,
+        ) from None
 
 
 # ------------------------------------------------------------------------------ grouping keys

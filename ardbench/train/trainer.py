@@ -26,6 +26,7 @@ from rich.console import Console
 from torch import Tensor
 
 from ..data import DeviceLoader, load_dataset
+from ..device import resolve_device
 from ..io import append_jsonl, file_sha256, save_torch_atomic, write_json_atomic
 from ..methods import Method, build_method
 from ..models import feature_dim, load_model, logits_and_features
@@ -54,12 +55,6 @@ class RunResult:
     run_dir: Path
     completed: bool
     record: dict[str, Any] | None
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
 
 
 def new_run_id(cfg: RunConfig) -> str:
