@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .protocols.config import AttackConfig
+from .protocols import AttackConfig
 
 Objective = Callable[[Tensor], Tensor]
 
@@ -104,8 +104,8 @@ def pgd_from_config(
     return pgd(
         x,
         objective,
-        eps=cfg.eps,
-        step=cfg.step,
+        eps=float(cfg.eps),
+        step=float(cfg.step),
         steps=cfg.steps,
         random_start_kind=cfg.random_start,
         clamp_start=cfg.clamp_start,

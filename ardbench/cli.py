@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .protocols.config import ConfigError
+from .errors import ConfigError
 from .registry import UnknownNameError
 
 console = Console()
@@ -150,7 +150,7 @@ def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
     )
     console.print(table)
     eps = record["track"]["eps"]
-    from .protocols.config import format_eps
+    from .protocols import format_eps
 
     console.print(
         f"{record['track']['dataset']}, {record['track']['norm']} eps {format_eps(eps)}, "

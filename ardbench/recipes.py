@@ -1,86 +1,215 @@
-"""Presets and recipe files, and the one function that resolves a run's configuration.
+"""Recipes: method + method config + protocol + teacher + student, resolved into a RunConfig.
 
-Layers, later wins: library defaults < ``Method.faithful`` (the official code's protocol) <
-preset or recipe < CLI flags < ``--set``. A recipe only has to say what differs.
+A recipe file (``baselines/<method>/<name>.yaml``, ``baselines/common/<name>.yaml`` for any
+method, or any path) states only what differs from its protocol::
+
+    method: rslad                      # omitted in baselines/common/ (any method)
+    protocol: rslad-cifar10            # a named protocol (ardbench list protocols)
+    teacher: robustbench:Zhang2019Theoretically
+    student: resnet18
+    method_config: {teacher_norm_c100: cifar10_constants}   # only keys that differ
+    train: {lr: 0.01}                  # only protocol values that differ (rare)
+    paper: {source: "RSLAD ICCV'21, Table 3", tag: checked, rule: best-on-test, aa: 51.49}
+
+Layers, later wins: the protocol (``--protocol``, else the recipe's, else the method's own
+faithful protocol for the dataset, else ``standard-<dataset>``), with its ``per_method`` keys
+taken from the method's faithful protocol < the recipe < command-line flags < ``--set``.
+Everything is validated here, before a run directory exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from .errors import ConfigError
 from .methods import get_method
 from .paths import baselines_dir
-from .protocols.config import (
-    ConfigError,
-    RunConfig,
-    build_run_config,
-    load_recipe_file,
-    merge,
-    parse_set,
-    validate_layer,
-)
+from .protocols import PROTOCOLS, Protocol, faithful_protocol, get_protocol
+from .protocols.run_config import TOP_LEVEL, RunConfig
+from .protocols.sections import SECTIONS, section_dict, unknown_key
+from .safe_yaml import load_yaml
 
-# The demo: the whole pipeline in miniature on the embedded digits data, a few minutes on a
-# 2-core CPU. The teacher spec "demo" is a small PGD-AT network trained on first use and cached.
-DEMO_PRESET: dict[str, Any] = {
-    "dataset": "digits",
-    "teacher": "demo",
-    "student": "small_cnn",
-    "attack": {"eps": 8 / 255, "step": 2 / 255, "steps": 5},
-    "train": {
-        "epochs": 12,
-        "batch_size": 64,
-        "lr": 0.1,
-        "weight_decay": 5e-4,
-        "lr_schedule": "multistep",
-        "milestones": [10],
-        "seed": 0,
-    },
-    "eval": {"attacks": ["clean", "pgd20"]},
+__all__ = [
+    "PRESETS",
+    "RECIPE_KEYS",
+    "find_recipe",
+    "list_recipes",
+    "load_recipe_file",
+    "merge",
+    "parse_set",
+    "resolve_config",
+]
+
+# Built-in recipes that need no file (they work from an installed package): the demo runs the
+# whole pipeline in minutes on a CPU; its teacher "demo" is a small PGD-AT network trained on
+# first use and cached.
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {"protocol": "demo", "teacher": "demo", "student": "small_cnn"},
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"demo": DEMO_PRESET}
+# what a recipe file may say (device, paths and download are per machine: flags only)
+RECIPE_KEYS = (
+    "method",
+    "protocol",
+    "method_config",
+    "dataset",
+    "teacher",
+    "student",
+    *SECTIONS,
+    "paper",
+)
+COMMON = "common"  # baselines/common/: recipes for any method
 
 
-def find_recipe(method: str, recipe: str) -> Path:
-    """A recipe path, or a name looked up as baselines/<method>/<name>.yaml."""
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Nested dict merge (sections and method_config merge; scalars replace)."""
+    out = dict(base)
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_recipe_file(path: str | Path) -> dict[str, Any]:
+    data = load_yaml(path, "recipe") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a YAML mapping at the top level")
+    for key, value in data.items():
+        if key not in RECIPE_KEYS:
+            raise unknown_key(str(key), RECIPE_KEYS, f"recipe {path}")
+        if key in (*SECTIONS, "method_config") and not isinstance(value, dict):
+            raise ConfigError(f"recipe {path}: {key} must be a mapping, got {value!r}")
+        if key in SECTIONS:
+            fields = {f.name for f in dataclasses.fields(SECTIONS[key])}
+            for sub in value:
+                if sub not in fields:
+                    raise unknown_key(str(sub), fields, f"recipe {path}: {key}")
+    return data
+
+
+def _recipe_dirs(method: str | None) -> list[Path]:
+    root = baselines_dir()
+    dirs = [root / method, root / "contrib" / method] if method else []
+    return [*dirs, root / COMMON]
+
+
+def find_recipe(method: str | None, recipe: str) -> Path | dict[str, Any]:
+    """A recipe path, a name under baselines/<method>/, contrib/<method>/ or common/, or a
+    built-in preset (returned as its layer)."""
     path = Path(recipe)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
         return path
-    root = baselines_dir()
-    for candidate in (
-        root / method / f"{recipe}.yaml",
-        root / "contrib" / method / f"{recipe}.yaml",
-    ):
+    for folder in _recipe_dirs(method):
+        candidate = folder / f"{recipe}.yaml"
         if candidate.is_file():
             return candidate
-    known = (
-        [p.stem for p in sorted((root / method).glob("*.yaml"))] if (root / method).is_dir() else []
+    if recipe in PRESETS:
+        return dict(PRESETS[recipe])
+    known = sorted(
+        {p.stem for d in _recipe_dirs(method) if d.is_dir() for p in d.glob("*.yaml")}
+        | set(PRESETS)
     )
     raise ConfigError(
-        f"no recipe {recipe!r} for method {method!r} under {root}. "
-        f"Known: {', '.join(known) or 'none'}; or pass a path to a YAML file."
+        f"no recipe {recipe!r} for method {method!r}",
+        hint=f"known: {', '.join(known) or 'none'}; or pass a path to a YAML file",
     )
 
 
-def list_recipes() -> list[tuple[str, str, Path]]:
-    """(method, recipe name, path) for every recipe file under baselines/ (contrib included)."""
+def list_recipes() -> list[tuple[str, str, Path | None]]:
+    """(method or "(any)", recipe name, path) for every recipe: per-method folders, contrib,
+    common (any method) and the built-in presets (no path)."""
     root = baselines_dir()
-    out: list[tuple[str, str, Path]] = []
+    out: list[tuple[str, str, Path | None]] = []
     for path in sorted(root.glob("*/*.yaml")) + sorted(root.glob("contrib/*/*.yaml")):
-        # baselines/tracks/ holds method-free recipes (data, teacher, budget) for any method
-        method = "(any)" if path.parent.name == "tracks" else path.parent.name
+        method = "(any)" if path.parent.name == COMMON else path.parent.name
         out.append((method, path.stem, path))
+    out += [("(any)", name, None) for name in PRESETS]
     return out
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_set(items: Iterable[str], method_config_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """``--set train.epochs=5 --set adv_weight=0.5`` -> nested dict.
+
+    A dotted key names its section (attack, train, eval, checkpoint, method_config). A bare key
+    is a top-level field if there is one, else the one section that has it; ambiguous bare keys
+    are errors that list the dotted spellings.
+    """
+    method_keys = set(method_config_keys)
+    sections = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        value = _parse_scalar(raw)
+        if "." in key:
+            section, sub = key.split(".", 1)
+            if section not in (*SECTIONS, "method_config"):
+                raise unknown_key(section, (*SECTIONS, "method_config"), "--set sections")
+        elif key in TOP_LEVEL and key not in SECTIONS:
+            out[key] = value
+            continue
+        else:
+            homes = [s for s, keys in sections.items() if key in keys]
+            if key in method_keys:
+                homes.append("method_config")
+            if not homes:
+                known = set(TOP_LEVEL) | method_keys
+                for keys in sections.values():
+                    known |= keys
+                raise unknown_key(key, known, "--set")
+            if len(homes) > 1:
+                raise ConfigError(
+                    f"--set {key} is ambiguous",
+                    hint=f"write one of {', '.join(h + '.' + key for h in homes)}",
+                )
+            section, sub = homes[0], key
+        out.setdefault(section, {})[sub] = value
+    return out
+
+
+def _protocol_for(name: str | None, method: str, dataset: str | None) -> Protocol:
+    if name and name != "faithful":
+        return get_protocol(name)
+    own = faithful_protocol(method, dataset)
+    if own is not None:
+        return own
+    standard = f"standard-{dataset or 'cifar10'}"
+    return get_protocol(standard if standard in PROTOCOLS else "standard-cifar10")
+
+
+def protocol_layer(protocol: Protocol, method: str) -> dict[str, Any]:
+    """The protocol's settings, with its ``per_method`` keys from the method's own protocol."""
+    layer = protocol.sections()
+    own = faithful_protocol(method, protocol.dataset)
+    for key in protocol.per_method:
+        section, _, sub = key.partition(".")
+        if own is not None:
+            layer[section][sub] = section_dict(getattr(own, section))[sub]
+    return layer
 
 
 def resolve_config(
     method: str | None,
     *,
+    protocol: str | None = None,
     preset: str | None = None,
     recipe: str | None = None,
     cli: dict[str, Any] | None = None,
@@ -91,46 +220,44 @@ def resolve_config(
         raise ConfigError("pass either --preset or --recipe, not both")
     layer: dict[str, Any] = {}
     provenance = None
-    if preset:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
-        layer = dict(PRESETS[preset])
-        provenance = f"preset:{preset}"
-    elif recipe:
-        if method is None:
-            path = Path(recipe)
-            layer = load_recipe_file(path)
+    name = recipe or preset
+    if name:
+        found = find_recipe(method, name) if recipe else PRESETS.get(name)
+        if found is None:
+            raise ConfigError(f"unknown preset {preset!r}", hint=f"known: {', '.join(PRESETS)}")
+        if isinstance(found, Path):
+            layer = load_recipe_file(found)
+            provenance = _recipe_name(found)
         else:
-            path = find_recipe(method, recipe)
-            layer = load_recipe_file(path)
-        provenance = _recipe_name(path)
-    name = method or layer.get("method")
-    if name is None:
-        raise ConfigError("no method given: pass --method NAME (ardbench list methods)")
-    if method and layer.get("method") not in (None, method):
-        raise ConfigError(f"recipe is for method {layer['method']!r}, not {method!r}")
-    cls = get_method(name)
+            layer, provenance = dict(found), f"preset:{name}"
+    method = method or layer.get("method")
+    if method is None:
+        raise ConfigError("no method given", hint="pass --method NAME (ardbench list methods)")
+    if layer.get("method") not in (None, method):
+        raise ConfigError(f"recipe {provenance} is for method {layer['method']!r}, not {method!r}")
+    cls = get_method(method)
     cli = dict(cli or {})
-    validate_layer(cli, "command-line flags")
-    set_layer = parse_set(sets, method_config_keys=_config_keys(cls))
-    merged: dict[str, Any] = {"method": name}
-    merged = merge(merged, {k: v for k, v in cls.faithful.items()})
-    merged = merge(merged, layer)
-    merged = merge(merged, cli)
-    merged = merge(merged, set_layer)
-    merged["method"] = name
+    for key in cli:
+        if key not in TOP_LEVEL:
+            raise unknown_key(key, TOP_LEVEL, "command-line flags")
+    set_layer = parse_set(sets, [f.name for f in dataclasses.fields(cls.Config)])
+    dataset = set_layer.get("dataset") or cli.get("dataset") or layer.get("dataset")
+    chosen = _protocol_for(
+        protocol or set_layer.get("protocol") or cli.get("protocol") or layer.get("protocol"),
+        method,
+        dataset,
+    )
+    merged: dict[str, Any] = {"method": method, "protocol": chosen.name}
+    merged = merge(merged, protocol_layer(chosen, method))
+    merged = merge(merged, {k: v for k, v in layer.items() if k != "protocol"})
+    merged = merge(merged, {k: v for k, v in cli.items() if k != "protocol"})
+    merged = merge(merged, {k: v for k, v in set_layer.items() if k != "protocol"})
+    merged["method"] = method
     if provenance and "recipe" not in merged:
         merged["recipe"] = provenance
-    # validate and normalise method_config against the method's own Config
-    mc = cls.Config.from_dict(merged.get("method_config", {}), where=f"method_config of {name!r}")
+    mc = cls.Config.from_dict(merged.get("method_config", {}), where=f"method_config of {method!r}")
     merged["method_config"] = mc.to_dict()
-    return build_run_config(merged)
-
-
-def _config_keys(cls: type) -> list[str]:
-    import dataclasses
-
-    return [f.name for f in dataclasses.fields(cls.Config)]
+    return RunConfig.from_dict(merged)
 
 
 def _recipe_name(path: Path) -> str:

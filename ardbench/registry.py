@@ -12,29 +12,36 @@ from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Generic, TypeVar
 
+from .errors import ArdbenchError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(ArdbenchError, KeyError):
     """Raised for a name no registry entry has; the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return str(self.args[0])
+        return ArdbenchError.__str__(self)
 
 
 class Registry(Generic[T]):
     """A named collection of objects (classes or factories) of one kind."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(
+        self, kind: str, entry_point_group: str | None = None, *, hyphens: bool = False
+    ) -> None:
         self.kind = kind
+        self.hyphens = hyphens  # names like "standard-cifar10" (protocols) besides snake_case
         self.entry_point_group = entry_point_group
         self._entries: dict[str, T] = {}
         self._entry_points_loaded = False
         self._loaders: list[Callable[[], None]] = []
 
     def register(self, name: str) -> Callable[[T], T]:
-        if name != name.lower() or not name.replace("_", "").isalnum():
-            raise ValueError(f"{self.kind} name {name!r} must be lowercase snake_case")
+        allowed = name.replace("_", "").replace("-", "") if self.hyphens else name.replace("_", "")
+        if name != name.lower() or not allowed.isalnum() or not name[:1].isalnum():
+            style = "lowercase letters, digits, - and _" if self.hyphens else "lowercase snake_case"
+            raise ValueError(f"{self.kind} name {name!r} must be {style}")
 
         def decorator(obj: T) -> T:
             existing = self._entries.get(name)
@@ -80,9 +87,10 @@ class Registry(Generic[T]):
             pass
         known = sorted(self._entries)
         close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise UnknownNameError(
-            f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(known)}."
+            f"unknown {self.kind} {name!r}",
+            hint=f"{hint}known {self.kind}s: {', '.join(known)}",
         )
 
     def names(self) -> list[str]:

@@ -58,7 +58,7 @@ from reference_steps import (  # noqa: E402
 from ardbench.data import DeviceLoader  # noqa: E402
 from ardbench.methods import build_method  # noqa: E402
 from ardbench.models import build_arch, feature_dim, logits_and_features  # noqa: E402
-from ardbench.protocols.config import SPEED_KEYS  # noqa: E402
+from ardbench.protocols import SPEED_KEYS  # noqa: E402
 from ardbench.recipes import resolve_config  # noqa: E402
 from ardbench.train.speed import (  # noqa: E402
     compile_settings,
@@ -133,7 +133,7 @@ def ardbench_side(method_name, student0, teacher0, device, args, images, labels,
     def step() -> None:
         batch = next(batches)
         with cudnn_settings(plan), compile_settings(plan, cfg.train.compile):
-            runner(batch, epoch=0, step=next(counter), log=lambda k, v: None)
+            runner(batch, epoch=0, step=next(counter))
 
     return step, plan, cfg
 

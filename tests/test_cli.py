@@ -34,7 +34,7 @@ def test_list_other(what, capsys):
 
 def test_unknown_method_suggests(capsys):
     assert main(["run", "--method", "trade", "--dry-run"]) == 2
-    assert "Did you mean 'trades'" in capsys.readouterr().err
+    assert "did you mean 'trades'" in capsys.readouterr().err.lower()
 
 
 def test_dry_run_prints_resolved_config(capsys):
@@ -62,7 +62,7 @@ def test_dry_run_prints_resolved_config(capsys):
 
 def test_bad_set_key_exits_2(capsys):
     assert main(["run", "--method", "trades", "--set", "train.epoch=2", "--dry-run"]) == 2
-    assert "Did you mean 'epochs'" in capsys.readouterr().err
+    assert "did you mean 'epochs'" in capsys.readouterr().err.lower()
 
 
 def test_run_end_to_end_in_process(tiny_npz, tmp_path, capsys):
@@ -82,6 +82,8 @@ def test_run_end_to_end_in_process(tiny_npz, tmp_path, capsys):
             "train.batch_size=20",
             "--set",
             "attack.steps=1",
+            "--set",
+            "eval.attacks=clean,pgd20",
             "--runs",
             str(runs),
             "--quiet",

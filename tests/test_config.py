@@ -2,17 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from ardbench.protocols.config import (
+from ardbench.protocols import (
     AttackConfig,
     ConfigError,
     RunConfig,
     TrainConfig,
+    computation_dict,
     format_eps,
-    load_recipe_file,
     parse_number,
-    parse_set,
 )
-from ardbench.recipes import resolve_config
+from ardbench.recipes import load_recipe_file, parse_set, resolve_config
 
 
 def test_parse_number_accepts_fractions_and_floats():
@@ -37,9 +36,7 @@ def test_attack_config_rejects_bad_choice():
 def test_recipe_unknown_key_is_named(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("method: kd\ntrain: {epochs: 3, learning_rate: 0.1}\n")
-    with pytest.raises(
-        ConfigError, match="'learning_rate' in recipe .*train.*Known keys: .*lr_schedule"
-    ):
+    with pytest.raises(ConfigError, match="'learning_rate' in recipe .*train.*lr_schedule"):
         load_recipe_file(p)
     p.write_text("method: kd\nepochz: 3\n")
     with pytest.raises(ConfigError, match="epochz"):
@@ -59,7 +56,7 @@ def test_set_overrides_sections_and_bare_keys():
     }
     with pytest.raises(ConfigError, match="ambiguous"):
         parse_set(["batch_size=4"])  # train and eval both have it
-    with pytest.raises(ConfigError, match="unknown key 'epoch'.*Did you mean 'epochs'"):
+    with pytest.raises(ConfigError, match="unknown key 'epoch'.*(?i:did you mean) 'epochs'"):
         parse_set(["epoch=4"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_set(["epochs"])
@@ -68,6 +65,7 @@ def test_set_overrides_sections_and_bare_keys():
 def test_resolution_order_faithful_then_preset_then_cli_then_set():
     cfg = resolve_config("trades")
     assert cfg.attack.eps == 0.031 and cfg.train.epochs == 76  # the official code's protocol
+    assert cfg.protocol == "trades-cifar10"
     cfg = resolve_config("trades", preset="demo")
     assert cfg.dataset == "digits" and cfg.attack.eps == 8 / 255
     assert cfg.attack.random_start == "gaussian_0.001"  # faithful detail kept under the preset
@@ -79,15 +77,13 @@ def test_resolution_order_faithful_then_preset_then_cli_then_set():
 
 
 def test_method_config_is_validated():
-    with pytest.raises(ConfigError, match="unknown key 'bta'.*Did you mean 'beta'"):
+    with pytest.raises(ConfigError, match="unknown key 'bta'.*(?i:did you mean) 'beta'"):
         resolve_config("trades", sets=["method_config.bta=1"])
 
 
 def test_config_roundtrip_and_hash():
     cfg = resolve_config("kd", preset="demo")
-    from ardbench.protocols.config import run_config_from_dict
-
-    again = run_config_from_dict(cfg.to_dict())
+    again = RunConfig.from_dict(cfg.to_dict())
     assert again == cfg and again.config_hash() == cfg.config_hash()
     other = resolve_config("kd", preset="demo", sets=["train.seed=1"])
     assert other.config_hash() != cfg.config_hash()
@@ -109,8 +105,6 @@ def test_speed_flags_and_absent_optional_keys_do_not_change_the_hash():
     assert fast.config_hash() == base.config_hash()
     bf16 = resolve_config("kd", preset="demo", sets=["train.amp=bf16"])
     assert bf16.config_hash() != base.config_hash()  # bf16 changes the numerics
-    from ardbench.protocols.config import computation_dict
-
     d = base.to_dict()
     d["train"].pop("holdout")  # a record written before the key existed
     assert computation_dict(d) == computation_dict(base.to_dict())

@@ -142,7 +142,7 @@ def run_steps_on(device, method_name: str, plan: SpeedPlan, *, steps: int = 2) -
             assert torch.backends.cudnn.benchmark is plan.cudnn_benchmark
         for i in range(steps):
             b = Batch(x=batch.x.roll(i, 0), y=batch.y.roll(i, 0), index=batch.index)
-            _, values = runner(b, epoch=199, step=i, log=lambda k, v: None)
+            values = test_speed.step_values(runner, b, epoch=199, step=i)
             grads = {n: p.grad.detach().cpu().clone() for n, p in named if p.grad is not None}
             out.append((values, grads))
     assert torch.backends.cudnn.benchmark is benchmark_before  # restored

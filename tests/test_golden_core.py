@@ -9,7 +9,7 @@ import torch
 from ardbench.methods import Batch, build_method
 from ardbench.methods.base import StepContext
 from ardbench.models import logits_and_features
-from ardbench.protocols.config import AttackConfig
+from ardbench.protocols import AttackConfig
 from ardbench.train.check import TinyNet
 
 

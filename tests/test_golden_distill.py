@@ -19,7 +19,7 @@ from torch import nn
 
 from ardbench.methods import Batch, StepContext, build_method
 from ardbench.methods.rslad import kl_log_of_softmax
-from ardbench.protocols.config import AttackConfig, ConfigError
+from ardbench.protocols import AttackConfig, ConfigError
 
 DT = torch.float64
 RTOL = 1e-5
@@ -238,11 +238,12 @@ def test_ard_zero_weight_branch_moves_bn_stats_only(su):
 
 
 def test_ard_faithful_protocol():
-    from ardbench.methods import get_method
+    from ardbench.protocols import faithful_protocol
 
-    f = get_method("ard").faithful
-    assert f["attack"]["student_mode"] == "train" and f["attack"]["random_start"] == "uniform"
-    assert f["train"]["lr_schedule"] == "ard_as_coded" and f["train"]["weight_decay"] == 2e-4
+    f = faithful_protocol("ard", "cifar10")
+    assert f.name == "ard-cifar10"
+    assert f.attack.student_mode == "train" and f.attack.random_start == "uniform"
+    assert f.train.lr_schedule == "ard_as_coded" and f.train.weight_decay == 2e-4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,10 +618,10 @@ def test_kdiga_batchmean_and_protocol(su):
         su.student, su.teacher, su.batch, su.ctx()
     )
     close(b["kl_nat"], C * a["kl_nat"])
-    from ardbench.methods import get_method
+    from ardbench.protocols import faithful_protocol
 
-    attack = get_method("kdiga").faithful["attack"]
-    assert attack["step"] == pytest.approx(1.6 / 255) and attack["student_mode"] == "train"
+    attack = faithful_protocol("kdiga").attack
+    assert attack.step == pytest.approx(1.6 / 255) and attack.student_mode == "train"
 
 
 # ---------------------------------------------------------------------------------------------

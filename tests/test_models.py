@@ -298,9 +298,9 @@ def test_weights_file_without_arch() -> None:
 
 
 def test_unknown_arch_suggests() -> None:
-    with pytest.raises(UnknownNameError, match="Did you mean 'resnet18'"):
+    with pytest.raises(UnknownNameError, match="(?i:did you mean) 'resnet18'"):
         load_model("resnet19")
-    with pytest.raises(UnknownNameError, match="Did you mean 'mobilenetv2'"):
+    with pytest.raises(UnknownNameError, match="(?i:did you mean) 'mobilenetv2'"):
         load_model("mobilenet_v2:/tmp/w.pt")
     with pytest.raises(UnknownNameError, match="wrn_34_10"):
         build_arch("wrn_34_1")

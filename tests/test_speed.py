@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ardbench.methods import Batch, Method, MethodConfig
-from ardbench.protocols.config import SPEED_KEYS, AttackConfig, TrainConfig
+from ardbench.protocols import SPEED_KEYS, AttackConfig, TrainConfig
 from ardbench.recipes import resolve_config
 from ardbench.train.check import TinyNet, tiny_setup
 from ardbench.train.speed import (
@@ -54,6 +54,14 @@ def tiny_runner(built, method_name, student, teacher, extras, plan) -> TrainStep
     )
 
 
+def step_values(runner: TrainStep, batch: Batch, **kw) -> dict[str, float]:
+    """One step; its loss terms (and their sum, ``loss``) read on the host, for comparison."""
+    terms = runner(batch, **kw)
+    values = {k: float(v) for k, v in terms.items()}
+    values["loss"] = float(sum(terms.values()))
+    return values
+
+
 def run_steps(method_name: str, *, steps: int = 2, epoch: int = 199, method=None, **plan_kw):
     """Two TrainSteps on tiny models; returns (per-step values and grads, final params, runner).
 
@@ -69,7 +77,7 @@ def run_steps(method_name: str, *, steps: int = 2, epoch: int = 199, method=None
     for i in range(steps):
         b = Batch(x=batch.x.roll(i, 0), y=batch.y.roll(i, 0), index=batch.index)
         with compile_settings(plan, plan.compile):
-            _, values = runner(b, epoch=epoch, step=i, log=lambda k, v: None)
+            values = step_values(runner, b, epoch=epoch, step=i)
         grads = {
             n: p.grad.detach().clone() for n, p in student.named_parameters() if p.grad is not None
         }
@@ -238,16 +246,20 @@ def test_attacks_take_input_only_gradients():
     assert all(p.grad is None for p in net.parameters())
 
 
-def test_non_finite_term_raises_before_the_update():
+def test_non_finite_term_and_gradient_are_flagged_on_the_device():
+    """The step reads nothing on the host: a non-finite term (or gradient) raises a device flag
+    with the step it first happened at; the trainer reads it once per epoch and stops."""
+
     class NaNMethod(Method):
         class Config(MethodConfig):
             pass
 
         def losses(self, student, teacher, batch, ctx):
-            return {"ce_nat": F.cross_entropy(student(batch.x), batch.y) * float("nan")}
+            bad = ctx.step == 1
+            ce = F.cross_entropy(student(batch.x), batch.y)
+            return {"ce_nat": ce * float("nan") if bad else ce, "ok_term": 0.0 * ce}
 
     _, student, teacher, extras, batch = tiny_setup("natural")
-    before = {k: v.detach().clone() for k, v in student.named_parameters()}
     plan = SpeedPlan(device="cpu")
     runner = TrainStep(
         method=NaNMethod(),
@@ -262,10 +274,15 @@ def test_non_finite_term_raises_before_the_update():
         num_classes=10,
         total_epochs=1,
     )
-    with pytest.raises(FloatingPointError, match="ce_nat"):
-        runner(batch, epoch=0, step=0, log=lambda k, v: None)
-    for k, p in student.named_parameters():
-        assert torch.equal(p, before[k]), k  # the forward ran (BN statistics), no update
+    runner(batch, epoch=0, step=0)
+    clean = runner.stats.read()
+    assert not clean.bad_terms and not clean.bad_grads and clean.first_bad_step is None
+    runner(batch, epoch=0, step=1)
+    assert runner.stats.read().bad_terms == ["ce_nat"]
+    runner(batch, epoch=0, step=2)  # the weights are NaN now: every term is
+    summary = runner.stats.read()
+    assert summary.bad_terms == ["ce_nat", "ok_term"] and summary.bad_grads
+    assert summary.first_bad_step == 1 and summary.examples == 3 * len(batch.y)
 
 
 # ------------------------------------------------------------------------ torch.compile
@@ -310,7 +327,7 @@ def test_compile_auto_says_when_torch_compile_built_nothing(monkeypatch):
     runner = tiny_runner(built, "pgd_at", student, teacher, extras, plan)
     try:
         with compile_settings(plan, "auto"), pytest.warns(RuntimeWarning, match="compile off"):
-            _, values = runner(batch, epoch=0, step=0, log=lambda k, v: None)
+            values = step_values(runner, batch, epoch=0, step=0)
     finally:
         torch._dynamo.reset()
     assert not plan.compile and any("could build none" in n for n in plan.notes)
@@ -343,7 +360,13 @@ def tiny_cfg(method, npz, epochs=2, *sets):
     return resolve_config(
         method,
         cli={"dataset": f"npz:{npz}", "student": "small_cnn", "train": {"epochs": epochs}},
-        sets=["train.batch_size=16", "attack.steps=2", "eval.batch_size=16", *sets],
+        sets=[
+            "train.batch_size=16",
+            "attack.steps=2",
+            "eval.batch_size=16",
+            "eval.attacks=clean,pgd20",
+            *sets,
+        ],
     )
 
 

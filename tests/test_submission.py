@@ -31,8 +31,6 @@ from ardbench.methods import Method, MethodConfig, register_method
 class Throwaway(Method):
     """KL to the teacher at a point that maximises it (test only)."""
 
-    faithful = {{"attack": {{"random_start": "uniform", "student_mode": "eval"}}}}
-
     @dataclass(frozen=True)
     class Config(MethodConfig):
         weight: float = 1.0
@@ -45,7 +43,8 @@ class Throwaway(Method):
 '''
 
 RECIPE = """\
-# the throwaway's recipe: only what differs from the method's faithful protocol
+# the throwaway's recipe: only what differs from its protocol (a method without a faithful
+# protocol of its own follows standard-<dataset>)
 method: {name}
 method_config: {{weight: 1.0}}
 eval: {{attacks: [clean, pgd20]}}
@@ -99,6 +98,8 @@ def run_args(method, npz, teacher, runs, seed, recipe=None):
         "train.batch_size=20",
         "--set",
         "attack.steps=1",
+        "--set",
+        "eval.attacks=clean,pgd20",
         "--runs",
         str(runs),
         "--quiet",

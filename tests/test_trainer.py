@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ardbench.models import build_arch
-from ardbench.protocols.config import TrainConfig
+from ardbench.protocols import TrainConfig
 from ardbench.recipes import resolve_config
 from ardbench.train.schedule import lr_at
 from ardbench.train.trainer import TrainingError, resume, train
@@ -45,6 +45,7 @@ def tiny_cfg(method, npz, teacher=None, epochs=3, **sets):
             "train.batch_size=16",
             "attack.steps=2",
             "eval.batch_size=16",
+            "eval.attacks=clean,pgd20",
             "train.milestones=[2]",
             "train.lr_schedule=multistep",
             *extra,
@@ -109,7 +110,7 @@ def test_resume_gives_the_same_weights(tiny_npz, tmp_path):
 def test_attack_student_mode_train_moves_bn_stats(tiny_npz, tmp_path):
     """student_mode=train: attack forwards update BN running statistics (ARD/IAD); eval: not."""
     from ardbench.attacks import ce_objective
-    from ardbench.protocols.config import AttackConfig
+    from ardbench.protocols import AttackConfig
     from ardbench.train.check import TinyNet
     from ardbench.train.step import make_attack_fn
 

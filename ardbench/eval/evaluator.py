@@ -64,7 +64,7 @@ from .. import __version__
 from ..attacks import ce_objective, cw_objective, fgsm, pgd, random_start
 from ..device import resolve_device
 from ..io import write_json_atomic
-from ..protocols.config import format_eps, parse_number
+from ..protocols import format_eps, parse_number
 from .compliance import (
     CHECKS,
     CheckResult,

@@ -9,10 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import ce_objective
-from ..protocols.config import ConfigError
+from ..errors import ConfigError
 from .base import (
-    ARD_LINEAGE_ATTACK,
-    ARD_LINEAGE_TRAIN,
     Batch,
     Method,
     MethodConfig,
@@ -34,7 +32,7 @@ class ARD(Method):
             + (1 - alpha) * CE(S(x), y)
 
     x' is PGD on the student (CE summed over the batch, uniform start, no start clamp, student
-    in *train* mode during the attack: ``faithful["attack"]``). S(x') is a train-mode forward
+    in *train* mode during the attack: protocol ``ard-cifar10``). S(x') is a train-mode forward
     after the attack, T(x) is the teacher on the *clean* batch, S(x) a separate train-mode
     forward. At the defaults (alpha 1, tau 30, ``nn.KLDivLoss()``) the KL weight is
     900 / C * KL_batchmean and the CE weight is 0, but S(x) is still forwarded, which moves the
@@ -48,7 +46,7 @@ class ARD(Method):
       statistics only) | ``False`` skips that forward and returns no ``ce_nat``.
     - ``teacher_input``: ``clean`` (T(x), as ARD) | ``adv`` (T(x'), as the KDIGA fork's
       ``ard`` mode).
-    - Protocol quirks live in ``faithful``: ``lr_schedule: ard_as_coded`` (``adjust_learning_rate``
+    - Protocol quirks live in the protocol ``ard-cifar10`` (ardbench.protocols): ``lr_schedule: ard_as_coded`` (``adjust_learning_rate``
       always multiplies the *initial* lr, so epoch 150 re-sets 0.01: one decay only) vs
       ``multistep``; ``student_mode: train`` vs ``eval``; ``clamp_start: false`` vs ``true``.
 
@@ -61,10 +59,6 @@ class ARD(Method):
     paper = "Goldblum et al., AAAI 2020 (arXiv 1905.09747)"
     needs_teacher = True
     teacher_in_attack = False
-    faithful = {
-        "attack": {**ARD_LINEAGE_ATTACK},
-        "train": {**ARD_LINEAGE_TRAIN},
-    }
 
     @dataclass(frozen=True)
     class Config(MethodConfig):

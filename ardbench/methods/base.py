@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.batch import Batch
-from ..protocols.config import AttackConfig, ConfigError, coerce
+from ..protocols import AttackConfig, ConfigError, coerce
 from ..registry import Registry
 
 Objective = Callable[[Tensor], Tensor]
@@ -48,7 +48,7 @@ class MethodConfig:
         }
 
 
-def _no_log(name: str, value: float) -> None:
+def _no_log(name: str, value: Tensor | float) -> None:
     return None
 
 
@@ -62,34 +62,11 @@ class StepContext:
     attack: AttackConfig
     attack_fn: AttackFn
     features: FeaturesFn
-    log: Callable[[str, float], None] = _no_log
+    # detached diagnostics, averaged per example over the epoch; pass tensors as they are
+    # (never float(t): that is a host read, forbidden in losses())
+    log: Callable[[str, Tensor | float], None] = _no_log
     num_classes: int = 10
     extras: dict[str, nn.Module] = field(default_factory=dict)  # e.g. IAD-II natural teacher
-
-
-# The ARD lineage's protocol (goldblum/AdversariallyRobustDistillation main.py), inherited by
-# IAD and the KDIGA fork: each method states only where its official code departs from it.
-ARD_LINEAGE_ATTACK: dict[str, Any] = {
-    "norm": "Linf",
-    "eps": 8 / 255,
-    "step": 2 / 255,
-    "steps": 10,
-    "random_start": "uniform",
-    "clamp_start": False,
-    "student_mode": "train",
-}
-ARD_LINEAGE_TRAIN: dict[str, Any] = {
-    "epochs": 200,
-    "batch_size": 128,  # 256 for CIFAR-100 (set in those recipes)
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 2e-4,
-    "nesterov": False,
-    "lr_schedule": "ard_as_coded",
-    "milestones": [100, 150],
-    "gamma": 0.1,
-    "seed": 0,
-}
 
 
 class Method(nn.Module):
@@ -100,8 +77,6 @@ class Method(nn.Module):
 
     - ``needs_teacher``: a robust teacher is required (``--teacher``).
     - ``teacher_in_attack``: the inner maximisation calls the teacher (shown on the leaderboard).
-    - ``faithful``: the official code's protocol, merged under the recipe: ``{"attack": {...},
-      "train": {...}}`` with keys of ``AttackConfig`` / ``TrainConfig``.
     - ``paper``: citation shown in listings.
     """
 
@@ -109,7 +84,6 @@ class Method(nn.Module):
     registry_name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
     teacher_in_attack: ClassVar[bool] = False
-    faithful: ClassVar[dict[str, dict[str, Any]]] = {}
     paper: ClassVar[str] = ""
     unofficial: ClassVar[bool] = False  # no official code: the leaderboard says so
     # speed features (ardbench/train/speed.py) a method can opt out of:

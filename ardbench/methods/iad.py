@@ -9,10 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import ce_objective
-from ..protocols.config import ConfigError
+from ..errors import ConfigError
 from .base import (
-    ARD_LINEAGE_ATTACK,
-    ARD_LINEAGE_TRAIN,
     Batch,
     Method,
     MethodConfig,
@@ -74,7 +72,7 @@ class IAD(Method):
       the detached ``basicop = S(x')`` every batch (moves BN running statistics), T(x') before
       warm-up (cost only), and S(x) for the CE when 1 - alpha = 0 | ``False`` skips them (no
       ``ce_nat`` then).
-    - Protocol quirks in ``faithful``: ``lr_schedule: ard_as_coded``, ``student_mode: train``.
+    - Protocol quirks in the protocol ``iad-cifar10``: ``lr_schedule: ard_as_coded``, ``student_mode: train``.
 
     Deviations from the official code: IAD-II's second T(x') forward (``guide``, identical to
     ``teacher_outputs`` in eval mode) is not repeated (cost only); the attack takes input-only
@@ -84,10 +82,6 @@ class IAD(Method):
     paper = "Zhu et al., ICLR 2022 (arXiv 2106.04928)"
     needs_teacher = True
     teacher_in_attack = False
-    faithful = {
-        "attack": {**ARD_LINEAGE_ATTACK},
-        "train": {**ARD_LINEAGE_TRAIN, "seed": 1},
-    }
 
     @dataclass(frozen=True)
     class Config(MethodConfig):
@@ -168,7 +162,7 @@ class IAD(Method):
                 t_adv = teacher(x_adv)  # `guide`: used only after warm-up
             if introspect:
                 w = trust_weights(t_adv, y, cfg.beta).to(s_adv.dtype)
-                ctx.log("iad_trust_mean", float(w.mean()))
+                ctx.log("iad_trust_mean", w.mean().detach())
         kl_t = kl_per_sample(t_nat, s_adv, tau=cfg.tau)
         if w is not None and cfg.iad1_weight_teacher_term:
             kl_t = w * kl_t
@@ -205,7 +199,7 @@ class IAD(Method):
         kl_t = kl_per_sample(t_adv, s_adv, tau=cfg.tau)
         if introspect:
             w = trust_weights(t_adv, y, cfg.beta).to(s_adv.dtype)
-            ctx.log("iad_trust_mean", float(w.mean()))
+            ctx.log("iad_trust_mean", w.mean().detach())
             terms["kl_adv"] = a1 * tau2 * (w * kl_t).mean()
             terms["kl_intro"] = a1 * tau2 * self._introspection(student, x, s_adv, w, cfg)
         else:

@@ -36,17 +36,6 @@ KD_PRESETS = {
 class KD(Method):
     paper = "Hinton et al., 2015 (arXiv 1503.02531)"
     needs_teacher = True
-    faithful = {
-        "train": {
-            "epochs": 200,
-            "batch_size": 128,
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 2e-4,
-            "lr_schedule": "ard_as_coded",
-            "milestones": [100, 150],
-        }
-    }
 
     @dataclass(frozen=True)
     class Config(MethodConfig):

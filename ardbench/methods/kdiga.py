@@ -9,10 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import ce_objective
-from ..protocols.config import ConfigError
+from ..errors import ConfigError
 from .base import (
-    ARD_LINEAGE_ATTACK,
-    ARD_LINEAGE_TRAIN,
     Batch,
     Method,
     MethodConfig,
@@ -81,7 +79,7 @@ class KDIGA(Method):
         grad_align as above, on the clean x
 
     with x' ARD's PGD on the student (CE summed, uniform start, no clamp, student in train
-    mode) at the fork's step 16/255/10 = 1.6/255 (``faithful["attack"]``; the clean alternative
+    mode) at the fork's step 16/255/10 = 1.6/255 (protocol ``kdiga-cifar10``; the clean alternative
     is the recipe value ``attack.step: 2/255``, the ``attack_step`` quirk of the reference).
 
     Quirk flags (faithful default first, clean alternative second):
@@ -93,7 +91,7 @@ class KDIGA(Method):
     - ``kl_reduction``: ``mean_all`` (``nn.KLDivLoss()``) | ``batchmean``.
     - ``teacher_input`` (variant ``ard`` only): ``adv`` (T(x'), as coded) | ``clean`` (T(x), as
       ARD).
-    - Protocol quirks in ``faithful``: ``lr_schedule: ard_as_coded``, attack step 1.6/255,
+    - Protocol quirks in the protocol ``kdiga-cifar10``: ``lr_schedule: ard_as_coded``, attack step 1.6/255,
       ``student_mode: train``.
 
     Deviations from the official code: none in the computation. The fork's gamma default 0.5
@@ -106,11 +104,6 @@ class KDIGA(Method):
     needs_teacher = True
     teacher_in_attack = False
     supports_compile = False  # double backward through the student: torch.compile cannot
-    faithful = {
-        # used by variant ard only (step 16/255/10 as the fork codes it); clean / rs have no attack
-        "attack": {**ARD_LINEAGE_ATTACK, "step": 16 / 255 / 10},
-        "train": {**ARD_LINEAGE_TRAIN},
-    }
 
     @dataclass(frozen=True)
     class Config(MethodConfig):

@@ -21,18 +21,6 @@ class Natural(Method):
 
     paper = "standard training (IAD pre_train/ST.py)"
     needs_teacher = False
-    faithful = {
-        "train": {
-            "epochs": 200,
-            "batch_size": 128,
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 2e-4,
-            "lr_schedule": "piecewise_epoch_plus_one",
-            "seed": 1,
-            "deterministic": True,
-        }
-    }
 
     @dataclass(frozen=True)
     class Config(MethodConfig):

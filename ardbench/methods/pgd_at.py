@@ -28,25 +28,6 @@ class PGDAT(Method):
 
     paper = "Madry et al., ICLR 2018 (arXiv 1706.06083)"
     needs_teacher = False
-    faithful = {
-        "attack": {
-            "eps": 8 / 255,
-            "step": 2 / 255,
-            "steps": 10,
-            "random_start": "uniform",
-            "clamp_start": True,
-            "student_mode": "eval",
-        },
-        "train": {
-            "epochs": 200,
-            "batch_size": 128,
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 2e-4,
-            "lr_schedule": "piecewise_epoch_plus_one",
-            "seed": 1,
-        },
-    }
 
     @dataclass(frozen=True)
     class Config(MethodConfig):

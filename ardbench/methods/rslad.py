@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..protocols.config import ConfigError
+from ..errors import ConfigError
 from .base import Batch, Method, MethodConfig, StepContext, register_method
 from .losses import KL_REDUCTIONS, kl_div, kl_per_sample
 
@@ -78,29 +78,6 @@ class RSLAD(Method):
     paper = "Zi et al., ICCV 2021 (arXiv 2108.07969)"
     needs_teacher = True
     teacher_in_attack = False  # the objective uses the constant T(x), computed once
-    faithful = {
-        "attack": {
-            "norm": "Linf",
-            "eps": 8 / 255,
-            "step": 2 / 255,
-            "steps": 10,
-            "random_start": "gaussian_0.001",
-            "clamp_start": False,
-            "student_mode": "eval",
-        },
-        "train": {
-            "epochs": 300,
-            "batch_size": 128,
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 2e-4,
-            "nesterov": False,
-            "lr_schedule": "multistep",
-            "milestones": [215, 260, 285],
-            "gamma": 0.1,
-            "seed": 0,
-        },
-    }
 
     @dataclass(frozen=True)
     class Config(MethodConfig):

@@ -11,7 +11,7 @@ in eval mode, recomputing S(x) at every step, from x + 0.001 N(0, I) without a s
 
 Quirk flags: ``target_detach`` (false = faithful; true detaches the KL target),
 ``recompute_clean_in_attack`` (true = faithful; false computes S(x) once per attack, same
-x' in eval mode, cheaper). The WRN recipe's eps 0.031 / step 0.007 is ``faithful``; the
+x' in eval mode, cheaper). The WRN recipe's eps 0.031 / step 0.007 is the protocol ``trades-cifar10``; the
 ``ard_lineage`` preset (8/255, 2/255, 200 epochs) is a recipe. Deviations: none.
 """
 
@@ -30,28 +30,6 @@ from .base import Batch, Method, MethodConfig, StepContext, register_method
 class TRADES(Method):
     paper = "Zhang et al., ICML 2019 (arXiv 1901.08573)"
     needs_teacher = False
-    faithful = {
-        "attack": {
-            "eps": 0.031,
-            "step": 0.007,
-            "steps": 10,
-            "random_start": "gaussian_0.001",
-            "clamp_start": False,
-            "student_mode": "eval",
-        },
-        "train": {
-            "epochs": 76,
-            "batch_size": 128,
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 2e-4,
-            "lr_schedule": "multistep",
-            # adjust_learning_rate uses 1-based epochs: x0.1 from epoch 75 (0-based 74);
-            # the 90 / 100 decays are never reached in 76 epochs.
-            "milestones": [74, 89, 99],
-            "seed": 1,
-        },
-    }
 
     @dataclass(frozen=True)
     class Config(MethodConfig):

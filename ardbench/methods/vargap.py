@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import ce_objective
-from ..protocols.config import ConfigError
+from ..errors import ConfigError
 from .base import Batch, Method, MethodConfig, StepContext, register_method
 from .losses import KL_REDUCTIONS, kl_div
 
@@ -75,29 +75,6 @@ class VarGap(Method):
     needs_teacher = True
     teacher_in_attack = False
     unofficial = True
-    faithful = {
-        "attack": {
-            "norm": "Linf",
-            "eps": 8 / 255,
-            "step": 2 / 255,
-            "steps": 10,
-            "random_start": "uniform",
-            "clamp_start": False,
-            "student_mode": "eval",
-        },
-        "train": {
-            "epochs": 200,
-            "batch_size": 128,
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 2e-4,
-            "nesterov": False,
-            "lr_schedule": "multistep",
-            "milestones": [100, 150],
-            "gamma": 0.1,
-            "seed": 0,
-        },
-    }
 
     @dataclass(frozen=True)
     class Config(MethodConfig):
@@ -200,8 +177,8 @@ class VarGap(Method):
                 f_t32 = f_t.to(dtype)
                 cov_v = matrix_gap(covariance(f_s32), covariance(f_t32))
                 gram_v = matrix_gap(gram(f_s32), gram(f_t32))
-            ctx.log(f"cov_gap_{view}", float(cov_v.detach()))
-            ctx.log(f"gram_gap_{view}", float(gram_v.detach()))
+            ctx.log(f"cov_gap_{view}", cov_v.detach())
+            ctx.log(f"gram_gap_{view}", gram_v.detach())
             cov_sum = cov_sum + cov_v
             gram_sum = gram_sum + gram_v
         terms["cov"] = cfg.beta * cov_sum

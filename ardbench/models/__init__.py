@@ -12,6 +12,7 @@ from . import mobilenetv2, preact_resnet, resnet, small_cnn, wideresnet  # noqa:
 from .features import FeatureError, count_parameters, feature_dim, logits_and_features
 from .loading import (
     ARCHS,
+    SPEC_ALIASES,
     LoadedModel,
     StateDictMismatchError,
     build_arch,
@@ -21,10 +22,13 @@ from .loading import (
     load_model,
     load_state_dict_strict,
     register_arch,
+    register_spec_alias,
     state_dict_sha256,
 )
 
 __all__ = [
+    "SPEC_ALIASES",
+    "register_spec_alias",
     "ARCHS",
     "FeatureError",
     "LoadedModel",

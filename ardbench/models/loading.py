@@ -218,6 +218,16 @@ def default_model_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ardbench" / "robustbench"
 
 
+# Named specs resolved by a function that returns a concrete spec (e.g. "demo": the cached
+# demo teacher, trained on first use; registered by ardbench.train.demo, which sits above
+# this module, so the loader never imports the trainer).
+SPEC_ALIASES: dict[str, Callable[[], str]] = {}
+
+
+def register_spec_alias(name: str, resolve: Callable[[], str]) -> None:
+    SPEC_ALIASES[name] = resolve
+
+
 def load_model(
     spec: str,
     *,
@@ -230,6 +240,8 @@ def load_model(
 ) -> LoadedModel:
     """Resolve a model spec (see the module docstring); the module is in eval mode on ``device``."""
     spec = spec.strip()
+    if spec in SPEC_ALIASES:
+        spec = SPEC_ALIASES[spec]()
     head, sep, tail = spec.partition(":")
     is_drive = len(head) == 1 and head.isalpha() and tail[:1] in ("\\", "/")  # C:\...
     if sep and not is_drive:

@@ -1,1 +1,60 @@
-"""What makes two runs comparable: the threat model, the training protocol, the evaluation."""
+"""What makes two runs comparable: the threat model, the training protocol, the evaluation.
+
+- :class:`Protocol` and the named protocols (``standard-cifar10``, the small track, the papers'
+  faithful protocols): ``ardbench list protocols``.
+- The typed sections a protocol and a run are made of (``AttackConfig``, ``TrainConfig``,
+  ``EvalConfig``, ``CheckpointConfig``), radii as exact fractions (:class:`Eps`).
+- :class:`RunConfig`: a resolved recipe (``ardbench.recipes`` resolves them).
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .eps import Eps, format_eps, parse_eps, parse_number
+from .paper import PaperFigures
+from .protocol import (
+    PROTOCOLS,
+    Protocol,
+    all_protocols,
+    derive,
+    faithful_protocol,
+    get_protocol,
+    identity_of,
+    register_protocol,
+)
+from .run_config import RunConfig, computation_dict
+from .sections import (
+    SECTIONS,
+    SPEED_KEYS,
+    AttackConfig,
+    CheckpointConfig,
+    EvalConfig,
+    TrainConfig,
+    coerce,
+)
+
+__all__ = [
+    "PROTOCOLS",
+    "SECTIONS",
+    "SPEED_KEYS",
+    "AttackConfig",
+    "CheckpointConfig",
+    "ConfigError",
+    "Eps",
+    "EvalConfig",
+    "PaperFigures",
+    "Protocol",
+    "RunConfig",
+    "TrainConfig",
+    "all_protocols",
+    "coerce",
+    "computation_dict",
+    "derive",
+    "faithful_protocol",
+    "format_eps",
+    "get_protocol",
+    "identity_of",
+    "parse_eps",
+    "parse_number",
+    "register_protocol",
+]

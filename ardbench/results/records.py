@@ -64,7 +64,7 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_bytes
-from ..protocols.config import computation_dict
+from ..protocols import computation_dict
 
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
@@ -207,7 +207,7 @@ def build_record(
     from ..methods import get_method
 
     cls = get_method(cfg.method)
-    eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
+    eps = float(cfg.eval_eps)
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -244,7 +244,7 @@ def build_record(
         "versions": library_versions(),
         "eval": eval_block,
         "checkpoint": checkpoint,
-        "paper": cfg.paper,
+        "paper": cfg.paper.to_dict() if cfg.paper is not None else None,
     }
 
 

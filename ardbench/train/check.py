@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from ..methods import Batch, Method, StepContext, build_method, check_losses, get_method
 from ..models import feature_dim, logits_and_features
-from ..protocols.config import AttackConfig
+from ..protocols import AttackConfig
+from .host_reads import count_host_reads
 from .step import freeze, make_attack_fn
 
 
@@ -165,6 +166,24 @@ def run_contract_checks(method_name: str) -> list[CheckResult]:
         check(
             f"one step at {label}: finite 0-dim terms, gradients, frozen teacher, modes", one_step
         )
+
+    def no_host_reads() -> str:
+        """losses() and the attack objective never read a tensor value on the host (no
+        .item(), float(t), bool(t) or Python if on a tensor): on a GPU each read stalls the
+        step, and the whole step is captured in one CUDA graph."""
+        for epoch in (0, total_epochs - 1):
+            method, student, teacher, extras, batch = tiny_setup(method_name)
+            ctx = tiny_context(student, epoch, total_epochs, extras)
+            with count_host_reads() as reads:
+                method.losses(student, teacher, batch, ctx)
+            if reads.count:
+                raise AssertionError(
+                    f"{reads.count} host read(s) in losses() at epoch {epoch}: "
+                    f"{reads.describe()}; keep values on the device (ctx.log takes tensors)"
+                )
+        return "none at the first and the last epoch"
+
+    check("no host reads of tensor values in losses() or the attack objective", no_host_reads)
 
     def deterministic() -> str:
         vals = []

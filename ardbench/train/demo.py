@@ -10,8 +10,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..models import register_spec_alias
 from ..paths import cache_dir
-from ..protocols.config import RunConfig
+from ..protocols import RunConfig
 
 TEACHER_OVERRIDES = {"train": {"epochs": 15, "milestones": [12]}}
 
@@ -24,7 +25,7 @@ def demo_teacher_config() -> RunConfig:
 
 def ensure_demo_teacher(console: Console | None = None) -> str:
     """Train (once) and return the model spec ``run:<dir>`` of the cached demo teacher."""
-    from .trainer import train
+    from .trainer import train  # the trainer loads teachers: import it when needed
 
     console = console or Console(stderr=True)
     cfg = demo_teacher_config()
@@ -45,6 +46,9 @@ def ensure_demo_teacher(console: Console | None = None) -> str:
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; use its teacher
     return f"run:{final}"
+
+
+register_spec_alias("demo", ensure_demo_teacher)
 
 
 def teacher_record(spec: str | None) -> Path | None:

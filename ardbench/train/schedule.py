@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..protocols.config import TrainConfig
+from ..protocols import TrainConfig
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:

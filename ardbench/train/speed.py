@@ -50,8 +50,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..methods import Method
-from ..protocols.config import TrainConfig
+from ..protocols import TrainConfig
 
 __all__ = [
     "SpeedPlan",
@@ -78,6 +79,7 @@ class SpeedPlan:
     fused_optimizer: bool = False
     share_teacher: bool = True
     cudnn_benchmark: bool = False
+    cuda_graph: bool = False
     amp: str = "none"
     # PyTorch's TF32 switches as the run found them (not changed by ardbench): on CUDA, cuDNN
     # convolutions default to TF32, so "fp32" training there is TF32 convolutions, as in the
@@ -111,6 +113,8 @@ def resolve_speed(
         fused_optimizer=_pick(tc.fused_optimizer, cuda),
         share_teacher=_pick(tc.share_teacher, True),
         cudnn_benchmark=_pick(tc.cudnn_benchmark, cuda and not tc.deterministic) and cuda,
+        # whole-step capture: CUDA only (resolved off on the CPU whatever was asked)
+        cuda_graph=False,
         amp=tc.amp,
         conv_tf32=cuda and bool(torch.backends.cudnn.allow_tf32),
         matmul_tf32=cuda and bool(torch.backends.cuda.matmul.allow_tf32),
@@ -123,7 +127,7 @@ def resolve_speed(
         plan.share_teacher = False
         plan.notes.append(f"share_teacher off: {name} opts out (share_teacher_outputs = False)")
     if plan.amp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise ValueError("train.amp=bf16 needs a GPU with bf16 support; use train.amp=none")
+        raise ConfigError("train.amp=bf16 needs a GPU with bf16 support", hint="use train.amp=none")
     return plan
 
 

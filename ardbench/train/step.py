@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from ..attacks import pgd_from_config
 from ..methods import Batch, Method, StepContext, check_losses
 from ..models import logits_and_features
-from ..protocols.config import AttackConfig
+from ..protocols import AttackConfig
 from .speed import SpeedPlan, autocast, uncompile_module
+from .stats import EpochStats
 
 __all__ = ["SharedForward", "TrainStep", "freeze", "make_attack_fn"]
 
@@ -174,11 +175,12 @@ def _terms_ok(terms: Any) -> bool:
 class TrainStep:
     """One optimisation step of the one trainer, with the speed plan applied.
 
-    ``step(batch, epoch=, step=, log=)`` computes the method's terms (under bf16 autocast if
-    asked), their sum, backpropagates, checks the terms (snake_case keys, 0-dim, finite: the
-    contract of ``check_losses``, with one device synchronisation for all of them) and steps
-    the optimiser. A non-finite term raises before the weights change. Returns the terms and
-    their float values (with ``"loss"``, the sum).
+    ``step(batch, epoch=, step=)`` computes the method's terms (under bf16 autocast if asked),
+    checks their structure (snake_case keys, 0-dim tensors: host-side, no value read), adds
+    them to the epoch's device-side :class:`EpochStats`, backpropagates their sum, checks the
+    gradients for non-finite values on the device and steps the optimiser. Nothing reads a
+    tensor value on the host: the trainer reads the stats once per epoch and stops the run,
+    keeping the last good checkpoint, when a flag was raised. Returns the detached terms.
     """
 
     def __init__(
@@ -196,6 +198,7 @@ class TrainStep:
         num_classes: int,
         total_epochs: int,
         features: Callable = logits_and_features,
+        stats: EpochStats | None = None,
     ) -> None:
         self.method = method
         self.method_name = method_name
@@ -207,11 +210,13 @@ class TrainStep:
         self.teacher = SharedForward(teacher) if share and teacher is not None else teacher
         self.extras = {k: SharedForward(m) if share else m for k, m in extras.items()}
         self.optimizer = optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.attack_fn = attack_fn
         self.attack_cfg = attack_cfg
         self.num_classes = num_classes
         self.total_epochs = total_epochs
         self.features = features
+        self.stats = stats or EpochStats(torch.device(plan.device))
         self._compile_verified = not plan.compile
 
     def _shared(self) -> list[SharedForward]:
@@ -222,18 +227,18 @@ class TrainStep:
         for m in self._shared():
             m.clear()
 
-    def __call__(
-        self, batch: Batch, *, epoch: int, step: int, log: Callable[[str, float], None]
-    ) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def __call__(self, batch: Batch, *, epoch: int, step: int) -> dict[str, Tensor]:
         if self._compile_verified:
-            return self._run(batch, epoch, step, log)
-        return self._first_compiled_step(batch, epoch, step, log)
+            return self._run(batch, epoch, step)
+        return self._first_compiled_step(batch, epoch, step)
 
-    def _run(self, batch: Batch, epoch: int, step: int, log: Callable) -> tuple:
+    def _run(self, batch: Batch, epoch: int, step: int) -> dict[str, Tensor]:
         x = batch.x
         if self.plan.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         batch = Batch(x=x, y=batch.y, index=batch.index)
+        size = int(batch.y.shape[0])
+        stats = self.stats
         ctx = StepContext(
             epoch=epoch,
             total_epochs=self.total_epochs,
@@ -241,7 +246,7 @@ class TrainStep:
             attack=self.attack_cfg,
             attack_fn=self.attack_fn,
             features=self.features,
-            log=log,
+            log=lambda key, value: stats.log(key, value, size),
             num_classes=self.num_classes,
             extras=self.extras,
         )
@@ -251,22 +256,18 @@ class TrainStep:
                 terms = self.method.losses(self.student, self.teacher, batch, ctx)
             if not _terms_ok(terms):
                 check_losses(terms, self.method_name)  # raises with the contract's message
+            stats.add(terms, size)
             total = sum(terms.values())
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
-            # one synchronisation for every value; a non-finite term stops before the update
-            stacked = torch.stack([v.detach().float() for v in (*terms.values(), total)])
-            flat = stacked.tolist()
-            if not all(v == v and abs(v) != float("inf") for v in flat):
-                check_losses(terms, self.method_name)
+            stats.check_grads(self.params)
+            stats.end_step()
             self.optimizer.step()
         finally:
             self._clear()
-        values = dict(zip(terms, flat[:-1], strict=True))
-        values["loss"] = flat[-1]
-        return terms, values
+        return {k: v.detach() for k, v in terms.items()}
 
-    def _first_compiled_step(self, batch: Batch, epoch: int, step: int, log: Callable) -> tuple:
+    def _first_compiled_step(self, batch: Batch, epoch: int, step: int) -> dict[str, Tensor]:
         """Run the first step compiled; if the method needs a double backward (unsupported by
         AOTAutograd), restore what the failed attempt changed and rerun it eagerly."""
         modules = [self.student, self.method]
@@ -275,7 +276,8 @@ class TrainStep:
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         frames_before = _dynamo_frames()
         try:
-            out = self._run(batch, epoch, step, log)
+            stats_before = self._stats_state()
+            out = self._run(batch, epoch, step)
             self._note_suppressed_failures(frames_before)
         except RuntimeError as exc:
             if "double backward" not in str(exc):
@@ -287,6 +289,7 @@ class TrainStep:
             if cuda_rng is not None:
                 torch.cuda.set_rng_state_all(cuda_rng)
             self.optimizer.zero_grad(set_to_none=True)
+            self._restore_stats(stats_before)
             for m in (self.student, self.raw_teacher, *self.raw_extras.values()):
                 if m is not None:
                     uncompile_module(m)
@@ -298,9 +301,35 @@ class TrainStep:
             )
             self.plan.notes.append(note)
             warnings.warn(note, RuntimeWarning, stacklevel=2)
-            out = self._run(batch, epoch, step, log)
+            out = self._run(batch, epoch, step)
         self._compile_verified = True
         return out
+
+    def _stats_state(self) -> tuple:
+        st = self.stats
+        tables = (st.sums, st.diag, st.term_bad)
+        return (
+            [{k: v.clone() for k, v in t.items()} for t in tables],
+            st.grad_bad.clone(),
+            st.first_bad.clone(),
+            st.step.clone(),
+            st.examples,
+        )
+
+    def _restore_stats(self, saved: tuple) -> None:
+        """Undo what a failed first compiled attempt added to the epoch's sums."""
+        st = self.stats
+        tables, grad_bad, first_bad, step, examples = saved
+        for live, old in zip((st.sums, st.diag, st.term_bad), tables, strict=True):
+            for key in list(live):
+                if key in old:
+                    live[key].copy_(old[key])
+                else:
+                    del live[key]
+        st.grad_bad.copy_(grad_bad)
+        st.first_bad.copy_(first_bad)
+        st.step.copy_(step)
+        st.examples = examples
 
     def _note_suppressed_failures(self, before: tuple[int, int]) -> None:
         """With ``compile: auto`` dynamo suppresses the errors of graphs it cannot build and

@@ -1,9 +1,15 @@
 """The one trainer: every method, every recipe, same loop.
 
+``train`` is a pipeline of named stages: :func:`~ardbench.train.setup.prepare` (data, networks,
+method: validated, nothing written) -> :func:`open_run_dir` -> :func:`build_loop` (optimiser,
+loader, step, checkpoint rule; state restored on resume) -> :func:`run_epochs` ->
+:func:`final_models` -> :func:`evaluate_models` -> :func:`write_run_record`.
+
 Per run directory (``runs/<run_id>/``): ``config.json`` (resolved config, written first),
-``log.jsonl`` (one line per finished epoch), ``checkpoint.pt`` (atomic, every epoch: student,
-method parameters, optimiser, epoch), and at the end ``model.pt`` + ``model.json`` (the last-epoch
-student: never a test-selected one) and ``record.json``.
+``log.jsonl`` (one line per finished epoch), ``checkpoint.pt`` (atomic, every epoch, only with
+finite weights), and at the end ``model.safetensors`` + ``model.pt`` + ``model.json`` (the
+checkpoint the protocol's rule reports: the last epoch by default, never a test-selected one)
+and ``record.json``.
 
 Reproducibility: every random draw of epoch e comes from generators seeded by (seed, e) (the
 loader's permutation and augmentation, and the global RNG that the attacks' random starts use),
@@ -15,7 +21,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,30 +28,40 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from torch import Tensor
+from torch import nn
 
-from ..data import DeviceLoader, load_dataset
-from ..device import resolve_device
-from ..io import append_jsonl, file_sha256, save_torch_atomic, write_json_atomic
-from ..methods import Method, build_method
-from ..models import feature_dim, load_model, logits_and_features
-from ..protocols.config import RunConfig, TrainConfig, run_config_from_dict
-from ..results.records import build_record, validate_paper, validate_record, write_record
+from ..data import DeviceLoader
+from ..data.loader import to_float01
+from ..io import file_sha256, save_torch_atomic, write_json_atomic
+from ..models import logits_and_features
+from ..protocols import RunConfig
+from ..results.records import build_record, validate_record, write_record
+from .checkpoint import (
+    CONFIG,
+    all_finite,
+    clean_run_dir,
+    load_checkpoint,
+    log_epoch,
+    read_log,
+    save_checkpoint,
+    truncate_log,
+)
+from .progress import Reporter
 from .schedule import epoch_seed, lr_at
+from .selection import SWA, BestOnHoldout
+from .setup import RunParts, TrainingError, prepare
 from .speed import (
     compile_settings,
     cudnn_settings,
     make_optimizer,
     portable_state,
     prepare_models,
-    resolve_speed,
     set_optimizer_impl,
 )
-from .step import TrainStep, freeze, make_attack_fn
+from .stats import NonFiniteError
+from .step import TrainStep, make_attack_fn
 
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue; the message says why and what to do."""
+__all__ = ["RunResult", "TrainingError", "resume", "train"]
 
 
 @dataclass
@@ -57,25 +72,292 @@ class RunResult:
     record: dict[str, Any] | None
 
 
+@dataclass
+class Loop:
+    """What the epochs need: built once per process (again on resume)."""
+
+    parts: RunParts
+    run_dir: Path
+    optimizer: torch.optim.Optimizer
+    loader: DeviceLoader
+    step: TrainStep
+    start_epoch: int = 0
+    elapsed: float = 0.0
+    best: BestOnHoldout | None = None
+    swa: SWA | None = None
+
+
 def new_run_id(cfg: RunConfig) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    student = cfg.student.split(":")[0].replace("/", "_")
+    student = "".join(c if c.isalnum() or c in "._-" else "_" for c in cfg.student.split(":")[0])
     return f"{cfg.method}-{student}-s{cfg.train.seed}-{stamp}-{secrets.token_hex(2)}"
 
 
-def _load_teacher(spec: str, cfg: RunConfig, num_classes: int, runs_dir: Path, device, console):
-    if spec == "demo":
-        from .demo import ensure_demo_teacher
+def open_run_dir(cfg: RunConfig, runs_dir: Path, run_dir: Path | None, resume: bool) -> Path:
+    """A new directory (never reused: concurrent runs stay apart), or the one being resumed."""
+    if run_dir is None:
+        run_dir = runs_dir / new_run_id(cfg)
+        run_dir.mkdir(parents=True, exist_ok=False)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clean_run_dir(run_dir)
+    if not resume:
+        write_json_atomic(run_dir / CONFIG, cfg.to_dict())
+    return run_dir
 
-        spec = ensure_demo_teacher(console=console)
-    return load_model(
-        spec,
-        num_classes=num_classes,
-        dataset=cfg.dataset,
-        runs_dir=runs_dir,
-        download=cfg.download,
+
+def build_loop(parts: RunParts, run_dir: Path, resume: bool, console: Console) -> Loop:
+    cfg, plan, device = parts.cfg, parts.plan, parts.device
+    student, method = parts.student.module, parts.method
+    teacher = parts.teacher.module if parts.teacher else None
+    extras = {k: m.module for k, m in parts.extras.items()}
+    prepare_models(plan, student, teacher, *extras.values())
+    console.print(
+        "[dim]speed: "
+        + ", ".join(f"{k}={v}" for k, v in plan.to_dict().items() if k not in ("device", "notes"))
+        + "".join(f"; {n}" for n in plan.notes)
+        + "[/]"
+    )
+    optimizer = make_optimizer(
+        list(student.parameters()) + list(method.parameters()), cfg.train, plan
+    )
+    loader = DeviceLoader(
+        parts.split.x,
+        parts.split.y,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed,
+        augment=cfg.train.augment,
         device=device,
     )
+    step = TrainStep(
+        method=method,
+        method_name=cfg.method,
+        student=student,
+        teacher=teacher,
+        extras=extras,
+        optimizer=optimizer,
+        attack_fn=make_attack_fn(student, cfg.attack),
+        attack_cfg=cfg.attack,
+        plan=plan,
+        num_classes=parts.dataset.num_classes,
+        total_epochs=cfg.train.epochs,
+        features=logits_and_features,
+    )
+    loop = Loop(parts, run_dir, optimizer, loader, step)
+    rule = cfg.checkpoint
+    if rule.rule == "best-on-holdout":
+        loop.best = BestOnHoldout()
+    if rule.rule == "swa":
+        loop.swa = SWA(student, rule.swa_start)
+    if resume:
+        _restore(loop, console)
+    return loop
+
+
+def _restore(loop: Loop, console: Console) -> None:
+    run_dir, parts = loop.run_dir, loop.parts
+    if not (run_dir / "checkpoint.pt").is_file():
+        truncate_log(run_dir, 0)  # no epoch finished: start over in the same directory
+        console.print(f"[bold]resuming[/] {run_dir.name}: no epoch had finished; starting it")
+        return
+    state = load_checkpoint(run_dir, parts.device)
+    parts.student.module.load_state_dict(state["student"])
+    parts.method.load_state_dict(state["method"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    set_optimizer_impl(loop.optimizer, parts.plan)
+    if loop.best is not None:
+        loop.best.load_state_dict(state.get("best"))
+    if loop.swa is not None and state.get("swa") is not None:
+        loop.swa.load_state_dict(state["swa"])
+    loop.start_epoch, loop.elapsed = int(state["epoch"]), float(state["elapsed_s"])
+    truncate_log(run_dir, loop.start_epoch)
+    console.print(
+        f"[bold]resuming[/] {run_dir.name} after epoch {loop.start_epoch}/{parts.cfg.train.epochs}"
+    )
+
+
+def _raise_non_finite(epoch: int, summary: Any, steps: int, what: str | None = None) -> None:
+    where = (
+        f"step {summary.first_bad_step + 1} of {steps}"
+        if summary.first_bad_step is not None
+        else f"one of its {steps} steps"
+    )
+    if what is None:
+        parts = [f"loss term {', '.join(summary.bad_terms)}"] if summary.bad_terms else []
+        if summary.bad_grads:
+            parts.append("gradients")
+        what = " and ".join(parts) or "values"
+    raise NonFiniteError(
+        f"non-finite {what} in epoch {epoch + 1}, first at {where}; the checkpoint of epoch "
+        f"{epoch} is kept (resume from it with other settings, e.g. a lower train.lr)",
+    )
+
+
+def run_epoch(loop: Loop, epoch: int, reporter: Reporter) -> dict[str, Any]:
+    """One epoch; returns its log line. Host reads: once, after the last step."""
+    cfg, step = loop.parts.cfg, loop.step
+    t0 = time.perf_counter()
+    lr = lr_at(epoch, cfg.train)
+    for group in loop.optimizer.param_groups:
+        group["lr"] = lr
+    torch.manual_seed(epoch_seed(cfg.train.seed, epoch))
+    step.stats.reset()
+    steps = len(loop.loader)
+    reporter.start_epoch(epoch, steps)
+    for i, batch in enumerate(loop.loader.epoch_batches(epoch)):
+        step(batch, epoch=epoch, step=i)
+        reporter.step()
+    summary = step.stats.read()
+    if summary.bad_terms or summary.bad_grads:
+        _raise_non_finite(epoch, summary, steps)
+    student = loop.parts.student.module
+    row: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "losses": summary.losses,
+        "diagnostics": summary.diagnostics,
+    }
+    if loop.parts.probe is not None:
+        row["probe"] = loop.parts.probe.measure(student)
+        if loop.best is not None:
+            loop.best.observe(epoch, row["probe"], student)
+    if loop.swa is not None:
+        loop.swa.after_epoch(epoch, student)
+    row["epoch_time_s"] = round(time.perf_counter() - t0, 3)
+    row["speed"] = loop.parts.plan.to_dict()
+    return row
+
+
+def _checkpoint_state(loop: Loop, epoch: int) -> dict[str, Any]:
+    state = {
+        "epoch": epoch + 1,
+        "elapsed_s": loop.elapsed,
+        "student": portable_state(loop.parts.student.module.state_dict()),
+        "method": portable_state(loop.parts.method.state_dict()),
+        "optimizer": loop.optimizer.state_dict(),
+    }
+    if loop.best is not None:
+        state["best"] = loop.best.state_dict()
+    if loop.swa is not None:
+        state["swa"] = portable_state(loop.swa.state_dict())
+    return state
+
+
+def run_epochs(loop: Loop, end_epoch: int, reporter: Reporter) -> None:
+    cfg, plan = loop.parts.cfg, loop.parts.plan
+    with cudnn_settings(plan, cfg.train.deterministic), compile_settings(plan, cfg.train.compile):
+        for epoch in range(loop.start_epoch, end_epoch):
+            t0 = time.perf_counter()
+            row = run_epoch(loop, epoch, reporter)
+            loop.elapsed += time.perf_counter() - t0
+            state = _checkpoint_state(loop, epoch)
+            if not all_finite({"student": state["student"], "method": state["method"]}):
+                raise NonFiniteError(
+                    f"the weights are not finite after epoch {epoch + 1}; the checkpoint of "
+                    f"epoch {epoch} is kept (resume from it with other settings)"
+                )
+            # log first: a line beyond the checkpoint is dropped on resume
+            log_epoch(loop.run_dir, row)
+            save_checkpoint(loop.run_dir, state)
+            reporter.end_epoch(epoch, row)
+
+
+def final_models(loop: Loop) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
+    """{checkpoint kind: (eval-mode network, info)}: ``last`` always; ``best-on-holdout`` or
+    ``swa`` when the protocol's rule asks for it. The first entry is the rule's choice."""
+    loop.step.release()  # evaluation: eager forwards, fp32 (no autocast here)
+    student = loop.parts.student.module
+    epochs = loop.parts.cfg.train.epochs
+    out: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
+    if loop.swa is not None:
+        batches = (b.x for b in loop.loader.epoch_batches(epochs))
+        model = loop.swa.finalize(batches)
+        out["swa"] = (model, {"averaged": loop.swa.count, "from_epoch": loop.swa.start + 1})
+    if loop.best is not None and loop.best.best is not None:
+        from .selection import plain_copy
+
+        best = plain_copy(student)
+        best.load_state_dict(loop.best.best["state"])
+        info = {k: v for k, v in loop.best.best.items() if k != "state"}
+        out["best-on-holdout"] = (best.eval(), info)
+    out["last"] = (student.eval(), {"epoch": epochs})
+    return out
+
+
+def _eval_points(parts: RunParts):
+    """The points the final evaluation runs on: the first n test points, or, when the run holds
+    out training data and selects no checkpoint on it, that held-out slice (the test set is
+    then never looked at: hyper-parameter sweeps)."""
+    cfg, split = parts.cfg, parts.split
+    if split.x_hold is None or cfg.checkpoint.rule == "best-on-holdout":
+        x, y = parts.dataset.test_subset(cfg.eval.n_examples, parts.device)
+        return x, y, "test"
+    n = cfg.eval.n_examples or len(split.y_hold)
+    x = to_float01(split.x_hold[:n].to(parts.device)).contiguous()
+    return (
+        x,
+        split.y_hold[:n].to(parts.device),
+        f"holdout: last {cfg.train.holdout} training examples",
+    )
+
+
+def evaluate_models(parts: RunParts, models: dict, progress: bool) -> dict[str, dict[str, Any]]:
+    from ..eval.evaluator import evaluate_model
+
+    cfg = parts.cfg
+    x, y, split = _eval_points(parts)
+    blocks = {}
+    for kind, (model, _) in models.items():
+        result = evaluate_model(
+            model,
+            x,
+            y,
+            attacks=tuple(cfg.eval.attacks),
+            eps=float(cfg.eval_eps),
+            batch_size=cfg.eval.batch_size,
+            aa_batch_size=cfg.eval.aa_batch_size,
+            seed=cfg.train.seed,
+            progress=progress,
+        )
+        blocks[kind] = {**result.to_dict(), "split": split}
+    return blocks
+
+
+def save_models(run_dir: Path, parts: RunParts, models: dict) -> dict[str, dict[str, Any]]:
+    """Each final network's weights (``model.pt`` for the rule's choice, ``model-<kind>.pt``
+    for the others) with their sha256."""
+    files = {}
+    for i, (kind, (model, info)) in enumerate(models.items()):
+        name = "model.pt" if i == 0 else f"model-{kind}.pt"
+        save_torch_atomic(run_dir / name, portable_state(model.state_dict()))
+        files[kind] = {"path": str(run_dir / name), "sha256": file_sha256(run_dir / name), **info}
+    write_json_atomic(
+        run_dir / "model.json",
+        {"arch": parts.student.arch, "num_classes": parts.dataset.num_classes},
+    )
+    return files
+
+
+def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime) -> dict[str, Any]:
+    parts = loop.parts
+    kinds = list(files)
+    chosen = kinds[0]
+    record = build_record(
+        cfg=parts.cfg,
+        run_id=loop.run_dir.name,
+        dataset=parts.dataset,
+        teacher=parts.teacher,
+        student=parts.student,
+        eval_block=blocks[chosen],
+        wall_time_s=loop.elapsed,
+        device=parts.device,
+        checkpoint={"path": files[chosen]["path"], "sha256": files[chosen]["sha256"]},
+        started_at=started_at,
+    )
+    record["hardware"]["speed"] = parts.plan.to_dict()
+    validate_record(record)
+    write_record(loop.run_dir, record)
+    return record
 
 
 def train(
@@ -89,268 +371,39 @@ def train(
     stop_after_epoch: int | None = None,
 ) -> RunResult:
     """Train ``cfg`` to the end (or until ``stop_after_epoch`` epochs are done), then evaluate
-    the last-epoch student and write ``record.json``."""
+    the checkpoint(s) the protocol's rule reports and write ``record.json``."""
     console = console or Console(stderr=True, quiet=not progress)
     started_at = datetime.now(timezone.utc)
-    validate_paper(cfg.paper)  # a bad paper block fails now, not after hours of training
     runs_dir = Path(runs_dir)
-    if run_dir is None:
-        run_id = new_run_id(cfg)
-        run_dir = runs_dir / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)  # never reuse: concurrent runs stay apart
-    run_dir = Path(run_dir)
-    run_id = run_dir.name
-    if not resume:
-        write_json_atomic(run_dir / "config.json", cfg.to_dict())
-
-    device = resolve_device(cfg.device)
-    tc = cfg.train
-
-    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
-    if not ds.has_train:
-        raise TrainingError(f"dataset {cfg.dataset!r} has no training arrays (x_train, y_train)")
-
-    method: Method = build_method(cfg.method, cfg.method_config)
-    torch.manual_seed(tc.seed)  # student initialisation
-    student = load_model(
-        cfg.student,
-        num_classes=ds.num_classes,
-        dataset=cfg.dataset,
-        runs_dir=runs_dir,
-        device=device,
-    )
-    student.module.train()
-    teacher_loaded = None
-    if type(method).needs_teacher:
-        if not cfg.teacher:
-            raise TrainingError(
-                f"method {cfg.method!r} distils from a teacher: pass --teacher SPEC "
-                "(e.g. ARCH:PATH, PATH.pt2, robustbench:ID, run:RUN_ID)"
-            )
-        teacher_loaded = _load_teacher(cfg.teacher, cfg, ds.num_classes, runs_dir, device, console)
-        freeze(teacher_loaded.module)
-    teacher = teacher_loaded.module if teacher_loaded else None
-    extras = {}
-    for name, spec in method.extra_models().items():
-        extras[name] = freeze(
-            _load_teacher(spec, cfg, ds.num_classes, runs_dir, device, console).module
-        )
-
-    s_dim = feature_dim(student.module)
-    t_dim = None
-    if teacher is not None:
-        try:
-            t_dim = feature_dim(teacher)
-        except Exception:  # some archives expose no penultimate layer; only vargap needs it
-            t_dim = None
-    method.setup(
-        student=student.module,
-        teacher=teacher,
-        num_classes=ds.num_classes,
-        feature_dims=(s_dim, t_dim),
-    )
-    method.to(device)
-    student.module.train()
-
-    # speed features (ardbench/train/speed.py): `auto` resolved for this device; what they resolved
-    # to goes into log.jsonl and the record, config.json keeps what was asked
-    plan = resolve_speed(tc, device, method)
-    prepare_models(plan, student.module, teacher, *extras.values())
-    console.print(
-        "[dim]speed: "
-        + ", ".join(f"{k}={v}" for k, v in plan.to_dict().items() if k not in ("device", "notes"))
-        + "".join(f"; {n}" for n in plan.notes)
-        + "[/]"
-    )
-
-    params = list(student.module.parameters()) + list(method.parameters())
-    optimizer = make_optimizer(params, tc, plan)
-
-    start_epoch, elapsed = 0, 0.0
-    ckpt_path = run_dir / "checkpoint.pt"
-    if resume:
-        if not ckpt_path.is_file():
-            raise TrainingError(f"{run_dir} has no checkpoint.pt to resume from; start a new run")
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        student.module.load_state_dict(state["student"])
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_optimizer_impl(optimizer, plan)
-        start_epoch, elapsed = int(state["epoch"]), float(state["elapsed_s"])
-        _truncate_log(run_dir / "log.jsonl", start_epoch)
-        console.print(f"[bold]resuming[/] {run_id} after epoch {start_epoch}/{tc.epochs}")
-
-    x_train, y_train, x_hold, y_hold = _split_train(ds.x_train, ds.y_train, tc)
-    loader = DeviceLoader(
-        x_train, y_train, batch_size=tc.batch_size, seed=tc.seed, augment=tc.augment, device=device
-    )
-    attack_fn = make_attack_fn(student.module, cfg.attack)
-    train_step = TrainStep(
-        method=method,
-        method_name=cfg.method,
-        student=student.module,
-        teacher=teacher,
-        extras=extras,
-        optimizer=optimizer,
-        attack_fn=attack_fn,
-        attack_cfg=cfg.attack,
-        plan=plan,
-        num_classes=ds.num_classes,
-        total_epochs=tc.epochs,
-        features=logits_and_features,
-    )
-    end_epoch = tc.epochs if stop_after_epoch is None else min(tc.epochs, stop_after_epoch)
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with (
-        cudnn_settings(plan, tc.deterministic),
-        compile_settings(plan, tc.compile),
-        Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[terms]}"),
-            console=console,
-            disable=not progress,
-            transient=False,
-        ) as bar,
-    ):
-        for epoch in range(start_epoch, end_epoch):
-            t0 = time.perf_counter()
-            lr = lr_at(epoch, tc)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            torch.manual_seed(epoch_seed(tc.seed, epoch))
-            sums: dict[str, float] = defaultdict(float)
-            diag: dict[str, float] = defaultdict(float)
-            n_seen = 0
-            task = bar.add_task(
-                f"{cfg.method} epoch {epoch + 1}/{tc.epochs}", total=len(loader), terms=""
-            )
-            for step, batch in enumerate(loader.epoch_batches(epoch)):
-                terms, values = train_step(
-                    batch,
-                    epoch=epoch,
-                    step=step,
-                    log=lambda k, v, _d=diag, _b=batch.y.shape[0]: _d.__setitem__(
-                        k, _d[k] + float(v) * _b
-                    ),
-                )
-                b = batch.y.shape[0]
-                n_seen += b
-                for k, v in values.items():
-                    sums[k] += v * b
-                bar.update(
-                    task,
-                    advance=1,
-                    terms=" ".join(f"{k}={sums[k] / n_seen:.4f}" for k in terms),
-                )
-            elapsed += time.perf_counter() - t0
-            row = {
-                "epoch": epoch + 1,
-                "lr": lr,
-                "losses": {k: v / n_seen for k, v in sums.items()},
-                "diagnostics": {k: v / n_seen for k, v in diag.items()},
-                "epoch_time_s": round(time.perf_counter() - t0, 3),
-                "speed": plan.to_dict(),
-            }
-            # log first: a line beyond the checkpoint is dropped on resume (_truncate_log)
-            append_jsonl(run_dir / "log.jsonl", row)
-            save_torch_atomic(
-                ckpt_path,
-                {
-                    "epoch": epoch + 1,
-                    "elapsed_s": elapsed,
-                    "student": portable_state(student.module.state_dict()),
-                    "method": portable_state(method.state_dict()),
-                    "optimizer": optimizer.state_dict(),
-                },
-            )
-
-    if end_epoch < tc.epochs:
-        return RunResult(run_id, run_dir, completed=False, record=None)
-
-    # last-epoch model, never a test-selected one
-    model_path = run_dir / "model.pt"
-    save_torch_atomic(model_path, portable_state(student.module.state_dict()))
-    write_json_atomic(run_dir / "model.json", {"arch": student.arch, "num_classes": ds.num_classes})
-    from ..eval.evaluator import evaluate_model
-
-    train_step.release()  # evaluation: eager forwards, fp32 (no autocast here)
-    eval_model = student.module.eval()
-    if x_hold is None:
-        x_test, y_test = ds.test_subset(cfg.eval.n_examples, device)
-        split = "test"
-    else:
-        n = cfg.eval.n_examples or len(y_hold)
-        x_test = x_hold[:n].float() / 255 if x_hold.dtype == torch.uint8 else x_hold[:n].float()
-        x_test, y_test = x_test.contiguous().to(device), y_hold[:n].to(device)
-        split = f"holdout: last {tc.holdout} training examples"
-    eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
-    result = evaluate_model(
-        eval_model,
-        x_test,
-        y_test,
-        attacks=tuple(cfg.eval.attacks),
-        eps=eps,
-        batch_size=cfg.eval.batch_size,
-        aa_batch_size=cfg.eval.aa_batch_size,
-        seed=tc.seed,
-        progress=progress,
-    )
-    eval_block = result.to_dict()
-    eval_block["split"] = split
-    record = build_record(
-        cfg=cfg,
-        run_id=run_id,
-        dataset=ds,
-        teacher=teacher_loaded,
-        student=student,
-        eval_block=eval_block,
-        wall_time_s=elapsed,
-        device=device,
-        checkpoint={"path": str(model_path), "sha256": file_sha256(model_path)},
-        started_at=started_at,
-    )
-    record["hardware"]["speed"] = plan.to_dict()
-    validate_record(record)
-    write_record(run_dir, record)
-    return RunResult(run_id, run_dir, completed=True, record=record)
-
-
-def _split_train(x: Tensor, y: Tensor, tc: TrainConfig):
-    """(x_train, y_train, x_holdout, y_holdout): holdout = the last ``tc.holdout`` examples,
-    then ``train_subset`` = the first N of what remains."""
-    x_hold = y_hold = None
-    if tc.holdout:
-        if tc.holdout >= len(y):
-            raise TrainingError(f"train.holdout={tc.holdout} leaves no training data ({len(y)})")
-        x, x_hold = x[: -tc.holdout], x[-tc.holdout :]
-        y, y_hold = y[: -tc.holdout], y[-tc.holdout :]
-    if tc.train_subset is not None:
-        x, y = x[: tc.train_subset], y[: tc.train_subset]
-    return x, y, x_hold, y_hold
+    parts = prepare(cfg, runs_dir=runs_dir, console=console)
+    run_dir = open_run_dir(cfg, runs_dir, Path(run_dir) if run_dir else None, resume)
+    loop = build_loop(parts, run_dir, resume, console)
+    epochs = cfg.train.epochs
+    end_epoch = epochs if stop_after_epoch is None else min(epochs, stop_after_epoch)
+    with Reporter(console, cfg.method, epochs, enabled=progress) as reporter:
+        run_epochs(loop, end_epoch, reporter)
+    if end_epoch < epochs:
+        return RunResult(run_dir.name, run_dir, completed=False, record=None)
+    models = final_models(loop)
+    files = save_models(run_dir, parts, models)
+    blocks = evaluate_models(parts, models, progress)
+    record = write_run_record(loop, files, blocks, started_at)
+    return RunResult(run_dir.name, run_dir, completed=True, record=record)
 
 
 def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:
     """Continue an interrupted run from its last checkpoint, with its saved config."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
+    cfg_path = run_dir / CONFIG
     if not cfg_path.is_file():
-        raise TrainingError(f"{run_dir} is not an ardbench run directory (no config.json)")
-    cfg = run_config_from_dict(json.loads(cfg_path.read_text()))
+        raise TrainingError(f"{run_dir} is not an ardbench run directory (no {CONFIG})")
     if (run_dir / "record.json").is_file():
         raise TrainingError(f"{run_dir} already finished (record.json exists); nothing to resume")
+    try:
+        saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"{cfg_path} is not readable JSON ({exc})") from None
+    cfg = RunConfig.from_dict(saved, where=str(cfg_path))
+    read_log(run_dir)  # a log that is not a log fails now, not after loading everything
     kwargs.setdefault("runs_dir", run_dir.parent)
     return train(cfg, run_dir=run_dir, resume=True, **kwargs)
-
-
-def _truncate_log(path: Path, epochs_done: int) -> None:
-    """Drop log lines of epochs after the checkpoint (written before an interruption)."""
-    if not path.is_file():
-        return
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    keep = [r for r in rows if r["epoch"] <= epochs_done]
-    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))

@@ -1,0 +1,200 @@
+"""``Protocol``: the frozen, named description of what makes two runs comparable.
+
+A protocol holds the dataset, the threat model and training attack (``attack``), the optimiser,
+schedule, epochs, batch and augmentation (``train``), the evaluation (``eval``) and the
+checkpoint rule (``checkpoint``). A recipe names one and adds the method, its config, the
+teacher and the student (``ardbench.recipes``).
+
+Named protocols are registered (:data:`PROTOCOLS`, see ``named.py``): ``standard-<dataset>``
+(one protocol for every method: the fair comparison), the small tracks, and the papers'
+faithful protocols, written as the ARD-lineage base plus each paper's departures
+(:func:`derive`), so a shared value is stated once.
+
+``per_method``: keys (``attack.random_start``...) that a protocol leaves to each method's own
+faithful protocol. The small track fixes the threat model and the budget but lets every method
+keep the random start and attack-time BatchNorm mode its official code uses.
+
+Identity: :meth:`Protocol.identity` is a hash over the values that define the protocol (not the
+seed, speed switches, determinism, batch sizes of the evaluation or ``per_method`` keys); the
+leaderboard puts runs with the same name and identity in one table. A run whose values differ
+from its named protocol (``--set train.epochs=5``) has another identity: it is a modified
+protocol, shown as such.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from ..registry import Registry
+from .sections import (
+    RUN_OPTION_KEYS,
+    SECTIONS,
+    AttackConfig,
+    CheckpointConfig,
+    EvalConfig,
+    TrainConfig,
+    build_section,
+    section_dict,
+)
+
+__all__ = [
+    "PROTOCOLS",
+    "Protocol",
+    "derive",
+    "faithful_protocol",
+    "get_protocol",
+    "identity_of",
+    "register_protocol",
+]
+
+# values that never define a protocol: the seed varies within a row by design; the speed
+# switches keep the computation; determinism and the evaluation batch (its random starts are
+# per point) change no number a table shows
+_NOT_IDENTITY = {
+    "train": ("seed", "deterministic", *RUN_OPTION_KEYS),
+    "eval": ("batch_size",),
+}
+
+
+KINDS = ("standard", "track", "demo", "faithful", "base")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    dataset: str
+    # standard (every method, a fair comparison) | track (a small real-data track) | demo |
+    # faithful (a paper's official code) | base (shared by faithful protocols)
+    kind: str = "track"
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # the arrays the protocol is defined on (tracks on npz copies): runs are compared by it,
+    # whatever path the arrays were loaded from
+    data_fingerprint: str | None = None
+    # "section.key" values each method takes from its own faithful protocol
+    per_method: tuple[str, ...] = ()
+    method: str | None = None  # faithful protocols: the method whose official code this is
+    default_for_method: bool = True  # the method's protocol when a run names none
+    source: str = ""  # where the values come from (official code @ commit, a decision)
+    base: str | None = None  # the protocol this one was derived from
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"protocol {self.name}: kind must be one of {', '.join(KINDS)}")
+        for key in self.per_method:
+            section, _, sub = key.partition(".")
+            if section not in SECTIONS or sub not in {
+                f.name for f in dataclasses.fields(SECTIONS[section])
+            }:
+                raise ConfigError(f"protocol {self.name}: per_method key {key!r} is not a setting")
+
+    def sections(self) -> dict[str, Any]:
+        """The protocol's settings as a config layer (JSON values)."""
+        return {
+            "dataset": self.dataset,
+            "attack": section_dict(self.attack),
+            "train": section_dict(self.train),
+            "eval": section_dict(self.eval),
+            "checkpoint": section_dict(self.checkpoint),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "kind": self.kind,
+            "method": self.method,
+            "source": self.source,
+            "base": self.base,
+            "per_method": list(self.per_method),
+            "data_fingerprint": self.data_fingerprint,
+            **self.sections(),
+            "identity": self.identity(),
+        }
+
+    def identity(self) -> str:
+        return identity_of(self.sections(), self.per_method, self.data_fingerprint)
+
+
+def identity_of(
+    config: Mapping[str, Any],
+    per_method: Iterable[str] = (),
+    data_fingerprint: str | None = None,
+) -> str:
+    """The identity hash (12 hex digits) of a protocol, or of a run's resolved config (a dict
+    with ``dataset``, ``attack``, ``train``, ``eval`` and optionally ``checkpoint``): values are
+    parsed through the typed sections first, so ``8/255`` and ``0.0313725...`` hash alike."""
+    skip: dict[str, set[str]] = {s: set(keys) for s, keys in _NOT_IDENTITY.items()}
+    for key in per_method:
+        section, _, sub = key.partition(".")
+        skip.setdefault(section, set()).add(sub)
+    body: dict[str, Any] = {
+        "data": data_fingerprint or str(config.get("dataset")),
+    }
+    for section, cls in SECTIONS.items():
+        values = config.get(section) or {}
+        parsed = section_dict(build_section(cls, dict(values), section))
+        body[section] = {k: v for k, v in parsed.items() if k not in skip.get(section, ())}
+    if body["train"].get("amp") == "none":
+        body["train"].pop("amp")
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol", hyphens=True)
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    PROTOCOLS.register(protocol.name)(protocol)
+    return protocol
+
+
+def get_protocol(name: str) -> Protocol:
+    return PROTOCOLS.get(name)
+
+
+def all_protocols() -> list[Protocol]:
+    return [PROTOCOLS.get(n) for n in PROTOCOLS.names()]
+
+
+def _load_named() -> None:
+    from . import named  # noqa: F401  (registers the named protocols)
+
+
+PROTOCOLS.add_loader(_load_named)
+
+
+def derive(base: Protocol, name: str, description: str, **changes: Any) -> Protocol:
+    """A protocol that is ``base`` except for ``changes``: section changes are mappings of the
+    keys that differ (``train={"epochs": 300}``), other fields replace."""
+    fields: dict[str, Any] = {"name": name, "description": description, "base": base.name}
+    for key, value in changes.items():
+        if key in SECTIONS and isinstance(value, SECTIONS[key]):
+            fields[key] = value
+        elif key in SECTIONS:
+            merged = {**section_dict(getattr(base, key)), **value}
+            fields[key] = build_section(SECTIONS[key], merged, f"protocol {name}: {key}")
+        else:
+            fields[key] = value
+    defaults = {"method": None, "source": "", "default_for_method": True}
+    return dataclasses.replace(base, **{**defaults, **fields})
+
+
+def faithful_protocol(method: str, dataset: str | None = None) -> Protocol | None:
+    """The method's own protocol (its official code's) for ``dataset``, else for CIFAR-10,
+    else any of its protocols; None for a method without one (a submission)."""
+    mine = [p for p in all_protocols() if p.method == method and p.default_for_method]
+    for want in (dataset, "cifar10"):
+        for p in mine:
+            if p.dataset == want:
+                return p
+    return mine[0] if mine else None

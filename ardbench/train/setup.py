@@ -1,0 +1,179 @@
+"""Building a run before it starts: data, networks, method, speed plan — validated, no files.
+
+Everything that can be wrong with a run (a dataset that does not load, a teacher that is
+missing, a device that is not there, a holdout that leaves no data, a checkpoint rule that
+cannot apply) fails here, before a run directory exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from torch import Tensor
+
+from ..data import Dataset, load_dataset
+from ..data.loader import to_float01
+from ..device import resolve_device
+from ..errors import ArdbenchError
+from ..methods import Method, build_method
+from ..models import LoadedModel, feature_dim, load_model
+from ..protocols import RunConfig
+from .selection import Probe
+from .speed import SpeedPlan, resolve_speed
+from .step import freeze
+
+
+class TrainingError(ArdbenchError, RuntimeError):
+    """A run that cannot start or continue; the message says why and what to do."""
+
+
+@dataclass
+class Split:
+    """The training images the loader sees, and the held-out slice (or None)."""
+
+    x: Tensor
+    y: Tensor
+    x_hold: Tensor | None = None
+    y_hold: Tensor | None = None
+
+
+@dataclass
+class RunParts:
+    cfg: RunConfig
+    device: torch.device
+    dataset: Dataset
+    split: Split
+    method: Method
+    student: LoadedModel
+    teacher: LoadedModel | None
+    extras: dict[str, LoadedModel] = field(default_factory=dict)
+    plan: SpeedPlan | None = None
+    probe: Probe | None = None
+
+
+def check_device(spec: str) -> torch.device:
+    try:
+        device = resolve_device(spec)
+    except RuntimeError as exc:
+        raise TrainingError(f"device {spec!r} is not a device name ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(
+            f"device {spec!r} asked for, but no CUDA GPU is available",
+            hint="use --device cpu (or auto)",
+        )
+    if device.type == "cuda" and device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise TrainingError(
+                f"device {spec!r}: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    if device.type not in ("cpu", "cuda"):
+        raise TrainingError(f"device {spec!r} is not supported", hint="use cpu, cuda or cuda:N")
+    return device
+
+
+def split_train(ds: Dataset, cfg: RunConfig) -> Split:
+    """Holdout = the last ``train.holdout`` examples, then ``train_subset`` = the first N of
+    what remains."""
+    tc = cfg.train
+    x, y = ds.x_train, ds.y_train
+    x_hold = y_hold = None
+    if tc.holdout:
+        if tc.holdout >= len(y):
+            raise TrainingError(
+                f"train.holdout={tc.holdout} leaves no training data ({len(y)} examples)"
+            )
+        x, x_hold = x[: -tc.holdout], x[-tc.holdout :]
+        y, y_hold = y[: -tc.holdout], y[-tc.holdout :]
+    if tc.train_subset is not None:
+        x, y = x[: tc.train_subset], y[: tc.train_subset]
+    return Split(x, y, x_hold, y_hold)
+
+
+def _load(spec: str, cfg: RunConfig, ds: Dataset, runs_dir: Path, device) -> LoadedModel:
+    return load_model(
+        spec,
+        num_classes=ds.num_classes,
+        dataset=cfg.dataset,
+        runs_dir=runs_dir,
+        download=cfg.download,
+        device=device,
+    )
+
+
+def make_probe(cfg: RunConfig, split: Split, device: torch.device) -> Probe | None:
+    if split.x_hold is not None:
+        x, y, where = split.x_hold, split.y_hold, f"holdout ({len(split.y_hold)} training examples)"
+    elif cfg.train.probe:
+        n = min(cfg.train.probe, len(split.y))
+        x, y, where = split.x[:n], split.y[:n], f"the first {n} training examples"
+    else:
+        return None
+    x = to_float01(x.to(device)).contiguous()
+    return Probe(x, y.to(device), cfg.attack, seed=cfg.train.seed, split=where)
+
+
+def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
+    """Load and check everything the run needs; nothing is written."""
+    device = check_device(cfg.device)
+    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
+    if not ds.has_train:
+        raise TrainingError(f"dataset {cfg.dataset!r} has no training arrays (x_train, y_train)")
+    split = split_train(ds, cfg)
+    if cfg.checkpoint.rule == "best-on-holdout" and split.x_hold is None:
+        raise TrainingError(
+            "checkpoint.rule best-on-holdout selects on a held-out training slice",
+            hint="set train.holdout=N (e.g. 1000)",
+        )
+    if cfg.checkpoint.rule == "swa" and cfg.checkpoint.swa_start >= cfg.train.epochs:
+        raise TrainingError(
+            f"checkpoint.swa_start={cfg.checkpoint.swa_start} is not before the last epoch "
+            f"(train.epochs={cfg.train.epochs})"
+        )
+    method = build_method(cfg.method, cfg.method_config)
+    torch.manual_seed(cfg.train.seed)  # student initialisation
+    student = _load(cfg.student, cfg, ds, runs_dir, device)
+    student.module.train()
+    teacher = None
+    if type(method).needs_teacher:
+        if not cfg.teacher:
+            raise TrainingError(
+                f"method {cfg.method!r} distils from a teacher",
+                hint="pass --teacher SPEC (ARCH:PATH, PATH.safetensors, PATH.pt2, "
+                "robustbench:ID, run:RUN_ID)",
+            )
+        teacher = _load(cfg.teacher, cfg, ds, runs_dir, device)
+        freeze(teacher.module)
+    extras = {}
+    for name, spec in method.extra_models().items():
+        extras[name] = _load(spec, cfg, ds, runs_dir, device)
+        freeze(extras[name].module)
+    t_dim = None
+    if teacher is not None:
+        try:
+            t_dim = feature_dim(teacher.module)
+        except Exception:  # some archives expose no penultimate layer; only vargap needs it
+            t_dim = None
+    method.setup(
+        student=student.module,
+        teacher=teacher.module if teacher else None,
+        num_classes=ds.num_classes,
+        feature_dims=(feature_dim(student.module), t_dim),
+    )
+    method.to(device)
+    student.module.train()
+    plan = resolve_speed(cfg.train, device, method)
+    return RunParts(
+        cfg=cfg,
+        device=device,
+        dataset=ds,
+        split=split,
+        method=method,
+        student=student,
+        teacher=teacher,
+        extras=extras,
+        plan=plan,
+        probe=make_probe(cfg, split, device),
+    )
