@@ -28,16 +28,9 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from .leaderboard import (
-    COLUMN_TITLES,
-    DASH,
-    Row,
-    Stat,
-    Table,
-    build_tables,
-    pair_key,
-)
-from .records import COLUMNS
+from .grouping import table_key
+from .schema import COLUMNS
+from .tables import COLUMN_TITLES, DASH, Row, Stat, Table, build_tables
 
 __all__ = [
     "DEFAULT_SEED_STD_PP",
@@ -140,7 +133,7 @@ def _compare(
 def _table_for(
     key: Any, leaderboard: Sequence[Mapping[str, Any]], exclude: set[str]
 ) -> tuple[Table | None, list[str]]:
-    same_pair = [r for r in leaderboard if pair_key(r) == key]
+    same_pair = [r for r in leaderboard if table_key(r) == key]
     excluded = sorted(r["run_id"] for r in same_pair if r["run_id"] in exclude)
     kept = [r for r in same_pair if r["run_id"] not in exclude]
     tables = build_tables(kept)
@@ -158,7 +151,7 @@ def compare_record(
     record: Mapping[str, Any], leaderboard: Sequence[Mapping[str, Any]]
 ) -> Comparison:
     """One run against every row of its pair's table (the run itself left out of the table)."""
-    key = pair_key(record)
+    key = table_key(record)
     table, excluded = _table_for(key, leaderboard, {record["run_id"]})
     if table is None:
         raise NoTableError(
@@ -190,7 +183,7 @@ def compare_method(
     wanted = None if pair is None else pair.strip().removesuffix(".md").strip("/")
     out = []
     for ours_table in build_tables(mine):
-        key = pair_key(ours_table.records[0])
+        key = table_key(ours_table.records[0])
         mine_ids = {r["run_id"] for r in ours_table.records}
         table, excluded = _table_for(key, leaderboard, mine_ids)
         names = {ours_table.name} | ({table.name} if table else set())

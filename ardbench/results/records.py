@@ -1,10 +1,11 @@
 """Run records: build, write (atomically, never over another), load (upgrading older schema
 versions in memory), find, and the protocol hash that groups runs into leaderboard rows.
 
-The schema itself, its validation and the upgrades live in :mod:`ardbench.results.schema`
-(the field table is in its docstring); the provenance blocks (code version, the method's
-source hash, library versions, hardware) in :mod:`ardbench.results.provenance`. Both are
-re-exported here: ``from ardbench.results.records import validate_record`` keeps working.
+The schema lives in :mod:`ardbench.results.schema` (the field table is in its docstring), its
+validation and the version upgrades in :mod:`ardbench.results.validate`, the provenance
+blocks (code version, the method's source hash, library versions, hardware) in
+:mod:`ardbench.results.provenance`. Their public names are re-exported here:
+``from ardbench.results.records import validate_record`` keeps working.
 
 Writing (:func:`write_record`) is atomic and never overwrites: the record is written to a
 temporary file in the target directory and hard-linked to its final name, which fails if the
@@ -32,9 +33,8 @@ from .provenance import (
     method_source_files,
     method_source_sha256,
 )
-from .schema import (
-    COLUMNS,
-    SCHEMA_VERSION,
+from .schema import COLUMNS, SCHEMA_VERSION
+from .validate import (
     RecordError,
     RecordExistsError,
     is_official_dataset,

@@ -1,10 +1,10 @@
 """The run record's schema (version 2) as pydantic models, its validation and its upgrades.
 
 A record is everything needed to place a run in a leaderboard table and to say what produced
-it (DESIGN.md, principles 3-4). :func:`validate_record` checks a dict against
-:class:`RecordModel` and raises :class:`RecordError` naming the first bad field as a dotted
-path (``eval.accuracy.pgd20``, ``eval.warnings[0]``). The dict is never replaced by the model:
-records stay plain JSON documents, the models only judge them.
+it (DESIGN.md, principles 3-4). :class:`RecordModel` is the record as pydantic models (strict:
+no coercion; ``true`` is not ``1``, ``"2"`` is not ``2``); :mod:`ardbench.results.validate`
+judges a dict with them and names the first bad field. The dict is never replaced by the
+model: records stay plain JSON documents, the models only judge them.
 
 Schema version 2 (fields; "?" = may be null or absent; an *id* is
 ``[A-Za-z0-9][A-Za-z0-9._-]*``, at most 200 characters, because ids become file names):
@@ -42,29 +42,22 @@ eval                the evaluator's block: ``n_examples``, ``accuracy`` ({column
 checkpoint          ``path`` and/or ``url``, ``sha256``
 paper?              paper-reported figures the recipe reproduces: ``source?`` and, per column
                     (``clean``, ``aa``, ...), a percentage in [0, 100] or null
-upgraded_from?      set by :func:`upgrade_record` when it upgraded an older record in memory
+upgraded_from?      set by ``upgrade_record`` when it upgraded an older record in memory
 ==================  ========================================================================
 
 Unknown top-level fields are errors (a typo would otherwise silently drop information);
 nested objects accept extra keys so that the evaluator and the hardware block can grow
 without a schema bump. Every value anywhere must be plain JSON: strings as keys, no NaN or
 infinity (a record that validates can always be written). ``method.source_sha256`` was added
-within version 2 as an optional field: records without it load unchanged.
-
-Version 1 (what the trainer wrote before records had a schema) lacks ``started_at``,
-``track.official`` and ``track.description``; :func:`upgrade_record` upgrades it in memory
-(the file on disk is never rewritten: records are immutable). Unknown or newer versions are
-rejected with a message that says what to do.
+within version 2 as an optional field: records without it load unchanged. Older versions
+are upgraded in memory by :func:`ardbench.results.validate.upgrade_record`.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from numbers import Real
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -95,43 +88,15 @@ __all__ = [
     "NORMS",
     "SCHEMA_VERSION",
     "SUPPORTED_VERSIONS",
-    "RecordError",
-    "RecordExistsError",
+    "UNION_TAGS",
+    "PaperModel",
     "RecordModel",
-    "is_official_dataset",
-    "upgrade_record",
-    "validate_paper",
-    "validate_record",
+    "describe",
 ]
 
 
-class RecordError(ValueError):
-    """A record that is not valid; ``field`` is the dotted name of the bad field."""
-
-    def __init__(self, field: str, message: str, *, source: str | Path | None = None) -> None:
-        self.field = field
-        self.message = message
-        self.source = None if source is None else str(source)
-        where = f"{self.source}: " if self.source else ""
-        name = f"record field {field!r}" if field else "record"
-        super().__init__(f"{where}{name}: {message}")
-
-    def at(self, source: str | Path) -> RecordError:
-        """The same error, saying which file it came from."""
-        return RecordError(self.field, self.message, source=source)
-
-
-class RecordExistsError(RecordError, FileExistsError):
-    """``write_record`` refused to overwrite an existing record."""
-
-
-def is_official_dataset(spec: str | None) -> bool:
-    """True for a registered dataset (``cifar10``, ``digits``... loaded from its own source);
-    False for ``npz:`` arrays, which are copies whose identity is only their fingerprint."""
-    return bool(spec) and not str(spec).startswith("npz:")
-
-
-def _kind(value: Any) -> str:
+def describe(value: Any) -> str:
+    """What a JSON value is, for error messages ("a string ('L3')", "a list")."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -161,7 +126,7 @@ def _expect(what: str) -> WrapValidator:
             if first["type"] == "record":  # already in our words (a timestamp's own message)
                 raise PydanticCustomError("record", first["msg"]) from None
             raise PydanticCustomError(
-                "record", "expected {what}, got {got}", {"what": what, "got": _kind(value)}
+                "record", "expected {what}, got {got}", {"what": what, "got": describe(value)}
             ) from None
 
     return WrapValidator(wrap)
@@ -229,7 +194,7 @@ def _fractions_branch(value: Any) -> str:
 
 
 # A fraction in [0, 1], null (not run), or an object of those (e.g. a breakdown). The tags
-# name the branch in pydantic's error locations; _dotted drops them.
+# name the branch in pydantic's error locations; validation drops them from paths.
 Fractions = TypeAliasType(
     "Fractions",
     Annotated[
@@ -351,181 +316,12 @@ class RecordModel(BaseModel):
     upgraded_from: Count1 = None
 
 
-class _PaperOnly(BaseModel):
+class PaperModel(BaseModel):
+    """The ``paper`` block alone (a recipe's, checked before a long run starts)."""
+
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
     paper: Paper | None
 
 
-_TAGS = frozenset({"<object>", "<fraction>"})
-
-
-# ---------------------------------------------------------------------------- validation
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    """pydantic's error location as the record's dotted path (list indices as ``[i]``)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int) and not isinstance(part, bool):
-            out += f"[{part}]"
-        elif part not in _TAGS:
-            out = f"{out}.{part}" if out else str(part)
-    return out
-
-
-def _message(err: Mapping[str, Any], model: type[BaseModel]) -> str:
-    kind = err["type"]
-    if kind == "record":
-        return err["msg"]
-    if kind == "missing":
-        return "missing (a required field)"
-    if kind == "extra_forbidden":
-        return f"unknown field (known here: {', '.join(sorted(model.model_fields))})"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected an object, got {_kind(err.get('input'))}"
-    if kind == "list_type":
-        return f"expected a list, got {_kind(err.get('input'))}"
-    if kind == "invalid_key" or (kind == "string_type" and err["loc"][-1:] == ("[key]",)):
-        return f"keys must be strings, got {err.get('input')!r}"
-    return f"{err['msg']} (got {_kind(err.get('input'))})"
-
-
-def _check(model: type[BaseModel], d: Any) -> None:
-    try:
-        model.model_validate(d)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        if err["type"] == "invalid_key":  # the key itself is the problem: name its object
-            loc = loc[:-1]
-        elif loc[-1:] == ("[key]",):
-            loc = loc[:-2]
-        raise RecordError(_dotted(loc), _message(err, model)) from None
-
-
-def _not_json(value: Any, path: str) -> tuple[str, str] | None:
-    """(path, why) of the first value in the open parts of a record that JSON cannot hold
-    exactly; the typed fields are already checked by pydantic."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (path, f"{value!r} is not a JSON number")
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                return path, f"keys must be strings, got {k!r}"
-            found = _not_json(v, f"{path}.{k}" if path else k)
-            if found:
-                return found
-        return None
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            found = _not_json(v, f"{path}[{i}]")
-            if found:
-                return found
-        return None
-    return path, f"{type(value).__name__} is not a JSON value"
-
-
-def validate_record(d: Any) -> None:
-    """Raise :class:`RecordError` naming the first bad field of ``d`` (a current-version
-    record: upgrade older ones with :func:`upgrade_record` first)."""
-    if isinstance(d, Mapping) and "schema_version" in d:
-        v = d["schema_version"]
-        if v != SCHEMA_VERSION or isinstance(v, bool):
-            raise RecordError(
-                "schema_version",
-                f"expected {SCHEMA_VERSION}, got {v!r}"
-                + (
-                    " (read older records with load_record, which upgrades them)"
-                    if v in SUPPORTED_VERSIONS and not isinstance(v, bool)
-                    else ""
-                ),
-            )
-    if not isinstance(d, dict) and isinstance(d, Mapping):
-        d = dict(d)
-    _check(RecordModel, d)
-    found = _not_json(d, "")
-    if found:
-        raise RecordError(*found)
-    _check_consistency(d)
-
-
-def validate_paper(paper: Any) -> None:
-    """The ``paper`` block alone (recipes can be checked before a long run starts)."""
-    _check(_PaperOnly, {"paper": paper})
-    found = _not_json(paper, "paper")
-    if found:
-        raise RecordError(*found)
-
-
-def _check_consistency(d: Mapping[str, Any]) -> None:
-    """Cross-field rules the types cannot express."""
-    cv = d["code_version"]
-    if not cv.get("git_sha") and not cv.get("version"):
-        raise RecordError("code_version", "needs a git_sha or a distribution version")
-    if not d["checkpoint"].get("path") and not d["checkpoint"].get("url"):
-        raise RecordError("checkpoint", "needs a path or a url")
-    if not d["eval"]["accuracy"]:
-        raise RecordError("eval.accuracy", "is empty: at least one column (clean) is needed")
-    track, ev = d["track"], d["eval"]
-    if "eps" in ev and not math.isclose(ev["eps"], track["eps"], rel_tol=1e-9, abs_tol=1e-12):
-        raise RecordError("eval.eps", f"{ev['eps']!r} differs from track.eps {track['eps']!r}")
-    if "norm" in ev and ev["norm"] != track["norm"]:
-        raise RecordError("eval.norm", f"{ev['norm']!r} differs from track.norm {track['norm']!r}")
-    cfg = d["config"]
-    if "method" in cfg and cfg["method"] != d["method"]["name"]:
-        raise RecordError(
-            "config.method", f"{cfg['method']!r} differs from method.name {d['method']['name']!r}"
-        )
-    train = cfg.get("train")
-    if isinstance(train, Mapping):
-        for key in ("seed", "epochs"):
-            if key in train and train[key] != d[key]:
-                raise RecordError(
-                    f"config.train.{key}", f"{train[key]!r} differs from {key} {d[key]!r}"
-                )
-
-
-# ------------------------------------------------------------------------------- versions
-
-
-def _upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(d)
-    out["schema_version"] = 2
-    out.setdefault("started_at", None)
-    track = out.get("track")
-    if isinstance(track, dict):
-        track.setdefault("official", is_official_dataset(track.get("dataset")))
-        track.setdefault("description", None)
-    out["upgraded_from"] = 1
-    return out
-
-
-_UPGRADES = {1: _upgrade_v1}
-
-
-def upgrade_record(d: Any) -> dict[str, Any]:
-    """A record of any supported schema version as a current-version dict (not validated)."""
-    if not isinstance(d, Mapping):
-        raise RecordError("", f"a record is a JSON object, got {_kind(d)}")
-    if "schema_version" not in d:
-        raise RecordError("schema_version", "missing: this is not an ardbench run record")
-    v = d["schema_version"]
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise RecordError("schema_version", f"expected an integer, got {_kind(v)}")
-    if v > SCHEMA_VERSION:
-        raise RecordError(
-            "schema_version",
-            f"{v} was written by a newer ardbench; this one (schema {SCHEMA_VERSION}) reads "
-            f"versions {', '.join(map(str, SUPPORTED_VERSIONS))}: upgrade ardbench to read it",
-        )
-    if v not in SUPPORTED_VERSIONS:
-        raise RecordError(
-            "schema_version",
-            f"unknown version {v} (known: {', '.join(map(str, SUPPORTED_VERSIONS))})",
-        )
-    out = dict(d)
-    while out["schema_version"] < SCHEMA_VERSION:
-        out = _UPGRADES[out["schema_version"]](out)
-    return out
+UNION_TAGS = frozenset({"<object>", "<fraction>"})
+"""Branch names pydantic puts in error locations inside :data:`Fractions` (not record keys)."""
