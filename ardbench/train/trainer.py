@@ -13,6 +13,7 @@ so ``--resume`` after epoch k continues to the same weights as an uninterrupted 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections import defaultdict
@@ -59,7 +60,9 @@ class RunResult:
 
 def new_run_id(cfg: RunConfig) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    student = cfg.student.split(":")[0].replace("/", "_")
+    # a run id is a file name and must match results.schema.ID_PATTERN (a .pt2 student is a path)
+    student = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.student.split(":")[0])[-60:].strip("._-")
+    student = student or "student"
     return f"{cfg.method}-{student}-s{cfg.train.seed}-{stamp}-{secrets.token_hex(2)}"
 
 
