@@ -3,8 +3,9 @@
 :func:`validate_record` raises :class:`RecordError` naming the first bad field as a dotted path
 (``eval.accuracy.pgd20``, ``eval.warnings[0]``): pydantic's first error, its location turned
 into that path and its message into the record's words. Besides the types, a record must be
-plain JSON everywhere (string keys, no NaN or infinity: what validates can be written) and
-satisfy a few cross-field rules (the evaluation's eps and norm are the track's...).
+plain JSON everywhere (string keys, no NaN or infinity: what validates can be written; in the
+open parts a tuple is accepted and written as a list) and satisfy a few cross-field rules
+(the evaluation's eps and norm are the track's...).
 
 Version 1 (what the trainer wrote before records had a schema) lacks ``started_at``,
 ``track.official`` and ``track.description``; :func:`upgrade_record` upgrades it in memory
