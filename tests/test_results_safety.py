@@ -236,3 +236,26 @@ def test_records_without_a_source_hash_still_load_and_bad_ones_are_named():
     with pytest.raises(RecordError, match="sha256") as info:
         validate_record(r)
     assert info.value.field == "method.source_sha256"
+
+
+def test_compare_prints_record_text_literally():
+    import io
+
+    from rich.console import Console
+
+    from ardbench.results.compare import compare_record, render_comparison
+
+    def run(rid: str, method: str, recipe: str) -> dict:
+        return example_record(
+            run_id=rid,
+            method={"name": method},
+            recipe=recipe,
+            config={"method": method, "train": {"seed": 0, "epochs": 1}},
+        )
+
+    table = [run("kd-s0", "kd", "[red]x[/red]|y")]
+    comp = compare_record(run("ard-s0", "ard", "[bold]mine[/bold]"), table)
+    buf = io.StringIO()
+    render_comparison(comp, Console(file=buf, width=200, color_system=None))
+    out = buf.getvalue()
+    assert "[bold]mine[/bold]" in out and "[red]x[/red]|y" in out

@@ -229,7 +229,8 @@ def render_comparison(comp: Comparison, console: Console) -> None:
         for c in COLUMNS
         if comp.ours[c].mean is not None or any(r.row.stats[c].mean is not None for r in comp.rows)
     ]
-    table = RichTable(title=f"{comp.subject} vs {comp.table.name}", title_justify="left")
+    # record text is shown as it is: Text() keeps rich from reading "[...]" in it as markup
+    table = RichTable(title=Text(f"{comp.subject} vs {comp.table.name}"), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("method")
     table.add_column("recipe")
@@ -239,7 +240,7 @@ def render_comparison(comp: Comparison, console: Console) -> None:
     table.add_row(
         "",
         Text("ours", style="bold"),
-        comp.recipe,
+        Text(comp.recipe),
         str(comp.ours_runs),
         *(_abs_cell(comp.ours[c]) for c in columns),
     )
@@ -247,8 +248,8 @@ def render_comparison(comp: Comparison, console: Console) -> None:
     for i, rc in enumerate(comp.rows, 1):
         table.add_row(
             str(i),
-            rc.row.method + (" (same)" if rc.same_row else ""),
-            rc.row.recipe_cell,
+            Text(rc.row.method + (" (same)" if rc.same_row else "")),
+            Text(rc.row.recipe_cell),
             str(rc.row.runs),
             *(_delta_cell(rc.deltas[c]) for c in columns),
         )
@@ -261,6 +262,6 @@ def render_comparison(comp: Comparison, console: Console) -> None:
     )
     if comp.excluded:
         console.print(
-            f"Left out of the table (the runs being compared): {', '.join(comp.excluded)}",
+            Text(f"Left out of the table (the runs being compared): {', '.join(comp.excluded)}"),
             highlight=False,
         )
