@@ -5,6 +5,7 @@ untracked method files make a record dirty."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -259,3 +260,43 @@ def test_compare_prints_record_text_literally():
     render_comparison(comp, Console(file=buf, width=200, color_system=None))
     out = buf.getvalue()
     assert "[bold]mine[/bold]" in out and "[red]x[/red]|y" in out
+
+
+@pytest.mark.parametrize(
+    "blocks, field",
+    [
+        ({"settings": ["aa"]}, "settings"),
+        ({"warnings": [1]}, "warnings[0]"),
+        ({"versions": "0.1"}, "versions"),
+        ({"accuracy": {"clean": 0.8, "aa": float("nan")}}, "eval.accuracy.aa"),
+    ],
+)
+def test_a_malformed_later_evaluation_is_a_record_error(tmp_path, capsys, blocks, field):
+    from ardbench.results.leaderboard import collect_records
+
+    r = example_record(checkpoint={"path": "m.pt", "sha256": "4" * 64})
+    write_record(tmp_path / "runs" / "kd-resnet18-s0-20250101-000000-abcd.json", r)
+    ev = {
+        "n_examples": 100,
+        "eps": 8 / 255,
+        "norm": "Linf",
+        "accuracy": {"clean": 0.8, "aa": 0.4},
+        "model": {"sha256": "4" * 64},
+        "data": {"fingerprint": "0" * 64},
+        **blocks,
+    }
+    (tmp_path / "runs" / "kd-resnet18-s0-20250101-000000-abcd.eval.json").write_text(json.dumps(ev))
+    with pytest.raises(RecordError) as info:
+        collect_records(tmp_path / "runs")
+    assert info.value.field == field
+    args = ["leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path), "--check"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err
+
+
+def test_json_nested_too_deeply_is_a_record_error(tmp_path):
+    text = json.dumps(example_record())[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (tmp_path / "record.json").write_text(text)
+    with pytest.raises(RecordError, match="nested too deeply"):
+        load_record(tmp_path)

@@ -15,14 +15,13 @@ Every file is written through :mod:`ardbench.io` (atomic; records never over ano
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..io import write_text_atomic
 from .grouping import eval_split, record_relpath
-from .later_eval import later_eval_path, merge_later_eval
+from .later_eval import later_eval_path, load_later_eval, merge_later_eval
 from .records import (
     RECORD_FILENAME,
     RecordError,
@@ -74,7 +73,7 @@ def collect_records(root: str | Path) -> list[dict[str, Any]]:
     for rid in sorted(seen):
         record = seen[rid][1]
         if rid in later:  # columns the record lacks, from a later evaluation of its checkpoint
-            ev = json.loads(later[rid].read_text(encoding="utf-8"))
+            ev = load_later_eval(later[rid])
             record = merge_later_eval(record, ev, source=later[rid])
         out.append(record)
     return out

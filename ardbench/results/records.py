@@ -60,6 +60,7 @@ __all__ = [
     "library_versions",
     "load_record",
     "method_source_sha256",
+    "read_json",
     "protocol_hash",
     "record_bytes",
     "upgrade_record",
@@ -151,15 +152,23 @@ def _record_path(path: str | Path) -> Path:
     return path / RECORD_FILENAME if path.is_dir() else path
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file's value, or :class:`RecordError` naming the file when it is not UTF-8 JSON
+    or is nested too deeply for the parser."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError("", f"not valid JSON ({exc})", source=path) from None
+    except RecursionError:
+        raise RecordError("", "JSON nested too deeply", source=path) from None
+
+
 def load_record(path: str | Path) -> dict[str, Any]:
     """Read, upgrade (in memory) and validate a record file or a run directory's record."""
     path = _record_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no run record at {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordError("", f"not valid JSON ({exc})", source=path) from None
+    data = read_json(path)
     try:
         record = upgrade_record(data)
         validate_record(record)
@@ -187,8 +196,8 @@ def find_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             continue
         if path.name != RECORD_FILENAME:
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                data = read_json(path)
+            except RecordError:
                 continue
             if not isinstance(data, dict) or "schema_version" not in data:
                 continue

@@ -35,6 +35,7 @@ from .schema import (
 __all__ = [
     "RecordError",
     "RecordExistsError",
+    "check_model",
     "is_official_dataset",
     "upgrade_record",
     "validate_paper",
@@ -99,7 +100,9 @@ def _message(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     return f"{err['msg']} (got {describe(err.get('input'))})"
 
 
-def _check(model: type[BaseModel], d: Any) -> None:
+def check_model(model: type[BaseModel], d: Any) -> None:
+    """Validate ``d`` with a pydantic ``model``; :class:`RecordError` naming the first bad
+    field as a dotted path."""
     try:
         model.model_validate(d)
     except ValidationError as exc:
@@ -153,8 +156,11 @@ def validate_record(d: Any) -> None:
             )
     if not isinstance(d, dict) and isinstance(d, Mapping):
         d = dict(d)
-    _check(RecordModel, d)
-    found = _not_json(d, "")
+    try:
+        check_model(RecordModel, d)
+        found = _not_json(d, "")
+    except RecursionError:
+        raise RecordError("", "nested too deeply to be a record") from None
     if found:
         raise RecordError(*found)
     _check_consistency(d)
@@ -162,7 +168,7 @@ def validate_record(d: Any) -> None:
 
 def validate_paper(paper: Any) -> None:
     """The ``paper`` block alone (recipes can be checked before a long run starts)."""
-    _check(PaperModel, {"paper": paper})
+    check_model(PaperModel, {"paper": paper})
     found = _not_json(paper, "paper")
     if found:
         raise RecordError(*found)
