@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from .grouping import table_key
+from .grouping import describe_key, table_key
 from .schema import COLUMNS
 from .tables import COLUMN_TITLES, DASH, Row, Stat, Table, build_tables
 
@@ -140,13 +140,6 @@ def _table_for(
     return (tables[0] if tables else None), excluded
 
 
-def _describe_pair(key: Any) -> str:
-    (label, norm, eps, fp, split), sha, student = key
-    teacher = f"teacher sha256 {sha[:8]}" if sha else "no teacher"
-    held = ", evaluated on a training holdout" if split != "test" else ""
-    return f"{label} {norm} {eps} (data {fp[:8]}{held}), {teacher}, student {student}"
-
-
 def compare_record(
     record: Mapping[str, Any], leaderboard: Sequence[Mapping[str, Any]]
 ) -> Comparison:
@@ -155,7 +148,7 @@ def compare_record(
     table, excluded = _table_for(key, leaderboard, {record["run_id"]})
     if table is None:
         raise NoTableError(
-            f"the leaderboard has no other runs for this pair ({_describe_pair(key)}); "
+            f"the leaderboard has no other runs for this pair ({describe_key(key)}); "
             "nothing to compare with"
         )
     (ours,) = build_tables([record])[0].rows

@@ -6,10 +6,11 @@ Two functions decide it, and nothing else in :mod:`ardbench.results` does:
 - :func:`table_relpath` — the table's path relative to the output directory (today:
   ``<track-slug>/<teacher-slug>__<student>.md``).
 
-To group and name tables another way (by a named protocol, say), replace these two; the rest
-(aggregation, rendering, ``--check``, ``--add``, ``compare``) only uses the key's
-``teacher_sha`` field (teacherless runs are the reference rows of every teacher's table whose
-key is otherwise equal) and the path.
+To group and name tables another way (by a named protocol, say), replace these two (and
+:func:`describe_key`, the key in words for messages); aggregation, ``--check``, ``--add`` and
+``compare`` only use the key's ``teacher_sha`` field (teacherless runs are the reference rows
+of every teacher's table whose key is otherwise equal) and the path. The markdown header
+(:mod:`ardbench.results.render`) reads the track's parts to describe it.
 
 - **Track** = dataset (the spec's name; ``npz:`` copies by file name) + norm + eps + the data
   fingerprint + the evaluation split: two runs on different pixels never share a table, and a
@@ -37,6 +38,7 @@ __all__ = [
     "TableKey",
     "TrackKey",
     "dataset_label",
+    "describe_key",
     "display_spec",
     "eval_split",
     "format_eps",
@@ -128,6 +130,14 @@ def table_key(record: Mapping[str, Any]) -> TableKey:
     )
     teacher = record.get("teacher") or {}
     return TableKey(track, teacher.get("sha256", ""), record["student"]["arch"])
+
+
+def describe_key(key: TableKey) -> str:
+    """A table key in words, for messages."""
+    label, norm, eps, fp, split = key.track
+    teacher = f"teacher sha256 {key.teacher_sha[:8]}" if key.teacher_sha else "no teacher"
+    held = ", evaluated on a training holdout" if split != "test" else ""
+    return f"{label} {norm} {eps} (data {fp[:8]}{held}), {teacher}, student {key.student}"
 
 
 def _track_slug(key: TrackKey) -> str:
