@@ -10,8 +10,9 @@ import pytest
 
 from ardbench.cli import main
 from ardbench.results.later_eval import attach_later_evals, merge_later_eval
-from ardbench.results.leaderboard import collect_records, render_leaderboard
+from ardbench.results.leaderboard import collect_records
 from ardbench.results.records import RecordError, example_record, write_record
+from ardbench.results.render import render_leaderboard
 
 SHA = "4" * 64  # example_record's checkpoint
 FP = "0" * 64  # and data fingerprint

@@ -18,14 +18,13 @@ from ardbench.results.compare import (
     render_comparison,
 )
 from ardbench.results.leaderboard import (
-    GENERATED_MARK,
     add_records,
-    build_tables,
     check_leaderboard,
     collect_records,
-    render_leaderboard,
 )
 from ardbench.results.records import RecordError, example_record, record_bytes, write_record
+from ardbench.results.render import GENERATED_MARK, render_leaderboard
+from ardbench.results.tables import build_tables
 
 TABLE = "cifar10_linf_8-255_00000000/robustbench-Zhang2019Theoretically-11111111__resnet18.md"
 

@@ -274,3 +274,8 @@ def test_the_trainers_record_validates(tmp_path):
     rec = load_record(run_dir)
     assert rec["track"]["official"] is False
     assert rec["eval"]["accuracy"]["clean"] is not None
+    from ardbench.io import file_sha256
+    from ardbench.methods import pgd_at
+
+    assert rec["method"]["source_sha256"] == file_sha256(pgd_at.__file__)
+    assert isinstance(rec["code_version"]["dirty"], bool)

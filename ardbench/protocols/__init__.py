@@ -20,6 +20,7 @@ from .protocol import (
     faithful_protocol,
     get_protocol,
     identity_of,
+    protocol_ref,
     register_protocol,
 )
 from .run_config import RunConfig, computation_dict
@@ -56,5 +57,6 @@ __all__ = [
     "identity_of",
     "parse_eps",
     "parse_number",
+    "protocol_ref",
     "register_protocol",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "faithful_protocol",
     "get_protocol",
     "identity_of",
+    "protocol_ref",
     "register_protocol",
 ]
 
@@ -198,3 +199,21 @@ def faithful_protocol(method: str, dataset: str | None = None) -> Protocol | Non
             if p.dataset == want:
                 return p
     return mine[0] if mine else None
+
+
+def protocol_ref(config: Mapping[str, Any], data_fingerprint: str | None) -> dict[str, Any]:
+    """The ``protocol`` block of a record: the named protocol a run (its resolved config as a
+    dict) followed, the identity of the values it used and whether they are the registered
+    ones. A protocol defined on a data fingerprint is identified by the run's fingerprint."""
+    name = config.get("protocol")
+    registered = PROTOCOLS.get(name) if name and name in PROTOCOLS else None
+    per_method = registered.per_method if registered else ()
+    fingerprint = data_fingerprint if registered and registered.data_fingerprint else None
+    identity = identity_of(config, per_method, fingerprint)
+    return {
+        "name": name,
+        "identity": identity,
+        "registered_identity": registered.identity() if registered else None,
+        "modified": registered is None or identity != registered.identity(),
+        "kind": registered.kind if registered else None,
+    }

@@ -1,1 +1,13 @@
-"""Run records, leaderboard tables, comparisons and later evaluations."""
+"""Run records, leaderboard tables, comparisons and later evaluations.
+
+schema      the record (version 2) as pydantic models
+validate    a dict against the schema (RecordError naming the field), version upgrades
+provenance  code version (dirty, the method's source hash), libraries, hardware
+records     build, write, load, find records; the protocol hash of a row
+grouping    table_key and table_relpath: which table a record is in, and its file name
+tables      records -> frame -> rows (mean ± std over seeds) -> sorted tables
+render      markdown of a table and of the index (record text escaped)
+leaderboard collect, write, --check, --add
+later_eval  --attach: columns a record lacks, from a later evaluation of its checkpoint
+compare     a run or a method against its table
+"""

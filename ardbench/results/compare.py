@@ -28,16 +28,9 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from .leaderboard import (
-    COLUMN_TITLES,
-    DASH,
-    Row,
-    Stat,
-    Table,
-    build_tables,
-    pair_key,
-)
-from .records import COLUMNS
+from .grouping import describe_key, table_key
+from .schema import COLUMNS
+from .tables import COLUMN_TITLES, DASH, Row, Stat, Table, build_tables
 
 __all__ = [
     "DEFAULT_SEED_STD_PP",
@@ -140,29 +133,22 @@ def _compare(
 def _table_for(
     key: Any, leaderboard: Sequence[Mapping[str, Any]], exclude: set[str]
 ) -> tuple[Table | None, list[str]]:
-    same_pair = [r for r in leaderboard if pair_key(r) == key]
+    same_pair = [r for r in leaderboard if table_key(r) == key]
     excluded = sorted(r["run_id"] for r in same_pair if r["run_id"] in exclude)
     kept = [r for r in same_pair if r["run_id"] not in exclude]
     tables = build_tables(kept)
     return (tables[0] if tables else None), excluded
 
 
-def _describe_pair(key: Any) -> str:
-    (label, norm, eps, fp, split), sha, student = key
-    teacher = f"teacher sha256 {sha[:8]}" if sha else "no teacher"
-    held = ", evaluated on a training holdout" if split != "test" else ""
-    return f"{label} {norm} {eps} (data {fp[:8]}{held}), {teacher}, student {student}"
-
-
 def compare_record(
     record: Mapping[str, Any], leaderboard: Sequence[Mapping[str, Any]]
 ) -> Comparison:
     """One run against every row of its pair's table (the run itself left out of the table)."""
-    key = pair_key(record)
+    key = table_key(record)
     table, excluded = _table_for(key, leaderboard, {record["run_id"]})
     if table is None:
         raise NoTableError(
-            f"the leaderboard has no other runs for this pair ({_describe_pair(key)}); "
+            f"the leaderboard has no other runs for this pair ({describe_key(key)}); "
             "nothing to compare with"
         )
     (ours,) = build_tables([record])[0].rows
@@ -190,7 +176,7 @@ def compare_method(
     wanted = None if pair is None else pair.strip().removesuffix(".md").strip("/")
     out = []
     for ours_table in build_tables(mine):
-        key = pair_key(ours_table.records[0])
+        key = table_key(ours_table.records[0])
         mine_ids = {r["run_id"] for r in ours_table.records}
         table, excluded = _table_for(key, leaderboard, mine_ids)
         names = {ours_table.name} | ({table.name} if table else set())
@@ -236,7 +222,8 @@ def render_comparison(comp: Comparison, console: Console) -> None:
         for c in COLUMNS
         if comp.ours[c].mean is not None or any(r.row.stats[c].mean is not None for r in comp.rows)
     ]
-    table = RichTable(title=f"{comp.subject} vs {comp.table.name}", title_justify="left")
+    # record text is shown as it is: Text() keeps rich from reading "[...]" in it as markup
+    table = RichTable(title=Text(f"{comp.subject} vs {comp.table.name}"), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("method")
     table.add_column("recipe")
@@ -246,7 +233,7 @@ def render_comparison(comp: Comparison, console: Console) -> None:
     table.add_row(
         "",
         Text("ours", style="bold"),
-        comp.recipe,
+        Text(comp.recipe),
         str(comp.ours_runs),
         *(_abs_cell(comp.ours[c]) for c in columns),
     )
@@ -254,8 +241,8 @@ def render_comparison(comp: Comparison, console: Console) -> None:
     for i, rc in enumerate(comp.rows, 1):
         table.add_row(
             str(i),
-            rc.row.method + (" (same)" if rc.same_row else ""),
-            rc.row.recipe_cell,
+            Text(rc.row.method + (" (same)" if rc.same_row else "")),
+            Text(rc.row.recipe_cell),
             str(rc.row.runs),
             *(_delta_cell(rc.deltas[c]) for c in columns),
         )
@@ -268,6 +255,6 @@ def render_comparison(comp: Comparison, console: Console) -> None:
     )
     if comp.excluded:
         console.print(
-            f"Left out of the table (the runs being compared): {', '.join(comp.excluded)}",
+            Text(f"Left out of the table (the runs being compared): {', '.join(comp.excluded)}"),
             highlight=False,
         )

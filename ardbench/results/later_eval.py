@@ -20,15 +20,23 @@ the row says which columns came later. A second later evaluation of the same run
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .records import RecordError, find_records, validate_record, write_bytes_exclusive
+from pydantic import BaseModel, ConfigDict
 
-__all__ = ["SUFFIX", "attach_later_evals", "later_eval_path", "merge_later_eval"]
+from .records import RecordError, find_records, read_json, validate_record, write_bytes_exclusive
+from .validate import check_model
+
+__all__ = [
+    "SUFFIX",
+    "attach_later_evals",
+    "later_eval_path",
+    "load_later_eval",
+    "merge_later_eval",
+]
 
 SUFFIX = ".eval.json"
 
@@ -38,13 +46,24 @@ def later_eval_path(record_path: Path, run_id: str) -> Path:
     return Path(record_path).parent / f"{run_id}{SUFFIX}"
 
 
-def _load_eval(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no evaluation file {path}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordError("", f"not valid JSON ({exc})", source=path) from None
+class _LaterEvalBlocks(BaseModel):
+    """The blocks of an ``ardbench eval --json`` file that a merge reads (their values are
+    checked again as part of the merged record)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    settings: dict[str, Any] | None = None
+    worst_class: dict[str, Any] | None = None
+    versions: dict[str, Any] | None = None
+    warnings: list[str] | None = None
+
+
+def load_later_eval(path: Path) -> dict[str, Any]:
+    """An ``ardbench eval --json`` file, checked for the blocks a merge reads."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no evaluation file {path}")
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("accuracy"), dict):
         raise RecordError(
             "accuracy", "not an `ardbench eval --json` result (no accuracy block)", source=path
@@ -57,6 +76,10 @@ def _load_eval(path: Path) -> dict[str, Any]:
                 "model and data blocks identify what was evaluated)",
                 source=path,
             )
+    try:
+        check_model(_LaterEvalBlocks, data)
+    except RecordError as exc:
+        raise exc.at(path) from None
     return data
 
 
@@ -150,7 +173,7 @@ def attach_later_evals(
     plan = []
     for src in sources:
         src = Path(src)
-        ev = _load_eval(src)
+        ev = load_later_eval(src)
         matches = by_sha.get(str(ev["model"].get("sha256")), [])
         if not matches:
             raise RecordError(

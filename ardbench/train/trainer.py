@@ -19,6 +19,7 @@ so ``--resume`` after epoch k continues to the same weights as an uninterrupted 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -89,7 +90,9 @@ class Loop:
 
 def new_run_id(cfg: RunConfig) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    student = "".join(c if c.isalnum() or c in "._-" else "_" for c in cfg.student.split(":")[0])
+    # a run id is a file name and must match results.schema.ID_PATTERN (a .pt2 student is a path)
+    student = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.student.split(":")[0])[-60:].strip("._-")
+    student = student or "student"
     return f"{cfg.method}-{student}-s{cfg.train.seed}-{stamp}-{secrets.token_hex(2)}"
 
 
@@ -340,8 +343,7 @@ def save_models(run_dir: Path, parts: RunParts, models: dict) -> dict[str, dict[
 
 def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime) -> dict[str, Any]:
     parts = loop.parts
-    kinds = list(files)
-    chosen = kinds[0]
+    chosen, *others = list(files)
     record = build_record(
         cfg=parts.cfg,
         run_id=loop.run_dir.name,
@@ -353,6 +355,8 @@ def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime
         device=parts.device,
         checkpoint={"path": files[chosen]["path"], "sha256": files[chosen]["sha256"]},
         started_at=started_at,
+        checkpoint_rule=parts.cfg.checkpoint.rule,
+        checkpoints={kind: {**files[kind], "eval": blocks[kind]} for kind in others},
     )
     record["hardware"]["speed"] = parts.plan.to_dict()
     validate_record(record)

@@ -1,0 +1,358 @@
+"""The run record's schema (version 2) as pydantic models, its validation and its upgrades.
+
+A record is everything needed to place a run in a leaderboard table and to say what produced
+it (DESIGN.md, principles 3-4). :class:`RecordModel` is the record as pydantic models (strict:
+no coercion; ``true`` is not ``1``, ``"2"`` is not ``2``); :mod:`ardbench.results.validate`
+judges a dict with them and names the first bad field. The dict is never replaced by the
+model: records stay plain JSON documents, the models only judge them.
+
+Schema version 2 (fields; "?" = may be null or absent; an *id* is
+``[A-Za-z0-9][A-Za-z0-9._-]*``, at most 200 characters, because ids become file names):
+
+==================  ========================================================================
+schema_version      2
+run_id              an id (the run directory's name)
+started_at?         ISO-8601 with a timezone (UTC when ardbench writes it)
+finished_at         ISO-8601 with a timezone
+track               ``dataset`` (spec as run), ``norm`` (Linf | L2), ``eps`` (> 0, the
+                    evaluation radius), ``data_fingerprint`` (sha256 of the arrays),
+                    ``num_classes``, ``official`` (loaded from the dataset's own source, not an
+                    ``npz`` copy), ``description?``, ``test_fingerprint`` (may be absent)
+teacher?            ``spec``, ``resolved?``, ``sha256`` (of the weights), ``arch?`` (an id);
+                    null without a teacher
+student             ``spec``, ``arch`` (an id)
+method              ``name`` (lowercase snake_case), ``config`` (resolved method_config),
+                    ``config_hash``, ``unofficial``, ``teacher_in_attack``,
+                    ``source_sha256?`` (sha256 of the method's source files: a built-in's or an
+                    entry point's module file, a contrib method's whole folder; see
+                    :func:`ardbench.results.provenance.method_source_sha256`)
+recipe?             preset or recipe file that produced the config (provenance)
+config              the resolved run config (``RunConfig.to_dict()``)
+seed, epochs        the training seed and number of epochs (equal to those in ``config``)
+wall_time_s         training time, seconds
+code_version        ``git_sha?`` (40 hex), ``dirty?``, ``version?`` (at least a sha or a
+                    version). ``dirty`` is true when a tracked file of the checkout was modified
+                    or a file of the method's own source is not tracked by git
+hardware            ``device`` and whatever else describes the machine
+versions            library versions: ``python``, ``torch`` and more (strings or null)
+eval                the evaluator's block: ``n_examples``, ``accuracy`` ({column: fraction in
+                    [0, 1] or null, or an object of those}), ``eps?``/``norm?`` (equal to the
+                    track's), ``settings?``, ``worst_class?``, ``aa_unreliable?``,
+                    ``warnings?`` ...
+checkpoint          ``path`` and/or ``url``, ``sha256``
+paper?              published figures the recipe sets beside ours: ``source?``, ``tag?``
+                    (checked | relayed | abstract | rerun | issue), ``rule?`` (the paper's
+                    checkpoint rule), ``note?`` and, per column (``clean``, ``aa``, ...), a
+                    percentage in [0, 100] or null
+protocol?           the named protocol the run followed: ``name``, ``identity`` (12 hex: the
+                    hash of the protocol values the run used), ``registered_identity`` (the
+                    named protocol's), ``modified`` (they differ), ``kind``
+checkpoint_rule?    ``last`` | ``best-on-holdout`` | ``swa``: which checkpoint ``eval`` and
+                    ``checkpoint`` describe
+checkpoints?        the run's other checkpoints, by rule (``last`` beside a best-on-holdout or
+                    SWA checkpoint): ``path``, ``sha256``, ``eval`` and what selected it
+upgraded_from?      set by ``upgrade_record`` when it upgraded an older record in memory
+==================  ========================================================================
+
+Unknown top-level fields are errors (a typo would otherwise silently drop information);
+nested objects accept extra keys so that the evaluator and the hardware block can grow
+without a schema bump. Every value anywhere must be plain JSON: strings as keys, no NaN or
+infinity (a record that validates can always be written). ``method.source_sha256``, ``protocol``,
+``checkpoint_rule`` and ``checkpoints`` were added within version 2 as optional fields:
+records without them load unchanged. Older versions
+are upgraded in memory by :func:`ardbench.results.validate.upgrade_record`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from numbers import Real
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictStr,
+    Tag,
+    ValidationError,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypeAliasType
+
+SCHEMA_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+COLUMNS = ("clean", "fgsm", "pgd20", "cw", "aa")
+NORMS = ("Linf", "L2")
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
+"""Ids (run ids, architecture names) become file and directory names: no separators, no
+leading dot or dash, no characters a shell or a markdown table would read."""
+
+__all__ = [
+    "COLUMNS",
+    "ID_PATTERN",
+    "NORMS",
+    "SCHEMA_VERSION",
+    "SUPPORTED_VERSIONS",
+    "UNION_TAGS",
+    "PaperModel",
+    "RecordModel",
+    "describe",
+]
+
+
+def describe(value: Any) -> str:
+    """What a JSON value is, for error messages ("a string ('L3')", "a list")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, Real):
+        return f"a number ({value!r})"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
+# ------------------------------------------------------------------------------ leaf types
+
+
+def _expect(what: str) -> WrapValidator:
+    """pydantic checks the value; this only says what was expected, in the record's words."""
+
+    def wrap(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            if first["type"] == "record":  # already in our words (a timestamp's own message)
+                raise PydanticCustomError("record", first["msg"]) from None
+            raise PydanticCustomError(
+                "record", "expected {what}, got {got}", {"what": what, "got": describe(value)}
+            ) from None
+
+    return WrapValidator(wrap)
+
+
+def _timestamp(value: str) -> str:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "record", "expected an ISO-8601 timestamp, got {got}", {"got": repr(value)}
+        ) from None
+    if parsed.tzinfo is None:
+        raise PydanticCustomError(
+            "record",
+            "timestamp {got} has no timezone (write UTC: +00:00)",
+            {"got": repr(value)},
+        )
+    return value
+
+
+def _pattern(regex: str) -> Any:
+    # anchored: pydantic's pattern searches; the rust engine's $ is the very end of the text
+    return Field(pattern=f"^(?:{regex})$")
+
+
+Text = Annotated[StrictStr, Field(min_length=1), _expect("a non-empty string")]
+Id = Annotated[
+    StrictStr,
+    _pattern(ID_PATTERN),
+    _expect("an id (letters, digits, '.', '_', '-'; starting with a letter or digit)"),
+]
+RunId = Annotated[
+    StrictStr,
+    _pattern(ID_PATTERN),
+    _expect("a run id (letters, digits, '.', '_', '-'; starting with a letter or digit)"),
+]
+Snake = Annotated[StrictStr, _pattern(r"[a-z][a-z0-9_]*"), _expect("a lowercase snake_case name")]
+Hex64 = Annotated[
+    StrictStr, _pattern(r"[0-9a-f]{64}"), _expect("a sha256 (64 lowercase hex digits)")
+]
+Hex40 = Annotated[
+    StrictStr, _pattern(r"[0-9a-f]{40}"), _expect("a git sha (40 lowercase hex digits)")
+]
+ConfigHash = Annotated[StrictStr, _pattern(r"[0-9a-f]{8,64}"), _expect("a hex config hash")]
+Norm = Annotated[Literal["Linf", "L2"], _expect("one of " + ", ".join(NORMS))]
+Bool = Annotated[StrictBool, _expect("true or false")]
+Timestamp = Annotated[
+    StrictStr, WrapValidator(lambda v, h: _timestamp(h(v))), _expect("an ISO-8601 timestamp")
+]
+AnyInt = Annotated[int, _expect("an integer")]
+Count1 = Annotated[int, Field(ge=1), _expect("an integer >= 1")]
+Count0 = Annotated[int, Field(ge=0), _expect("an integer >= 0")]
+Classes = Annotated[int, Field(ge=2), _expect("an integer >= 2")]
+Eps = Annotated[float, Field(gt=0), _expect("eps > 0")]
+Seconds = Annotated[float, Field(ge=0), _expect("a number >= 0")]
+Fraction = Annotated[
+    float, Field(ge=0, le=1), _expect("an accuracy as a fraction in [0, 1] (or null)")
+]
+Percent = Annotated[float, Field(ge=0, le=100), _expect("a percentage in [0, 100]")]
+
+
+def _fractions_branch(value: Any) -> str:
+    return "<object>" if isinstance(value, Mapping) else "<fraction>"
+
+
+# A fraction in [0, 1], null (not run), or an object of those (e.g. a breakdown). The tags
+# name the branch in pydantic's error locations; validation drops them from paths.
+Fractions = TypeAliasType(
+    "Fractions",
+    Annotated[
+        Annotated[dict[str, "Fractions"], Tag("<object>")]
+        | Annotated[Fraction | None, Tag("<fraction>")],
+        Discriminator(_fractions_branch),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------- models
+
+
+class _Open(BaseModel):
+    """A nested object: known fields are checked, other keys may hold any JSON value."""
+
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+
+
+class Track(_Open):
+    dataset: Text
+    norm: Norm
+    eps: Eps
+    data_fingerprint: Hex64
+    num_classes: Classes
+    official: Bool
+    description: Text | None = None
+    test_fingerprint: Hex64 = None  # may be absent, never null
+
+
+class Teacher(_Open):
+    spec: Text
+    sha256: Hex64
+    resolved: Text | None = None
+    arch: Id | None = None
+
+
+class Student(_Open):
+    spec: Text
+    arch: Id
+
+
+class Method(_Open):
+    name: Snake
+    config: dict[str, Any]
+    config_hash: ConfigHash
+    unofficial: Bool
+    teacher_in_attack: Bool
+    source_sha256: Hex64 | None = None
+
+
+class CodeVersion(_Open):
+    git_sha: Hex40 | None = None
+    dirty: Bool | None = None
+    version: Text | None = None
+
+
+class Hardware(_Open):
+    device: Text
+
+
+class Versions(_Open):
+    __pydantic_extra__: dict[str, Text | None]  # every other library: a version or null
+    python: Text
+    torch: Text
+
+
+class Eval(_Open):
+    n_examples: Count1
+    accuracy: dict[str, Fractions]
+    eps: Eps = None
+    norm: Norm = None
+    settings: dict[str, Any] = None
+    worst_class: dict[str, Fractions] = None
+    aa_unreliable: Bool = None
+    warnings: list[Text] = None
+
+
+class Checkpoint(_Open):
+    sha256: Hex64
+    path: Text | None = None
+    url: Text | None = None
+
+
+class Paper(_Open):
+    source: Text | None = None
+    clean: Percent | None = None
+    fgsm: Percent | None = None
+    pgd20: Percent | None = None
+    cw: Percent | None = None
+    aa: Percent | None = None
+
+
+class ProtocolRef(_Open):
+    """The named protocol a run followed and whether its values were the registered ones."""
+
+    name: Text | None
+    identity: Annotated[StrictStr, _pattern(r"[0-9a-f]{12}"), _expect("12 hex digits")]
+    registered_identity: (
+        Annotated[StrictStr, _pattern(r"[0-9a-f]{12}"), _expect("12 hex digits")] | None
+    ) = None
+    modified: Bool = None
+    kind: Text | None = None
+
+
+class ExtraCheckpoint(Checkpoint):
+    """Another checkpoint of the same run (``last`` beside a best-on-holdout or SWA one)."""
+
+    eval: Eval
+
+
+class RecordModel(BaseModel):
+    """A current-version record. Fields declared ``= None`` may be absent; ``Optional`` ones
+    may be null."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    schema_version: AnyInt
+    run_id: RunId
+    finished_at: Timestamp
+    track: Track
+    teacher: Teacher | None
+    student: Student
+    method: Method
+    config: dict[str, Any]
+    seed: Count0
+    epochs: Count1
+    wall_time_s: Seconds
+    code_version: CodeVersion
+    hardware: Hardware
+    versions: Versions
+    eval: Eval
+    checkpoint: Checkpoint
+    started_at: Timestamp | None = None
+    recipe: Text | None = None
+    paper: Paper | None = None
+    upgraded_from: Count1 = None
+    protocol: ProtocolRef | None = None
+    checkpoint_rule: Text | None = None
+    checkpoints: dict[Id, ExtraCheckpoint] = None
+
+
+class PaperModel(BaseModel):
+    """The ``paper`` block alone (a recipe's, checked before a long run starts)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+    paper: Paper | None
+
+
+UNION_TAGS = frozenset({"<object>", "<fraction>"})
+"""Branch names pydantic puts in error locations inside :data:`Fractions` (not record keys)."""

@@ -1,0 +1,301 @@
+"""Records -> a pandas frame -> rows (mean ± std over seeds) -> sorted tables.
+
+Which table a record belongs to and the table's file name come from
+:mod:`ardbench.results.grouping`; the markdown from :mod:`ardbench.results.render`.
+
+- **Row** = (method, recipe, protocol hash): runs that differ only by seed. Runs of a recipe
+  with different overrides are different rows (the recipe cell then shows the config hash).
+- Methods that train without a teacher (natural, pgd_at, trades) are the reference rows of
+  every teacher's table whose key is otherwise equal; they get a table of their own only where
+  no distillation run shares that key.
+
+Cells are mean ± std over the row's runs, in percent with two decimals; std is the sample
+standard deviation (ddof = 1) and "—" with one run. Rows are sorted by AA (mean, descending)
+when any row has AA, rows without it after them by PGD-20; by PGD-20 when no row has AA.
+Records are ordered by run id before aggregation, so the order of files on disk does not
+matter. Strings here are raw record text: rendering escapes them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .grouping import TableKey, TrackKey, table_key, table_relpath
+from .records import protocol_hash
+from .schema import COLUMNS
+
+__all__ = [
+    "COLUMN_TITLES",
+    "DASH",
+    "Row",
+    "Stat",
+    "Table",
+    "build_tables",
+    "records_frame",
+]
+
+COLUMN_TITLES = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AA"}
+DASH = "—"
+
+
+def _recipe_label(recipe: str | None) -> str:
+    if not recipe:
+        return DASH
+    m = re.fullmatch(r"(?:.*/)?baselines/(?:contrib/)?[^/]+/([^/]+)\.ya?ml", recipe)
+    if m:
+        return m.group(1)
+    if recipe.endswith((".yaml", ".yml")):
+        return Path(recipe).stem
+    return recipe
+
+
+def _code_label(cv: Mapping[str, Any]) -> str:
+    sha = cv.get("git_sha")
+    if sha:
+        return sha[:7] + ("+dirty" if cv.get("dirty") else "")
+    return f"v{cv.get('version')}"
+
+
+# ----------------------------------------------------------------------------- the frame
+
+
+def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per record: the grouping keys, display fields and accuracy columns (NaN where
+    a column was not evaluated)."""
+    rows = []
+    for r in sorted(records, key=lambda r: r["run_id"]):
+        key = table_key(r)
+        acc = r["eval"]["accuracy"]
+        paper = r.get("paper") or {}
+        ev = r["eval"]
+        row: dict[str, Any] = {
+            "run_id": r["run_id"],
+            "key": key,
+            "teacher_sha": key.teacher_sha,
+            "method": r["method"]["name"],
+            "recipe": r.get("recipe") or "",
+            "protocol": protocol_hash(r),
+            "seed": r["seed"],
+            "epochs": r["epochs"],
+            "n_examples": ev["n_examples"],
+            "code": _code_label(r["code_version"]),
+            "unofficial": bool(r["method"]["unofficial"]),
+            "teacher_in_attack": bool(r["method"]["teacher_in_attack"]),
+            "aa_unreliable": bool(ev.get("aa_unreliable", False)),
+            "compliance_failed": tuple(
+                sorted(
+                    k
+                    for k, v in (ev.get("compliance") or {}).items()
+                    if isinstance(v, Mapping) and v.get("passed") is False
+                )
+            ),
+            "paper_json": json.dumps(paper, sort_keys=True) if paper else "",
+            "later_cols": tuple((ev.get("later_eval") or {}).get("columns") or ()),
+        }
+        for col in COLUMNS:
+            v = acc.get(col)
+            row[f"acc_{col}"] = float(v) if isinstance(v, (int, float)) else math.nan
+            p = paper.get(col)
+            row[f"paper_{col}"] = float(p) if isinstance(p, (int, float)) else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A column of a row: mean and sample std (ddof=1) over ``n`` runs, as fractions."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+    def cell(self, runs: int) -> str:
+        if self.mean is None:
+            return DASH
+        text = f"{100 * self.mean:.2f} ± " + (DASH if self.std is None else f"{100 * self.std:.2f}")
+        if self.n != runs:
+            text += f" ({self.n} of {runs} runs)"
+        return text
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    recipe: str
+    protocol: str
+    run_ids: tuple[str, ...]
+    seeds: tuple[int, ...]
+    stats: dict[str, Stat]
+    epochs: tuple[int, ...]
+    n_examples: tuple[int, ...]
+    code: tuple[str, ...]
+    paper: dict[str, float]
+    paper_source: str | None
+    notes: tuple[str, ...]
+    recipe_cell: str = ""
+
+    @property
+    def runs(self) -> int:
+        return len(self.run_ids)
+
+    def sort_value(self, by: str) -> float | None:
+        return self.stats[by].mean
+
+
+@dataclass
+class Table:
+    """One table: its key (:func:`ardbench.results.grouping.table_key`), its file
+    (:func:`~ardbench.results.grouping.table_relpath`), its records and rows (sorted)."""
+
+    key: TableKey
+    relpath: str
+    records: list[dict[str, Any]]
+    rows: list[Row] = field(default_factory=list)
+    sort_by: str = "aa"
+
+    @property
+    def name(self) -> str:
+        return self.relpath[: -len(".md")]
+
+    @property
+    def track(self) -> TrackKey:
+        return self.key.track
+
+    @property
+    def teacher_sha(self) -> str:
+        return self.key.teacher_sha
+
+    @property
+    def student(self) -> str:
+        return self.key.student
+
+
+def _stat(values: pd.Series) -> Stat:
+    vals = values.dropna()
+    n = int(vals.count())
+    if n == 0:
+        return Stat(None, None, 0)
+    mean = float(vals.mean())
+    std = float(vals.std(ddof=1)) if n >= 2 else None
+    return Stat(mean, std, n)
+
+
+def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
+    out = []
+    for (method, recipe, protocol), g in df.groupby(
+        ["method", "recipe", "protocol"], sort=True, dropna=False
+    ):
+        g.attrs["with_teacher"] = with_teacher
+        g = g.sort_values("run_id", kind="mergesort")
+        notes = []
+        if (g["teacher_sha"] == "").all() and g.attrs.get("with_teacher"):
+            notes.append("no teacher (reference row)")
+        if g["unofficial"].any():
+            notes.append("unofficial re-implementation")
+        if g["teacher_in_attack"].any():
+            notes.append("teacher in attack")
+        if g["seed"].duplicated().any():
+            notes.append("repeated seed")
+        if g["aa_unreliable"].any():
+            notes.append("AA unreliable (AutoAttack warnings)")
+        later = sorted({c for v in g["later_cols"] for c in v})
+        if later:
+            titles = ", ".join(COLUMN_TITLES[c] for c in COLUMNS if c in later)
+            notes.append(f"{titles} from a later evaluation of the same checkpoint")
+        failed = sorted({c for v in g["compliance_failed"] for c in v})
+        if failed:
+            notes.append("failed compliance: " + ", ".join(failed))
+        papers = sorted({p for p in g["paper_json"] if p})
+        paper: dict[str, float] = {}
+        source = None
+        if papers:
+            first = json.loads(papers[0])
+            paper = {c: float(first[c]) for c in COLUMNS if isinstance(first.get(c), (int, float))}
+            source = first.get("source") if isinstance(first.get("source"), str) else None
+        out.append(
+            Row(
+                method=method,
+                recipe=recipe,
+                protocol=protocol,
+                run_ids=tuple(g["run_id"]),
+                seeds=tuple(int(s) for s in g["seed"]),
+                stats={c: _stat(g[f"acc_{c}"]) for c in COLUMNS},
+                epochs=tuple(sorted({int(e) for e in g["epochs"]})),
+                n_examples=tuple(sorted({int(n) for n in g["n_examples"]})),
+                code=tuple(sorted(set(g["code"]))),
+                paper=paper,
+                paper_source=source,
+                notes=tuple(notes),
+            )
+        )
+    # the recipe cell: the recipe's short name, plus the config hash where one method and
+    # recipe name cover several protocols (runs with different overrides)
+    names: dict[tuple[str, str], int] = {}
+    for r in out:
+        key = (r.method, _recipe_label(r.recipe))
+        names[key] = names.get(key, 0) + 1
+    return [
+        _replace_recipe_cell(
+            r,
+            _recipe_label(r.recipe)
+            + (
+                f" (config {r.protocol[:8]})"
+                if names[(r.method, _recipe_label(r.recipe))] > 1
+                else ""
+            ),
+        )
+        for r in out
+    ]
+
+
+def _replace_recipe_cell(row: Row, cell: str) -> Row:
+    return replace(row, recipe_cell=cell)
+
+
+def _sort_rows(rows: list[Row]) -> tuple[list[Row], str]:
+    by = "aa" if any(r.stats["aa"].mean is not None for r in rows) else "pgd20"
+
+    def key(r: Row) -> tuple:
+        primary = r.stats[by].mean
+        secondary = r.stats["pgd20"].mean
+        return (
+            primary is None,
+            -(primary or 0.0),
+            secondary is None,
+            -(secondary or 0.0),
+            r.method,
+            r.recipe,
+            r.protocol,
+        )
+
+    return sorted(rows, key=key), by
+
+
+def build_tables(records: Sequence[Mapping[str, Any]]) -> list[Table]:
+    """Group records into tables (sorted by their file path) with aggregated rows."""
+    groups: dict[TableKey, list[dict[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: r["run_id"]):
+        groups.setdefault(table_key(r), []).append(dict(r))
+    teacher_keys = [k for k in groups if k.teacher_sha]
+    tables = []
+    for key, members in groups.items():
+        if key.teacher_sha:
+            reference = key._replace(teacher_sha="")
+            members = sorted(members + groups.get(reference, []), key=lambda r: r["run_id"])
+        elif any(k._replace(teacher_sha="") == key for k in teacher_keys):
+            continue  # reference rows of the teachers' tables, no table of their own
+        rows, by = _sort_rows(_rows(records_frame(members), with_teacher=bool(key.teacher_sha)))
+        tables.append(Table(key, table_relpath(key, members), members, rows, by))
+    tables.sort(key=lambda t: t.relpath)
+    return tables
