@@ -1,0 +1,7 @@
+"""``python -m ardbench`` = the ``ardbench`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""Command line: a thin argparse layer; each subcommand calls one library function.
+
+One error path: a user error (:class:`ardbench.errors.ArdbenchError` and the few standard
+exceptions that mean bad input) prints one line, ``ardbench: error: <what> — <how to fix>``,
+and exits 2; anything else is a bug: one line and the path of a crash log holding the
+traceback (``--debug`` prints it instead), exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import __version__
+from ..errors import ArdbenchError
+from .console import err_console
+from .evaluate import add_eval_parser
+from .info import add_check_parser, add_list_parser
+from .results import add_compare_parser, add_leaderboard_parser
+from .run import add_run_parser
+
+# standard exceptions that, raised from ardbench's own input handling, mean bad input
+USER_ERRORS = (
+    ArdbenchError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    ValueError,  # input checks that predate ArdbenchError still raise it
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        _error_line(str(exc) if not isinstance(exc, OSError) else _os_error(exc))
+        return 2
+    except KeyboardInterrupt:
+        err_console.print(
+            f"[yellow]interrupted[/]: {getattr(args, 'interrupt_hint', '')}".rstrip(": ")
+        )
+        return 130
+    except Exception as exc:  # a bug: one line, the traceback in a file
+        if getattr(args, "debug", False):
+            raise
+        log = _crash_log(exc)
+        _error_line(
+            f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f" — this is a bug; the traceback is in {log} (--debug prints it)"
+        )
+        return 1
+
+
+def _os_error(exc: OSError) -> str:
+    return f"{exc.strerror or type(exc).__name__}: {exc.filename}" if exc.filename else str(exc)
+
+
+def _error_line(message: str) -> None:
+    line = " ".join(message.split())  # one line, whatever the message held
+    err_console.print(f"ardbench: error: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _crash_log(exc: BaseException) -> Path:
+    root = Path(os.environ.get("ARDBENCH_CACHE", Path.home() / ".cache" / "ardbench"))
+    try:
+        root = root / "crash"
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        root = Path(tempfile.gettempdir())
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = root / f"crash-{stamp}-{os.getpid()}.log"
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    path.write_text(f"ardbench {__version__}\nargv: {sys.argv}\n\n{text}", encoding="utf-8")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ardbench",
+        description="Benchmark for adversarially robust knowledge distillation.",
+    )
+    parser.add_argument("--version", action="version", version=f"ardbench {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of an unexpected error"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_run_parser(sub)
+    add_list_parser(sub)
+    add_check_parser(sub)
+    add_eval_parser(sub)
+    add_leaderboard_parser(sub)
+    add_compare_parser(sub)
+    return parser
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""``ardbench eval``: a model against the evaluator's columns."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .console import console, err_console
+
+# -------------------------------------------------------------------------------------- eval
+
+
+def add_eval_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model: clean, FGSM, PGD-20, CW, AutoAttack",
+        description="Evaluate MODEL_SPEC on the first N test points of --dataset: clean, FGSM, "
+        "PGD-20 and CW-inf (step eps/4) and AutoAttack standard (pyautoattack), after the "
+        "compliance checks (eval mode, fp32, inputs in [0,1], logits, deterministic forward, "
+        "non-zero input gradients).",
+    )
+    p.add_argument(
+        "model", metavar="MODEL_SPEC", help="ARCH:PATH, PATH.pt2, robustbench:ID or run:RUN_ID"
+    )
+    p.add_argument("--dataset", required=True, help="digits | cifar10 | cifar100 | npz:PATH")
+    p.add_argument("--data-dir", help="where cifar10/cifar100 live (torchvision layout)")
+    p.add_argument("--download", action="store_true", help="allow downloading data/models")
+    p.add_argument("--model-dir", help="RobustBench model directory (robustbench:ID specs)")
+    p.add_argument("--runs", default="runs", help="directory of run directories (run:RUN_ID)")
+    p.add_argument("--norm", default="Linf", choices=["Linf", "L2"])
+    p.add_argument("--eps", default="8/255", help="radius, 8/255 or a float (default 8/255)")
+    p.add_argument("--n-examples", type=int, help="the first N test points (default: all)")
+    p.add_argument(
+        "--attacks",
+        default="clean,fgsm,pgd20,cw,aa",
+        help="comma-separated columns among clean,fgsm,pgd20,cw,aa (default: all)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default="auto",
+        help="clean/FGSM/PGD/CW batch: auto (default: 256 on CPU, fitted to GPU memory on CUDA) "
+        "or N; it changes only the speed (random starts are drawn per point)",
+    )
+    p.add_argument(
+        "--aa-batch-size",
+        type=int,
+        default=256,
+        help="AutoAttack's batch size (default 256); part of the result: AutoAttack's random "
+        "inits depend on the batch composition",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the result as JSON")
+    p.add_argument(
+        "--model-info",
+        dest="model_info_out",
+        metavar="OUT",
+        help="write a RobustBench model_info JSON (needs the aa column)",
+    )
+    p.add_argument(
+        "--info",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model_info field, e.g. name=..., authors=..., venue=..., link=..., "
+        "architecture=ResNet-18, reported=57.12, additional_data=false, footnote=...",
+    )
+    p.add_argument(
+        "--compliant",
+        action="store_true",
+        help="stop when a compliance check fails (default: warn and go on)",
+    )
+    p.add_argument(
+        "--cross-check",
+        choices=["robustbench"],
+        help="also run robustbench.eval.benchmark() on the same model and points",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="save per-point progress in chunks here; rerun the same command to resume",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        help="points per saved chunk (default 1000 with --state-dir, else all)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a positive integer, got {text!r}")
+    return value
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ..eval.evaluator import ComplianceError, evaluate_spec, render_eval
+
+    metadata: dict[str, Any] = {}
+    for item in args.info:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--info expects KEY=VALUE, got {item!r}")
+        v: Any = value
+        if key.strip() == "additional_data":
+            v = value.strip().lower() in ("1", "true", "yes")
+        metadata[key.strip()] = v
+    try:
+        result = evaluate_spec(
+            args.model,
+            args.dataset,
+            data_dir=args.data_dir,
+            download=args.download,
+            n_examples=args.n_examples,
+            attacks=args.attacks,
+            eps=args.eps,
+            norm=args.norm,
+            batch_size=args.batch_size,
+            aa_batch_size=args.aa_batch_size,
+            seed=args.seed,
+            device=args.device,
+            json_out=args.json_out,
+            model_info_out=args.model_info_out,
+            compliant=args.compliant,
+            cross_check=args.cross_check,
+            state_dir=args.state_dir,
+            chunk_size=args.chunk_size,
+            model_dir=args.model_dir,
+            runs_dir=args.runs,
+            metadata=metadata or None,
+            progress=not args.quiet,
+            console=err_console,
+        )
+    except ComplianceError as exc:
+        err_console.print(f"[bold red]compliance:[/] {exc}")
+        return 3
+    except KeyboardInterrupt:
+        hint = (
+            "finished chunks are saved; rerun the same command to continue"
+            if args.state_dir
+            else "pass --state-dir DIR to make long evaluations resumable"
+        )
+        err_console.print(f"[yellow]interrupted[/]: {hint}")
+        return 130
+    render_eval(result, console)
+    for flag, path in (("--json", args.json_out), ("--model-info", args.model_info_out)):
+        if path:
+            console.print(f"{flag}: wrote {path}")
+    return 0

@@ -1,0 +1,150 @@
+"""``ardbench leaderboard`` and ``ardbench compare``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .console import console, err_console
+
+# ------------------------------------------------------------------------- leaderboard, compare
+
+
+def add_leaderboard_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "leaderboard",
+        help="render the markdown leaderboards from run records",
+        description="Collect every run record under --runs (record.json files and *.json "
+        "records, recursively) and render one markdown table per (track, teacher, student) "
+        "into --out, plus an index README.md. --check renders in memory and fails when a "
+        "file differs, is missing or is stale.",
+    )
+    p.add_argument(
+        "--runs",
+        default="leaderboard/runs",
+        help="directory of run records (default leaderboard/runs)",
+    )
+    p.add_argument("--out", default="leaderboard", help="output directory (default leaderboard)")
+    p.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when any table is out of date"
+    )
+    p.add_argument(
+        "--add",
+        nargs="+",
+        metavar="RUN_DIR_OR_RECORD",
+        help="first copy these runs' records into --runs (checkpoints stay behind)",
+    )
+    p.add_argument(
+        "--attach",
+        nargs="+",
+        metavar="EVAL_JSON",
+        help="file later evaluations (`ardbench eval run:RUN_ID ... --json E.json`) beside "
+        "the records of the checkpoints they evaluated; the tables then show the columns the "
+        "records lack (e.g. AA) from them",
+    )
+    p.set_defaults(func=_cmd_leaderboard)
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from ..results.leaderboard import add_records, check_leaderboard, write_leaderboard
+
+    if (args.add or args.attach) and args.check:
+        err_console.print("[bold red]error:[/] --add/--attach and --check do not go together")
+        return 2
+    if args.add:
+        for dest, status in add_records(args.add, args.runs):
+            console.print(f"{status}: {dest}", highlight=False, soft_wrap=True)
+    if args.attach:
+        from ..results.later_eval import attach_later_evals
+
+        for dest, status in attach_later_evals(args.attach, args.runs):
+            console.print(f"{status}: {dest}", highlight=False, soft_wrap=True)
+    if args.check:
+        problems = check_leaderboard(args.runs, args.out)
+        if problems:
+            for line in problems:
+                err_console.print(line, highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[red]{len(problems)} leaderboard file(s) out of date[/]: run "
+                f"`ardbench leaderboard --runs {args.runs} --out {args.out}` and commit the result",
+                soft_wrap=True,
+            )
+            return 1
+        console.print(
+            f"leaderboard in {args.out} is up to date with the records in {args.runs}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 0
+    report = write_leaderboard(args.runs, args.out)
+    for rel in report["written"]:
+        console.print(f"wrote {Path(args.out) / rel}", highlight=False, soft_wrap=True)
+    for rel in report["removed"]:
+        console.print(f"removed stale {Path(args.out) / rel}", highlight=False, soft_wrap=True)
+    console.print(
+        f"{len(report['written'])} written, {len(report['unchanged'])} unchanged, "
+        f"{len(report['removed'])} removed",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def add_compare_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="a run or method against its leaderboard table",
+        description="Deltas (percentage points) of a run, or of a method's aggregate over "
+        "seeds, against every row of its (track, teacher, student) table, flagging those "
+        "inside seed noise.",
+    )
+    p.add_argument(
+        "target",
+        nargs="?",
+        metavar="RUN_DIR_OR_RECORD",
+        help="a run directory or record file; with --method, a directory of runs "
+        "whose runs of that method are aggregated",
+    )
+    p.add_argument("--method", help="compare this method's aggregate instead of one run")
+    p.add_argument("--pair", help="only this table: <track-slug>/<teacher-slug>__<student>")
+    p.add_argument(
+        "--leaderboard-runs",
+        "--leaderboard",
+        dest="leaderboard_runs",
+        default="leaderboard/runs",
+        help="the leaderboard's records (default leaderboard/runs)",
+    )
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ..results.compare import NoTableError, compare_method, compare_record, render_comparison
+    from ..results.leaderboard import collect_records
+    from ..results.records import load_record
+
+    leaderboard = collect_records(args.leaderboard_runs)
+    try:
+        if args.method:
+            candidates = None
+            if args.target:
+                target = Path(args.target)
+                candidates = (
+                    [load_record(target)]
+                    if target.is_file() or (target / "record.json").is_file()
+                    else collect_records(target)
+                )
+            comparisons = compare_method(
+                args.method, leaderboard, candidates=candidates, pair=args.pair
+            )
+        elif args.target:
+            comparisons = [compare_record(load_record(args.target), leaderboard)]
+        else:
+            err_console.print("[bold red]error:[/] give a run directory / record, or --method NAME")
+            return 2
+    except NoTableError as exc:
+        err_console.print(f"[yellow]nothing to compare:[/] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    for comp in comparisons:
+        render_comparison(comp, console)
+    return 0

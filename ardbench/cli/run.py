@@ -1,0 +1,182 @@
+"""``ardbench run``: train with a method and a recipe, evaluate, write the record."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from ..errors import ConfigError
+from .console import console
+
+# --------------------------------------------------------------------------------------- run
+
+
+def add_run_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="train a student with a method, evaluate it, write a record",
+        description="Resolve a recipe (method + protocol + teacher + student), train, evaluate "
+        "the checkpoint the protocol's rule reports, write runs/<run_id>/record.json. Every "
+        "setting is validated before anything is written.",
+    )
+    p.add_argument("--method", help="method name (ardbench list methods)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", help="built-in recipe, e.g. demo (same as --recipe demo)")
+    g.add_argument(
+        "--recipe",
+        help="a recipe name (ardbench list recipes: baselines/<method>/, baselines/common/) "
+        "or a YAML path",
+    )
+    p.add_argument(
+        "--protocol",
+        help="a named protocol (ardbench list protocols); default: the recipe's, else the "
+        "method's own faithful protocol, else standard-<dataset>",
+    )
+    p.add_argument("--dataset", help="digits | cifar10 | cifar100 | npz:PATH[+PATH]")
+    p.add_argument("--data-dir", help="where cifar10/cifar100 live (torchvision layout)")
+    p.add_argument("--download", action="store_true", help="allow downloading data/models")
+    p.add_argument(
+        "--teacher",
+        help="model spec: ARCH:PATH, PATH.safetensors, PATH.pt2, robustbench:ID, run:RUN_ID",
+    )
+    p.add_argument("--student", help="model spec (usually an architecture name)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. train.lr=0.05, attack.eps=8/255, adv_weight=0.5",
+    )
+    p.add_argument("--runs", default="runs", help="directory of run directories (default ./runs)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run with its saved config (other settings may not be "
+        "given, except --quiet and --runs)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_run)
+
+
+# flags that define a run: --resume takes the run's saved config, so giving one is a mistake
+_RUN_SETTINGS = (
+    "method",
+    "preset",
+    "recipe",
+    "protocol",
+    "dataset",
+    "data_dir",
+    "teacher",
+    "student",
+    "epochs",
+    "seed",
+    "device",
+)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ..train.trainer import resume, train
+
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in _RUN_SETTINGS if getattr(args, k) is not None]
+        given += ["--set"] if args.sets else []
+        given += ["--download"] if args.download else []
+        if given:
+            raise ConfigError(
+                f"--resume continues a run with its own saved config; {', '.join(given)} "
+                "would be ignored",
+                hint="drop them, or start a new run",
+            )
+        args.interrupt_hint = (
+            f"the last finished epoch is checkpointed; continue with --resume {args.resume}"
+        )
+        result = resume(args.resume, progress=not args.quiet)
+    else:
+        from ..recipes import resolve_config
+
+        cli: dict[str, Any] = {}
+        for key in ("dataset", "data_dir", "teacher", "student", "device"):
+            if getattr(args, key) is not None:
+                cli[key] = getattr(args, key)
+        if args.download:
+            cli["download"] = True
+        train_layer = {}
+        if args.epochs is not None:
+            train_layer["epochs"] = args.epochs
+        if args.seed is not None:
+            train_layer["seed"] = args.seed
+        if train_layer:
+            cli["train"] = train_layer
+        cfg = resolve_config(
+            args.method,
+            protocol=args.protocol,
+            preset=args.preset,
+            recipe=args.recipe,
+            cli=cli,
+            sets=args.sets,
+        )
+        if args.dry_run:
+            console.print_json(json.dumps(cfg.to_dict()))
+            return 0
+        args.interrupt_hint = (
+            f"finished epochs are checkpointed in {args.runs}/<run_id>; continue with "
+            "ardbench run --resume RUN_DIR (nothing is resumable before the first epoch ends)"
+        )
+        result = train(cfg, runs_dir=args.runs, progress=not args.quiet)
+    if result.record:
+        render_run_summary(result.record, result.run_dir)
+    return 0
+
+
+def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
+    """A short results table: the student, and the teacher's own figures when it has a record."""
+    from ..train.demo import teacher_record
+
+    eval_block = record["eval"]
+    columns = list(eval_block["accuracy"])
+    table = Table(title=f"ardbench run {record['run_id']}")
+    table.add_column("model")
+    for col in columns:
+        table.add_column(_COLUMN_NAMES.get(col, col), justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("wall time", justify="right")
+    teacher = record.get("teacher")
+    trec = teacher_record(teacher.get("resolved")) if teacher else None
+    if trec:
+        t = json.loads(trec.read_text())
+        table.add_row(
+            f"teacher ({t['method']['name']}, {t['student']['arch']})",
+            *[_pct(t["eval"]["accuracy"].get(c)) for c in columns],
+            str(t["epochs"]),
+            f"{t['wall_time_s']:.0f}s",
+        )
+    table.add_row(
+        f"student ({record['method']['name']}, {record['student']['arch']})",
+        *[_pct(eval_block["accuracy"][c]) for c in columns],
+        str(record["epochs"]),
+        f"{record['wall_time_s']:.0f}s",
+    )
+    console.print(table)
+    eps = record["track"]["eps"]
+    from ..protocols import format_eps
+
+    console.print(
+        f"{record['track']['dataset']}, {record['track']['norm']} eps {format_eps(eps)}, "
+        f"n = {eval_block['n_examples']} test points; record: {run_dir / 'record.json'}"
+    )
+
+
+_COLUMN_NAMES = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AA"}
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
