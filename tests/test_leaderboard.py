@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from ardbench.cli import main
+from ardbench.protocols import get_protocol, protocol_ref
 from ardbench.results.compare import (
     NoTableError,
     Stat,
@@ -26,22 +27,41 @@ from ardbench.results.records import RecordError, example_record, record_bytes, 
 from ardbench.results.render import GENERATED_MARK, render_leaderboard
 from ardbench.results.tables import build_tables
 
-TABLE = "cifar10_linf_8-255_00000000/robustbench-Zhang2019Theoretically-11111111__resnet18.md"
+TABLE = "standard-cifar10/robustbench-Zhang2019Theoretically-11111111__resnet18.md"
+
+
+def run_config(method: str, seed: int, **changes) -> dict:
+    """The resolved config of a standard-cifar10 run; ``changes``: {"train.lr": 0.05, ...}."""
+    cfg = {"method": method, "protocol": "standard-cifar10"}
+    cfg.update(copy.deepcopy(get_protocol("standard-cifar10").sections()))
+    cfg["train"]["seed"] = seed
+    for key, value in changes.items():
+        if "." in key:
+            section, sub = key.split(".")
+            cfg[section][sub] = value
+        else:
+            cfg[key] = value
+    return cfg
 
 
 def rec(method: str, seed: int, acc: dict, *, recipe: str | None = None, **kw) -> dict:
-    """A hand-made record: ``method`` run with ``seed``, accuracies as fractions."""
+    """A hand-made record: ``method`` run with ``seed`` under standard-cifar10 (``config``:
+    changes to its values), accuracies as fractions."""
     method_block = {
         "name": method,
         "unofficial": kw.pop("unofficial", False),
         "teacher_in_attack": kw.pop("teacher_in_attack", False),
     }
+    config = run_config(method, seed, **kw.pop("config", {}))
+    fingerprint = kw.get("track", {}).get("data_fingerprint", "0" * 64)
     return example_record(
         run_id=kw.pop("run_id", f"{method}-s{seed}"),
         seed=seed,
+        epochs=config["train"]["epochs"],
         method=method_block,
-        recipe=recipe if recipe is not None else f"baselines/{method}/standard.yaml",
-        config={"method": method, "train": {"seed": seed, "epochs": 1}},
+        recipe=recipe if recipe is not None else "baselines/common/standard.yaml",
+        config=config,
+        protocol=protocol_ref(config, fingerprint),
         eval={"accuracy": acc, "n_examples": kw.pop("n_examples", 10000)},
         **kw,
     )
@@ -75,10 +95,10 @@ def two_by_two() -> list[dict]:
 
 ROW_RSLAD = (
     "| 1 | rslad | standard | 81.00 ± 1.41 | 61.00 ± 1.41 | 56.00 ± 1.41 | 53.00 ± 1.41 "
-    "| 51.00 ± 1.41 | 52.50 | 2 | 1 | 3333333 | unofficial re-implementation; teacher in "
+    "| 51.00 ± 1.41 | 52.50 | 2 | 200 | 3333333 | unofficial re-implementation; teacher in "
     "attack |"
 )
-ROW_ARD = "| 2 | ard | standard | 85.50 ± 0.71 | — | 51.00 ± 1.41 | — | 47.50 ± 0.71 | — | 2 | 1 | 3333333 |  |"
+ROW_ARD = "| 2 | ard | standard | 85.50 ± 0.71 | — | 51.00 ± 1.41 | — | 47.50 ± 0.71 | — | 2 | 200 | 3333333 |  |"
 
 
 def write_runs(root, records, *, shuffle_seed=None, nested=False):
@@ -146,17 +166,31 @@ def test_other_data_and_overrides_get_their_own_table_and_row():
             "official": False,
             "data_fingerprint": "a" * 64,
         },
+        config={"dataset": "npz:/home/me/cifar10_jpeg.npz"},
     )
-    other_lr = rec("ard", 1, {"clean": 0.7, "pgd20": 0.3}, run_id="lr-run")
-    other_lr["config"]["train"]["lr"] = 0.05
-    files = render_leaderboard([*two_by_two(), npz, other_lr])
-    npz_table = "npz-cifar10_jpeg.npz_linf_8-255_aaaaaaaa/robustbench-Zhang2019Theoretically-11111111__resnet18.md"
-    assert npz_table in files
+    other_lr = rec(
+        "ard", 1, {"clean": 0.7, "pgd20": 0.3}, run_id="lr-run", config={"train.lr": 0.05}
+    )
+    other_mc = rec("ard", 1, {"clean": 0.7, "pgd20": 0.3}, run_id="mc-run")
+    other_mc["method"]["config"] = {"tau": 1.0}
+    other_mc["config"]["method_config"] = {"tau": 1.0}
+    files = render_leaderboard([*two_by_two(), npz, other_lr, other_mc])
+    (npz_table,) = [
+        f
+        for f in files
+        if f.endswith("_aaaaaaaa/robustbench-Zhang2019Theoretically-11111111__resnet18.md")
+    ]
+    assert npz_table.startswith("standard-cifar10+")  # another dataset: a modified protocol
     assert "**Not the official dataset.**" in files[npz_table]
+    assert "**Modified protocol**" in files[npz_table]
     assert "/home/me" not in files[npz_table]  # machine paths stay out of the tables
     assert "(npz copy)" in files["README.md"]
+    # another learning rate is another protocol: its own (modified) table
+    (lr_table,) = [f for f in files if "lr-run" in files[f] and f != "README.md"]
+    assert lr_table.startswith("standard-cifar10+") and lr_table != npz_table
+    # another method config is the same protocol: the same table, its own row
     main_table = files[TABLE]
-    assert main_table.count("| ard | standard (config ") == 2  # two protocols, two rows
+    assert main_table.count("| ard | standard (config ") == 2  # two method configs, two rows
 
 
 def test_rendering_is_byte_stable_and_independent_of_file_order(tmp_path):
@@ -357,7 +391,7 @@ def test_holdout_runs_are_kept_apart_and_not_added(tmp_path):
     held = rec("ard", 0, {"clean": 0.9, "pgd20": 0.6}, run_id="held")
     held["eval"]["split"] = "holdout: last 500 training examples"
     files = render_leaderboard([*two_by_two(), held])
-    holdout_table = TABLE.replace("_00000000/", "_00000000_holdout/")
+    holdout_table = TABLE.replace("standard-cifar10/", "standard-cifar10_holdout/")
     assert (
         holdout_table in files and "| ard |" not in files[holdout_table].split("| rslad |")[0][-1:]
     )
@@ -372,14 +406,14 @@ def test_holdout_runs_are_kept_apart_and_not_added(tmp_path):
 
 def test_fractional_eps_in_255ths():
     def at(eps):
-        r = rec("ard", 0, {"clean": 0.9, "pgd20": 0.6})
+        r = rec("ard", 0, {"clean": 0.9, "pgd20": 0.6}, config={"attack.eps": eps})
         r["track"]["eps"] = r["eval"]["eps"] = eps
         (path,) = [p for p in render_leaderboard([r]) if p != "README.md"]
-        return path
+        return render_leaderboard([r])[path]
 
-    assert at(0.5 / 255).startswith("cifar10_linf_0.5-255_00000000/")
-    assert at(2 / 255).startswith("cifar10_linf_2-255_00000000/")
-    assert at(0.031).startswith("cifar10_linf_0.031_00000000/")  # TRADES's eps is not 8/255
+    assert "Linf ε = 0.5/255;" in at(0.5 / 255)
+    assert "Linf ε = 2/255;" in at(2 / 255)
+    assert "Linf ε = 0.031;" in at(0.031)  # TRADES's eps is not 8/255
 
 
 def test_teacherless_methods_are_reference_rows_of_the_teacher_tables():

@@ -78,7 +78,7 @@ def test_hostile_record_text_adds_no_row_column_or_html():
     assert "\\[x\\](http://e)" in text and not re.search(r"(?<!\\)\[x", text)  # no link
     assert not any(line.startswith("| 9 |") for line in lines)
     index_rows = [line for line in files["README.md"].splitlines() if line.startswith("|")]
-    assert len(index_rows) == 3 and all(len(_cells(r)) == 7 for r in index_rows)
+    assert len(index_rows) == 3 and all(len(_cells(r)) == 8 for r in index_rows)
     # each header fact stays on its own line
     assert sum(line.startswith("**Teacher.**") for line in lines) == 1
     assert next(line for line in lines if line.startswith("- PGD-20:")).endswith("steps=20")

@@ -101,7 +101,7 @@ register_protocol(
         train=TrainConfig(epochs=8, batch_size=128, weight_decay=5e-4, milestones=(5, 7), seed=0),
         eval=EvalConfig(attacks=("clean", "fgsm", "pgd20", "cw"), eps="2/255"),
         per_method=METHOD_ATTACK_KEYS,
-        source="ardbench decision (baselines/common/cifar10-exact-linf2.yaml names the teacher)",
+        source="ardbench decision (baselines/common/cifar10_exact_linf2_resnet4b.yaml names the teacher)",
     )
 )
 

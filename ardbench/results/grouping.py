@@ -2,15 +2,22 @@
 
 Two functions decide it, and nothing else in :mod:`ardbench.results` does:
 
-- :func:`table_key` — a record's table (today: track, teacher weights, student arch);
-- :func:`table_relpath` — the table's path relative to the output directory (today:
-  ``<track-slug>/<teacher-slug>__<student>.md``).
+- :func:`table_key` — a record's table: the protocol it followed (:func:`record_protocol`),
+  the track (data fingerprint, threat model, evaluation split), the teacher's weights and the
+  student's architecture;
+- :func:`table_relpath` — the table's path relative to the output directory:
+  ``<protocol>/<teacher-slug>__<student>.md``.
 
-To group and name tables another way (by a named protocol, say), replace these two (and
-:func:`describe_key`, the key in words for messages); aggregation, ``--check``, ``--add`` and
-``compare`` only use the key's ``teacher_sha`` field (teacherless runs are the reference rows
-of every teacher's table whose key is otherwise equal) and the path. The markdown header
-(:mod:`ardbench.results.render`) reads the track's parts to describe it.
+Aggregation, ``--check``, ``--add`` and ``compare`` only use the key's ``teacher_sha`` field
+(teacherless runs are the reference rows of every teacher's table whose key is otherwise
+equal) and the path.
+
+- **Protocol** = the identity of the protocol values a run used (see
+  :func:`ardbench.protocols.identity_of`), named by the registered protocol with that identity
+  (several names can share one: ``ard-cifar10`` and ``iad-cifar10`` differ only by the seed,
+  and their table is the base's, ``ard-lineage-cifar10``). A run whose values match no
+  registered protocol is in a "modified" table: ``<name>+<identity[:8]>``. Records written
+  before protocols had names are matched the same way, from their resolved config.
 
 - **Track** = dataset (the spec's name; ``npz:`` copies by file name) + norm + eps + the data
   fingerprint + the evaluation split: two runs on different pixels never share a table, and a
@@ -35,6 +42,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "MAX_SLUG",
+    "ProtocolKey",
     "TableKey",
     "TrackKey",
     "dataset_label",
@@ -42,6 +50,7 @@ __all__ = [
     "display_spec",
     "eval_split",
     "format_eps",
+    "record_protocol",
     "record_relpath",
     "slug",
     "table_key",
@@ -110,12 +119,71 @@ class TrackKey(NamedTuple):
     split: str  # "test" | "holdout"
 
 
+class ProtocolKey(NamedTuple):
+    name: str  # the registered protocol's name, or the run's own (or "custom") when modified
+    identity: str  # 12 hex digits
+    modified: bool  # the values match no registered protocol
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}+{self.identity[:8]}" if self.modified else self.name
+
+
 class TableKey(NamedTuple):
     """A table's identity. ``teacher_sha`` is "" for runs without a teacher."""
 
+    protocol: ProtocolKey
     track: TrackKey
     teacher_sha: str
     student: str
+
+
+_KIND_ORDER = {"standard": 0, "track": 1, "demo": 2, "base": 3, "faithful": 4}
+
+
+def _registered_by_identity() -> dict[str, str]:
+    """{identity: the registered name a table takes} (standard before track ... faithful)."""
+    from ..protocols import all_protocols
+
+    out: dict[str, str] = {}
+    for p in sorted(all_protocols(), key=lambda p: (_KIND_ORDER.get(p.kind, 9), p.name)):
+        out.setdefault(p.identity(), p.name)
+    return out
+
+
+def _legacy_identity(config: Mapping[str, Any], fingerprint: str) -> tuple[str | None, str]:
+    """(registered name, identity) of a record written before protocols had names: the first
+    registered protocol whose values the config matches (its per-method keys left out)."""
+    from ..errors import ArdbenchError
+    from ..protocols import all_protocols, identity_of
+
+    try:
+        for p in sorted(all_protocols(), key=lambda p: (_KIND_ORDER.get(p.kind, 9), p.name)):
+            fp = fingerprint if p.data_fingerprint else None
+            if identity_of(config, p.per_method, fp) == p.identity():
+                return p.name, p.identity()
+        return None, identity_of(config)
+    except ArdbenchError:  # a config this version cannot parse: its own identity
+        import hashlib
+        import json
+
+        blob = json.dumps(dict(config), sort_keys=True, default=str).encode()
+        return None, hashlib.sha256(blob).hexdigest()[:12]
+
+
+def record_protocol(record: Mapping[str, Any]) -> ProtocolKey:
+    """The protocol a record followed, named as its table is."""
+    block = record.get("protocol")
+    if isinstance(block, Mapping):
+        name, identity = block.get("name"), block["identity"]
+    else:
+        name, identity = _legacy_identity(
+            record.get("config") or {}, record["track"]["data_fingerprint"]
+        )
+    registered = _registered_by_identity().get(identity)
+    if registered:
+        return ProtocolKey(registered, identity, False)
+    return ProtocolKey(name or "custom", identity, True)
 
 
 def table_key(record: Mapping[str, Any]) -> TableKey:
@@ -129,7 +197,9 @@ def table_key(record: Mapping[str, Any]) -> TableKey:
         eval_split(record),
     )
     teacher = record.get("teacher") or {}
-    return TableKey(track, teacher.get("sha256", ""), record["student"]["arch"])
+    return TableKey(
+        record_protocol(record), track, teacher.get("sha256", ""), record["student"]["arch"]
+    )
 
 
 def describe_key(key: TableKey) -> str:
@@ -137,15 +207,20 @@ def describe_key(key: TableKey) -> str:
     label, norm, eps, fp, split = key.track
     teacher = f"teacher sha256 {key.teacher_sha[:8]}" if key.teacher_sha else "no teacher"
     held = ", evaluated on a training holdout" if split != "test" else ""
-    return f"{label} {norm} {eps} (data {fp[:8]}{held}), {teacher}, student {key.student}"
-
-
-def _track_slug(key: TrackKey) -> str:
-    label = slug(key.dataset.replace(":", "-"))
-    out = (
-        f"{label}_{slug(key.norm.lower())}_{slug(key.eps.replace('/', '-'))}_{key.fingerprint[:8]}"
+    return (
+        f"protocol {key.protocol.label}: {label} {norm} {eps} (data {fp[:8]}{held}), "
+        f"{teacher}, student {key.student}"
     )
-    return out if key.split == "test" else f"{out}_{slug(key.split)}"
+
+
+def _table_dir(key: TableKey) -> str:
+    """``<protocol>`` (``+<identity[:8]>`` when modified); a protocol defined on a dataset name
+    (not a fingerprint) run on other arrays also names their fingerprint; ``_holdout`` for
+    selection runs evaluated on held-out training data."""
+    out = slug(key.protocol.label)
+    if key.protocol.modified and key.track.dataset.startswith("npz:"):
+        out += f"_{key.track.fingerprint[:8]}"
+    return out if key.track.split == "test" else f"{out}_{slug(key.track.split)}"
 
 
 def table_relpath(key: TableKey, records: Iterable[Mapping[str, Any]]) -> str:
@@ -158,14 +233,14 @@ def table_relpath(key: TableKey, records: Iterable[Mapping[str, Any]]) -> str:
         teacher = f"{slug(labels[0] if labels else 'teacher')}-{slug(key.teacher_sha[:8])}"
     else:
         teacher = "no-teacher"
-    rel = f"{_track_slug(key.track)}/{teacher}__{slug(key.student)}.md"
+    rel = f"{_table_dir(key)}/{teacher}__{slug(key.student)}.md"
     _check_relative(rel)
     return rel
 
 
 def record_relpath(record: Mapping[str, Any]) -> Path:
     """Where ``leaderboard --add`` files a record under the runs directory: beside the name of
-    its table, ``<track-slug>/<teacher-slug>__<student>/<run_id>.json``."""
+    its table, ``<protocol>/<teacher-slug>__<student>/<run_id>.json``."""
     table = table_relpath(table_key(record), [record]).removesuffix(".md")
     rel = f"{table}/{record['run_id']}.json"  # a validated id (schema.ID_PATTERN)
     _check_relative(rel)

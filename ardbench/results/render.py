@@ -18,7 +18,7 @@ from typing import Any
 
 from .grouping import dataset_label, display_spec, teacher_label
 from .schema import COLUMNS
-from .tables import COLUMN_TITLES, DASH, Table, build_tables
+from .tables import COLUMN_TITLES, DASH, WORST_COLUMNS, Table, build_tables
 
 __all__ = [
     "GENERATED_MARK",
@@ -115,19 +115,45 @@ def _generated_note(where: str) -> str:
     return f"> {GENERATED_MARK[0].upper()}{GENERATED_MARK[1:]}. {where}"
 
 
+def _protocol_lines(t: Table) -> list[str]:
+    """What the protocol is, in words: the registry's description when the runs used a
+    registered protocol's values, else which one they modified."""
+    from ..protocols import PROTOCOLS
+
+    pk = t.key.protocol
+    named = sorted({(r.get("protocol") or {}).get("name") or "" for r in t.records} - {""})
+    if not pk.modified and pk.name in PROTOCOLS:
+        p = PROTOCOLS.get(pk.name)
+        also = [n for n in named if n != pk.name]
+        same = (
+            f" Runs named {', '.join(md_code(n) for n in also)}: the same values." if also else ""
+        )
+        return [
+            f"**Protocol `{pk.name}`** ({p.kind}; identity `{pk.identity}`). "
+            f"{md_text(p.description)} Source: {md_text(p.source)}.{same}",
+        ]
+    base = f" from {', '.join(md_code(n) for n in named)}" if named else ""
+    return [
+        f"**Modified protocol** (identity `{pk.identity}`): the runs' values match no "
+        f"registered protocol (modified{base}); compare them only with each other.",
+    ]
+
+
 def _header(t: Table) -> list[str]:
     label, norm, eps, fp, split = t.track
     recs = t.records
     r0 = recs[0]
     held = " · holdout" if split != "test" else ""
     lines = [
-        f"# {md_text(label)} · {norm} ε = {eps}{held} · {md_text(_teacher_title(t))} → "
+        f"# {md_text(t.key.protocol.label)}{held} · {md_text(_teacher_title(t))} → "
         f"{md_text(t.student)}",
         "",
         _generated_note(
             "Regenerate from the records with `ardbench leaderboard`; CI runs "
             "`ardbench leaderboard --check`."
         ),
+        "",
+        *_protocol_lines(t),
         "",
         "**Data.** "
         + ", ".join(
@@ -163,12 +189,14 @@ def _header(t: Table) -> list[str]:
         "",
         f"**Student.** {md_code(t.student)}.",
         "",
-        "**Protocol.** "
-        + f"{norm} ε = {eps}; evaluation on the first n "
+        "**Evaluation.** "
+        + f"{norm} ε = {eps}; the first n "
         + ("test points" if split == "test" else "held-out points")
         + " in order, n = "
         + _distinct(str(r["eval"]["n_examples"]) for r in recs)
-        + "; last-epoch checkpoint, fp32, eval mode.",
+        + "; checkpoint rule: "
+        + _distinct(md_text(r.get("checkpoint_rule") or "last") for r in recs)
+        + " (never selected on the test set); fp32, eval mode.",
         "",
     ]
     present = [c for c in COLUMNS if any(r["eval"]["accuracy"].get(c) is not None for r in recs)]
@@ -204,8 +232,12 @@ def _header(t: Table) -> list[str]:
     lines += [
         "",
         f"Sorted by {order}. Cells: mean ± std over the row's runs (seeds), percent; std with "
-        f"ddof = 1, {DASH} with one run; {DASH} alone: not evaluated. AA (paper): the figure the "
-        "recipe's paper reports.",
+        f"ddof = 1, {DASH} with one run; {DASH} alone: not evaluated. Worst class: the lowest "
+        "per-class accuracy (mean over runs). AA (paper): the published figure the recipe sets "
+        "beside ours, with how far it can be trusted (checked, relayed, abstract, rerun, issue; "
+        "source and checkpoint rule below the table: most papers select the best checkpoint on "
+        "the test set, ardbench reports the protocol's rule). A method with a checkpoint in "
+        "brackets is that run's other checkpoint (e.g. the last epoch beside best-on-holdout).",
         "",
     ]
     return lines
@@ -230,12 +262,15 @@ def _row_line(cells: Sequence[str]) -> str:
 def render_table(t: Table) -> str:
     """One table's markdown file."""
     lines = _header(t)
-    numeric = ("#", *COLUMN_TITLES.values(), "AA (paper)", "Seeds", "Epochs")
+    worst = [c for c in WORST_COLUMNS if any(r.worst[c].mean is not None for r in t.rows)]
+    worst_title = "Worst class (" + " / ".join(COLUMN_TITLES[c] for c in worst) + ")"
+    numeric = ("#", *COLUMN_TITLES.values(), worst_title, "AA (paper)", "Seeds", "Epochs")
     head = [
         "#",
         "Method",
         "Recipe",
         *(COLUMN_TITLES[c] for c in COLUMNS),
+        *([worst_title] if worst else []),
         "AA (paper)",
         "Seeds",
         "Epochs",
@@ -246,12 +281,26 @@ def render_table(t: Table) -> str:
     lines.append("|" + "|".join("---:" if h in numeric else "---" for h in head) + "|")
     footnotes: list[str] = []
     for i, r in enumerate(t.rows, 1):
-        paper_aa = f"{r.paper['aa']:.2f}" if "aa" in r.paper else DASH
+        paper_aa = DASH
+        if "aa" in r.paper:
+            tag = r.paper_meta.get("tag")
+            paper_aa = f"{r.paper['aa']:.2f}" + (f" ({md_text(tag)})" if tag else "")
+        method = r.method if r.checkpoint == "last" else f"{r.method} ({r.checkpoint})"
         cells = [
             str(i),
-            md_text(r.method),
+            md_text(method),
             md_text(r.recipe_cell),
             *(r.stats[c].cell(r.runs) for c in COLUMNS),
+            *(
+                [
+                    " / ".join(
+                        DASH if r.worst[c].mean is None else f"{100 * r.worst[c].mean:.1f}"
+                        for c in worst
+                    )
+                ]
+                if worst
+                else []
+            ),
             paper_aa,
             str(r.runs),
             ", ".join(str(e) for e in r.epochs),
@@ -263,9 +312,12 @@ def render_table(t: Table) -> str:
             figures = ", ".join(
                 f"{COLUMN_TITLES[c]} {r.paper[c]:.2f}" for c in COLUMNS if c in r.paper
             )
-            src = f" ({md_text(r.paper_source)})" if r.paper_source else ""
+            meta = [r.paper_source] if r.paper_source else []
+            meta += [f"{k}: {r.paper_meta[k]}" for k in ("tag", "rule") if k in r.paper_meta]
+            src = f" ({md_text('; '.join(meta))})" if meta else ""
+            note = f" {md_text(r.paper_meta['note'])}." if "note" in r.paper_meta else ""
             footnotes.append(
-                f"- Row {i}, {md_text(r.method)} / {md_text(r.recipe_cell)}: {figures}{src}."
+                f"- Row {i}, {md_text(method)} / {md_text(r.recipe_cell)}: {figures}{src}.{note}"
             )
     if footnotes:
         lines += ["", "Paper-reported figures (percent):", "", *footnotes]
@@ -286,17 +338,18 @@ def render_index(tables: Sequence[Table]) -> str:
             "`ardbench leaderboard --check`."
         ),
         "",
-        "One table per (track, teacher, student). A track is a dataset, a threat model (norm, ε) "
-        "and the fingerprint of the data arrays; runs on different data never share a table. "
-        "Each row is a (method, recipe) averaged over seeds; see the tables for the protocol.",
+        "One table per (protocol, teacher, student). A protocol fixes the data, the threat "
+        "model, the training budget, the evaluation and the checkpoint rule (`ardbench list "
+        "protocols`); runs on different data never share a table. Each row is a (method, "
+        "recipe) averaged over seeds.",
         "",
     ]
     if not tables:
         lines += ["No records yet: add runs with `ardbench leaderboard --add RUN_DIR`.", ""]
         return "\n".join(lines)
     lines += [
-        "| Track | Teacher | Student | Rows | Runs | Top (by) | Table |",
-        "|---|---|---|---:|---:|---|---|",
+        "| Protocol | Data | Teacher | Student | Rows | Runs | Top (by) | Table |",
+        "|---|---|---|---|---:|---:|---|---|",
     ]
     for t in tables:
         label, norm, eps, fp, split = t.track
@@ -308,6 +361,7 @@ def render_index(tables: Sequence[Table]) -> str:
         )
         official = "" if all(r["track"]["official"] for r in t.records) else " (npz copy)"
         cells = [
+            md_text(t.key.protocol.label),
             f"{md_text(label)}{official} · {norm} {eps} · `{fp[:8]}`"
             + (" · holdout" if split != "test" else ""),
             md_text(_teacher_title(t).removeprefix("teacher ")),

@@ -44,6 +44,8 @@ __all__ = [
 
 COLUMN_TITLES = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AA"}
 DASH = "—"
+# the robust-fairness papers' worst-class columns (min over classes of per-class accuracy)
+WORST_COLUMNS = ("clean", "pgd20", "aa")
 
 
 def _recipe_label(recipe: str | None) -> str:
@@ -73,40 +75,57 @@ def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in sorted(records, key=lambda r: r["run_id"]):
         key = table_key(r)
-        acc = r["eval"]["accuracy"]
-        paper = r.get("paper") or {}
-        ev = r["eval"]
-        row: dict[str, Any] = {
-            "run_id": r["run_id"],
-            "key": key,
-            "teacher_sha": key.teacher_sha,
-            "method": r["method"]["name"],
-            "recipe": r.get("recipe") or "",
-            "protocol": protocol_hash(r),
-            "seed": r["seed"],
-            "epochs": r["epochs"],
-            "n_examples": ev["n_examples"],
-            "code": _code_label(r["code_version"]),
-            "unofficial": bool(r["method"]["unofficial"]),
-            "teacher_in_attack": bool(r["method"]["teacher_in_attack"]),
-            "aa_unreliable": bool(ev.get("aa_unreliable", False)),
-            "compliance_failed": tuple(
-                sorted(
-                    k
-                    for k, v in (ev.get("compliance") or {}).items()
-                    if isinstance(v, Mapping) and v.get("passed") is False
-                )
-            ),
-            "paper_json": json.dumps(paper, sort_keys=True) if paper else "",
-            "later_cols": tuple((ev.get("later_eval") or {}).get("columns") or ()),
-        }
-        for col in COLUMNS:
-            v = acc.get(col)
-            row[f"acc_{col}"] = float(v) if isinstance(v, (int, float)) else math.nan
-            p = paper.get(col)
-            row[f"paper_{col}"] = float(p) if isinstance(p, (int, float)) else math.nan
-        rows.append(row)
+        for kind, ev in _checkpoint_evals(r):
+            rows.append(_frame_row(r, key, kind, ev))
     return pd.DataFrame(rows)
+
+
+def _checkpoint_evals(record: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(checkpoint kind, eval block): the rule's checkpoint first, then the run's others (the
+    last epoch beside a best-on-holdout or SWA checkpoint: the tables show both)."""
+    out = [(record.get("checkpoint_rule") or "last", record["eval"])]
+    for kind, extra in sorted((record.get("checkpoints") or {}).items()):
+        out.append((kind, extra["eval"]))
+    return out
+
+
+def _frame_row(r: Mapping[str, Any], key: Any, kind: str, ev: Mapping[str, Any]) -> dict:
+    acc = ev["accuracy"]
+    paper = r.get("paper") or {}
+    row: dict[str, Any] = {
+        "run_id": r["run_id"],
+        "key": key,
+        "teacher_sha": key.teacher_sha,
+        "method": r["method"]["name"],
+        "recipe": r.get("recipe") or "",
+        "protocol": protocol_hash(r),
+        "seed": r["seed"],
+        "epochs": r["epochs"],
+        "n_examples": ev["n_examples"],
+        "code": _code_label(r["code_version"]),
+        "unofficial": bool(r["method"]["unofficial"]),
+        "teacher_in_attack": bool(r["method"]["teacher_in_attack"]),
+        "aa_unreliable": bool(ev.get("aa_unreliable", False)),
+        "compliance_failed": tuple(
+            sorted(
+                k
+                for k, v in (ev.get("compliance") or {}).items()
+                if isinstance(v, Mapping) and v.get("passed") is False
+            )
+        ),
+        "paper_json": json.dumps(paper, sort_keys=True) if paper else "",
+        "later_cols": tuple((ev.get("later_eval") or {}).get("columns") or ()),
+        "checkpoint": kind,
+    }
+    worst = ev.get("worst_class") or {}
+    for col in COLUMNS:
+        v = acc.get(col)
+        row[f"acc_{col}"] = float(v) if isinstance(v, (int, float)) else math.nan
+        w = worst.get(col) if isinstance(v, (int, float)) else None
+        row[f"worst_{col}"] = float(w) if isinstance(w, (int, float)) else math.nan
+        p = paper.get(col)
+        row[f"paper_{col}"] = float(p) if isinstance(p, (int, float)) else math.nan
+    return row
 
 
 # ----------------------------------------------------------------------------- aggregation
@@ -144,6 +163,9 @@ class Row:
     paper_source: str | None
     notes: tuple[str, ...]
     recipe_cell: str = ""
+    worst: dict[str, Stat] = field(default_factory=dict)  # worst-class accuracy per column
+    checkpoint: str = "last"
+    paper_meta: dict[str, str] = field(default_factory=dict)  # tag, rule, note
 
     @property
     def runs(self) -> int:
@@ -193,8 +215,8 @@ def _stat(values: pd.Series) -> Stat:
 
 def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
     out = []
-    for (method, recipe, protocol), g in df.groupby(
-        ["method", "recipe", "protocol"], sort=True, dropna=False
+    for (method, recipe, protocol, checkpoint), g in df.groupby(
+        ["method", "recipe", "protocol", "checkpoint"], sort=True, dropna=False
     ):
         g.attrs["with_teacher"] = with_teacher
         g = g.sort_values("run_id", kind="mergesort")
@@ -219,10 +241,12 @@ def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
         papers = sorted({p for p in g["paper_json"] if p})
         paper: dict[str, float] = {}
         source = None
+        meta: dict[str, str] = {}
         if papers:
             first = json.loads(papers[0])
             paper = {c: float(first[c]) for c in COLUMNS if isinstance(first.get(c), (int, float))}
             source = first.get("source") if isinstance(first.get("source"), str) else None
+            meta = {k: first[k] for k in ("tag", "rule", "note") if isinstance(first.get(k), str)}
         out.append(
             Row(
                 method=method,
@@ -231,11 +255,14 @@ def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
                 run_ids=tuple(g["run_id"]),
                 seeds=tuple(int(s) for s in g["seed"]),
                 stats={c: _stat(g[f"acc_{c}"]) for c in COLUMNS},
+                worst={c: _stat(g[f"worst_{c}"]) for c in WORST_COLUMNS},
+                checkpoint=checkpoint,
                 epochs=tuple(sorted({int(e) for e in g["epochs"]})),
                 n_examples=tuple(sorted({int(n) for n in g["n_examples"]})),
                 code=tuple(sorted(set(g["code"]))),
                 paper=paper,
                 paper_source=source,
+                paper_meta=meta,
                 notes=tuple(notes),
             )
         )
@@ -277,6 +304,7 @@ def _sort_rows(rows: list[Row]) -> tuple[list[Row], str]:
             r.method,
             r.recipe,
             r.protocol,
+            r.checkpoint,
         )
 
     return sorted(rows, key=key), by
