@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .eval.result import COLUMN_TITLES
 from .protocols.config import ConfigError
 from .registry import UnknownNameError
 
@@ -129,7 +130,7 @@ def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
     table = Table(title=f"ardbench run {record['run_id']}")
     table.add_column("model")
     for col in columns:
-        table.add_column(_COLUMN_NAMES.get(col, col), justify="right")
+        table.add_column(COLUMN_TITLES.get(col, col), justify="right")
     table.add_column("epochs", justify="right")
     table.add_column("wall time", justify="right")
     teacher = record.get("teacher")
@@ -156,9 +157,6 @@ def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
         f"{record['track']['dataset']}, {record['track']['norm']} eps {format_eps(eps)}, "
         f"n = {eval_block['n_examples']} test points; record: {run_dir / 'record.json'}"
     )
-
-
-_COLUMN_NAMES = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AA"}
 
 
 def _pct(v: float | None) -> str:
@@ -337,7 +335,7 @@ def _batch_size(text: str) -> int | str:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.evaluator import ComplianceError, evaluate_spec, render_eval
+    from .eval import ComplianceError, evaluate_spec, render_eval
 
     metadata: dict[str, Any] = {}
     for item in args.info:

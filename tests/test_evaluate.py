@@ -11,18 +11,23 @@ import pytest
 import torch
 from torch import nn
 
-import ardbench.eval.evaluator as ev
+import ardbench.eval.columns as columns
+import ardbench.eval.core as core
+import ardbench.eval.state as eval_state
 from ardbench.cli import main
-from ardbench.eval.compliance import CHECKS, ComplianceError, run_compliance_checks
-from ardbench.eval.evaluator import (
+from ardbench.eval import (
     AA_ATTACKS,
     ComplianceWarning,
+    EvalResult,
     adversarial_examples,
     evaluate_model,
     evaluate_spec,
     model_info,
     parse_attacks,
+    robustbench_cross_check,
 )
+from ardbench.eval.compliance import CHECKS, ComplianceError, run_compliance_checks
+from ardbench.eval.modelinfo import PLACEHOLDER
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PCT = re.compile(r"^\d{1,3}\.\d{2}$")
@@ -268,7 +273,7 @@ def test_columns_settings_and_ordering(eps_arg, eps):
 
 
 def test_step_recorded_as_eps_over_4_at_8_255():
-    s = ev.column_settings("pgd20", eps=8 / 255)
+    s = columns.column_settings("pgd20", eps=8 / 255)
     assert s["step"] == 2 / 255 and s["step_rule"] == "eps/4"
 
 
@@ -313,7 +318,7 @@ def test_chunked_resume_equals_uninterrupted(tmp_path, monkeypatch):
     reference = evaluate_model(model, x, y, **kw)
     state = tmp_path / "state.json"
 
-    real_write = ev.write_json_atomic
+    real_write = eval_state.write_json_atomic
     calls = {"n": 0}
 
     def failing_write(path, data):
@@ -322,21 +327,21 @@ def test_chunked_resume_equals_uninterrupted(tmp_path, monkeypatch):
         if calls["n"] == 5:  # clean (3 chunks) done, fgsm 2 of 3 chunks done
             raise KeyboardInterrupt("simulated interruption")
 
-    monkeypatch.setattr(ev, "write_json_atomic", failing_write)
+    monkeypatch.setattr(eval_state, "write_json_atomic", failing_write)
     with pytest.raises(KeyboardInterrupt):
         evaluate_model(model, x, y, state_path=state, **kw)
-    monkeypatch.setattr(ev, "write_json_atomic", real_write)
+    monkeypatch.setattr(eval_state, "write_json_atomic", real_write)
     saved = json.loads(state.read_text())
     assert saved["columns"]["clean"]["done"] == 20 and saved["columns"]["fgsm"]["done"] == 16
 
     attacked: list[int] = []
-    real_adv = ev.adversarial_examples
+    real_adv = core.adversarial_examples
 
     def counting(model, x, y, column, **k):
         attacked.append(len(x))
         return real_adv(model, x, y, column, **k)
 
-    monkeypatch.setattr(ev, "adversarial_examples", counting)
+    monkeypatch.setattr(core, "adversarial_examples", counting)
     resumed = evaluate_model(model, x, y, state_path=state, **kw)
     assert resumed.resumed
     assert sum(attacked) == 4 + 20 + 20  # the rest of fgsm, then pgd20 and cw
@@ -362,40 +367,44 @@ def test_results_do_not_depend_on_batch_size():
     device) changes only the speed."""
     model = _conv()
     x, y = _points(model, 20, wrong=3)
-    whole = ev.adversarial_examples(model, x, y, "pgd20", eps=8 / 255, seed=5, start=0)
+    whole = columns.adversarial_examples(model, x, y, "pgd20", eps=8 / 255, seed=5, start=0)
     parts = torch.cat(
         [
-            ev.adversarial_examples(model, x[a:b], y[a:b], "pgd20", eps=8 / 255, seed=5, start=a)
+            columns.adversarial_examples(
+                model, x[a:b], y[a:b], "pgd20", eps=8 / 255, seed=5, start=a
+            )
             for a, b in ((0, 3), (3, 11), (11, 20))
         ]
     )
     torch.testing.assert_close(parts, whole, rtol=0, atol=1e-6)
-    other_seed = ev.adversarial_examples(model, x, y, "pgd20", eps=8 / 255, seed=6, start=0)
+    other_seed = columns.adversarial_examples(model, x, y, "pgd20", eps=8 / 255, seed=6, start=0)
     assert not torch.allclose(other_seed, whole)
     kw = dict(attacks="clean,fgsm,pgd20,cw", eps=8 / 255, seed=3)
     results = [evaluate_model(model, x, y, batch_size=b, **kw) for b in (3, 7, "auto")]
-    assert results[2].batch_size == ev.CPU_BATCH_SIZE
+    assert results[2].batch_size == core.CPU_BATCH_SIZE
     for r in results[1:]:
         assert r.accuracy == results[0].accuracy and r.per_class == results[0].per_class
 
 
 def test_per_point_starts_are_uniform_in_the_ball_and_recorded():
     x = torch.rand(64, 3, 8, 8)
-    d = ev.per_point_start(x, 8 / 255, "Linf", seed=0, column="pgd20", start=10)
+    d = columns.per_point_start(x, 8 / 255, "Linf", seed=0, column="pgd20", start=10)
     assert d.shape == x.shape and float(d.abs().max()) <= 8 / 255
     assert abs(float(d.mean())) < 1e-3 and float(d.std()) == pytest.approx(
         8 / 255 / 3**0.5, rel=0.05
     )
-    again = ev.per_point_start(x[5:9], 8 / 255, "Linf", seed=0, column="pgd20", start=15)
+    again = columns.per_point_start(x[5:9], 8 / 255, "Linf", seed=0, column="pgd20", start=15)
     torch.testing.assert_close(again, d[5:9], rtol=0, atol=0)
-    assert not torch.equal(ev.per_point_start(x, 8 / 255, "Linf", seed=0, column="cw", start=10), d)
-    l2 = ev.per_point_start(x, 0.5, "L2", seed=0, column="pgd20", start=0)
+    assert not torch.equal(
+        columns.per_point_start(x, 8 / 255, "Linf", seed=0, column="cw", start=10), d
+    )
+    l2 = columns.per_point_start(x, 0.5, "L2", seed=0, column="pgd20", start=0)
     assert float(l2.flatten(1).norm(dim=1).max()) <= 0.5 + 1e-6
     model = _conv()
     xs, ys = _points(model, 6)
     r = evaluate_model(model, xs, ys, attacks="clean,pgd20", eps=8 / 255, batch_size=4)
-    assert r.settings["pgd20"]["seeding"] == ev.SEEDING
-    assert all(s["precision"] == ev.PRECISION for s in r.settings.values())
+    assert r.settings["pgd20"]["seeding"] == columns.SEEDING
+    assert all(s["precision"] == columns.PRECISION for s in r.settings.values())
 
 
 def test_evaluation_turns_tf32_off_and_restores_it():
@@ -429,8 +438,8 @@ def test_batch_size_is_checked():
             evaluate_model(model, x, y, attacks="clean", batch_size=bad)
     with pytest.raises(ValueError, match="aa_batch_size"):
         evaluate_model(model, x, y, attacks="clean", aa_batch_size=0)
-    assert ev.choose_batch_size(model, x, 17) == 17
-    assert ev.choose_batch_size(model, x, "auto") == ev.CPU_BATCH_SIZE
+    assert core.choose_batch_size(model, x, 17) == 17
+    assert core.choose_batch_size(model, x, "auto") == core.CPU_BATCH_SIZE
 
 
 def test_state_of_another_evaluation_is_refused(tmp_path):
@@ -449,7 +458,7 @@ def test_chunked_resume_with_autoattack(tmp_path, monkeypatch):
     kw = dict(attacks="clean,aa", eps=2 / 255, batch_size=4, aa_batch_size=4, seed=0, chunk_size=4)
     reference = evaluate_model(model, x, y, **kw)
     state = tmp_path / "state.json"
-    real_write = ev.write_json_atomic
+    real_write = eval_state.write_json_atomic
     calls = {"n": 0}
 
     def failing_write(path, data):
@@ -458,10 +467,10 @@ def test_chunked_resume_with_autoattack(tmp_path, monkeypatch):
         if calls["n"] == 4:  # clean (3 chunks) + the first AA chunk
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ev, "write_json_atomic", failing_write)
+    monkeypatch.setattr(eval_state, "write_json_atomic", failing_write)
     with pytest.raises(KeyboardInterrupt):
         evaluate_model(model, x, y, state_path=state, **kw)
-    monkeypatch.setattr(ev, "write_json_atomic", real_write)
+    monkeypatch.setattr(eval_state, "write_json_atomic", real_write)
     resumed = evaluate_model(model, x, y, state_path=state, **kw)
     assert _comparable(resumed) == _comparable(reference)
     assert resumed.settings["aa"]["chunks"] == 3
@@ -509,7 +518,7 @@ def _validate_model_info(m: dict, eps: str) -> None:
 
 def test_model_info_formats(aa_result):
     _, _, _, r = aa_result
-    r8 = ev.EvalResult(
+    r8 = EvalResult(
         **{
             **r.__dict__,
             "eps": 8 / 255,
@@ -528,7 +537,7 @@ def test_model_info_formats(aa_result):
     assert info["reported"] == "57.10" and info["name"] == "RSLAD"
     assert info["architecture"] == "ResNet-18" and info["dataset"] == "cifar10"
     plain = model_info(r, dataset="cifar10")
-    assert plain["eps"] == "2/255" and plain["link"] == ev.PLACEHOLDER and plain["reported"] is None
+    assert plain["eps"] == "2/255" and plain["link"] == PLACEHOLDER and plain["reported"] is None
     json.dumps(info, allow_nan=False)
 
 
@@ -607,7 +616,7 @@ def test_cli_eval_batch_sizes(tmp_path, capsys):
     rc = main([*base, "--attacks", "clean,pgd20", "--batch-size", "3", "--json", str(out)])
     assert rc == 0 and json.loads(out.read_text())["batch_size"] == 3
     rc = main([*base, "--attacks", "clean", "--json", str(out)])  # default: auto
-    assert rc == 0 and json.loads(out.read_text())["batch_size"] == ev.CPU_BATCH_SIZE
+    assert rc == 0 and json.loads(out.read_text())["batch_size"] == core.CPU_BATCH_SIZE
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main([*base, "--batch-size", "0"])
@@ -618,7 +627,7 @@ def test_cli_eval_batch_sizes(tmp_path, capsys):
 @pytest.mark.slow
 def test_robustbench_cross_check_agrees(aa_result):
     model, x, y, r = aa_result
-    cc = ev.robustbench_cross_check(model, x, y, eps=2 / 255, batch_size=8, seed=0)
+    cc = robustbench_cross_check(model, x, y, eps=2 / 255, batch_size=8, seed=0)
     assert cc["clean"] == pytest.approx(r.accuracy["clean"])
     assert cc["aa"] == pytest.approx(r.accuracy["aa"])
 

@@ -276,7 +276,7 @@ def train(
     model_path = run_dir / "model.pt"
     save_torch_atomic(model_path, portable_state(student.module.state_dict()))
     write_json_atomic(run_dir / "model.json", {"arch": student.arch, "num_classes": ds.num_classes})
-    from ..eval.evaluator import evaluate_model
+    from ..eval.core import evaluate_model
 
     train_step.release()  # evaluation: eager forwards, fp32 (no autocast here)
     eval_model = student.module.eval()
