@@ -13,16 +13,18 @@ not hold (the breakdown, AutoAttack's warnings, the file's sha256), and a resume
 reads the flags of finished chunks back with ``EvaluationState.from_disk``.
 
 A chunk interrupted part-way is run again from its start, not continued from pyautoattack's
-state, for two reasons. (1) pyautoattack 0.2.0 cannot restore its own state: ``to_disk`` writes
-the set of attacks with ``json.dump(default=str)`` (a string such as ``"{'apgd-ce', ...}"``) and
-``from_disk`` does not parse it back, so ``run_standard_evaluation(state_path=<existing file>)``
-always raises "The state was created with a different set of attacks" (pinned by
-``tests/test_evaluate.py::test_pyautoattack_0_2_cannot_restore_its_state``); past that, its
-restore branch never defines ``y_adv`` and would raise ``UnboundLocalError``. (2) Even when
-fixed, a restore continues the attack in progress over the points still robust, in other batches
-than an uninterrupted run: AutoAttack's random initialisations depend on the batch composition,
-so the chunk's number could change. Re-running the chunk keeps a resumed evaluation equal to an
-uninterrupted one; a chunk is at most ``chunk_size`` points.
+state, for three reasons. (1) pyautoattack 0.2.0 cannot restore its own state: ``to_disk``
+writes the set of attacks with ``json.dump(default=str)`` (a string such as ``"{'apgd-ce',
+...}"``) and ``from_disk`` does not parse it back, so ``run_standard_evaluation(state_path=
+<existing file>)`` always raises "The state was created with a different set of attacks"
+(pinned by ``tests/test_evaluate.py::test_pyautoattack_0_2_cannot_restore_its_state``); past
+that, its restore branch never defines ``y_adv`` and would raise ``UnboundLocalError``.
+(2) Its list of finished attacks is saved at most once a minute (the flags after every batch),
+so on disk it lags behind the flags. (3) Even when fixed, a restore continues the attack in
+progress over the points still robust, in other batches than an uninterrupted run: AutoAttack's
+random initialisations depend on the batch composition, so the chunk's number could change.
+Re-running the chunk keeps a resumed evaluation equal to an uninterrupted one; a chunk is at
+most ``chunk_size`` points.
 
 **Log.** Two things exist only in AutoAttack's log (logger ``"auto-attack"``), so a handler is
 attached for exactly these during the call:
