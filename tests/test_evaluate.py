@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -639,6 +640,16 @@ def test_autoattack_resumes_from_pyautoattacks_state_files(tmp_path, monkeypatch
     (aa_dir / "points-0-4.json").unlink()
     again = evaluate_model(model, x, y, state_path=state, **kw)
     assert calls == [0] and _comparable(again) == _comparable(reference)
+
+    calls.clear()
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    state.rename(moved / "state.json")
+    aa_dir.rename(moved / "state.autoattack")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pyautoattack warns of the moved path: not passed on
+        in_new_place = evaluate_model(model, x, y, state_path=moved / "state.json", **kw)
+    assert calls == [] and _comparable(in_new_place) == _comparable(reference)
 
 
 # ------------------------------------------------------------------- JSON, model_info, CLI

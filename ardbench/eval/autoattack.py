@@ -47,6 +47,7 @@ import importlib
 import logging
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,10 +119,15 @@ def _evaluation_state() -> Any:
 def load_aa_flags(path: Path, sha256: str | None = None, n: int | None = None) -> Tensor | None:
     """The robust flags in pyautoattack's state file ``path`` (CPU bool), or None when the file
     is missing, unreadable, altered (``sha256``) or holds another number of points (``n``)."""
-    if not path.is_file() or (sha256 is not None and file_sha256(path) != sha256):
-        return None
+    path = Path(path).resolve()
     try:
-        flags = _evaluation_state().from_disk(path).robust_flags
+        if not path.is_file() or (sha256 is not None and file_sha256(path) != sha256):
+            return None
+        with warnings.catch_warnings():
+            # the file records the path it was written to; a moved state folder is fine (its
+            # identity is the sha256 ardbench recorded)
+            warnings.filterwarnings("ignore", message="The given path is different")
+            flags = _evaluation_state().from_disk(path).robust_flags
     except (OSError, ValueError, TypeError, RuntimeError, KeyError):
         return None
     if flags is None or flags.dim() != 1 or (n is not None and len(flags) != n):
