@@ -3,7 +3,8 @@
 Each chunk of points is one call ``AutoAttack(model, norm=, eps=, version=, seed=, device=)
 .run_standard_evaluation(x, y, batch_size=, state_path=)`` of the PyPI package ``pyautoattack``
 0.2.0 (keyword-only API; fra31/auto-attack@a392200). With one chunk (the default without an
-evaluation state) that is exactly RobustBench's call, and the numbers are AutoAttack's own.
+evaluation state) that is RobustBench's call: the state file changes no number (the per-point
+flags equal a plain ``run_standard_evaluation(x, y, batch_size=)``'s, tested).
 
 **State.** ``state_path`` makes pyautoattack keep an ``EvaluationState`` file: its per-point
 robust flags (saved after the clean pass and after every batch of every attack), the attacks it

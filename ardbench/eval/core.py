@@ -16,7 +16,8 @@ final evaluation and notebooks. The columns are :mod:`ardbench.eval.columns` and
 - fp32 is strict: TF32 is off for convolutions and matmuls during the evaluation (PyTorch turns
   it on for cuDNN convolutions by default) and an enclosing autocast is disabled.
 - AutoAttack runs per chunk of points with ``seed`` itself; with one chunk (the default without
-  ``state_path``) the call is exactly RobustBench's. Its per-point result depends on the batch
+  ``state_path``) it is RobustBench's call (plus pyautoattack's state file, which changes no
+  number). Its per-point result depends on the batch
   composition through the random initialisations, so its batch size (``aa_batch_size``, separate
   from the other columns') and ``chunk_size`` are recorded and are part of the resume key.
 
