@@ -5,7 +5,7 @@
     OMP_NUM_THREADS=1 python benchmarks/eval_throughput.py --model small_cnn --n 256 \\
         --device cpu --batch-sizes 64,256
 
-Times ``ardbench.eval.evaluator.evaluate_model`` (the function ``ardbench eval`` and the trainer
+Times ``ardbench.eval.evaluate_model`` (the function ``ardbench eval`` and the trainer
 call) once per batch size, on ``--n`` points: a dataset spec's first test points
 (``--dataset``) or random images. The evaluator times each column itself
 (``EvalResult.timing_s`` / ``points_per_s``); the compliance checks and model set-up are the
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import device_name, sync  # noqa: E402
 
-from ardbench.eval.evaluator import evaluate_model, parse_attacks  # noqa: E402
+from ardbench.eval import evaluate_model, parse_attacks  # noqa: E402
 from ardbench.models import load_model  # noqa: E402
 
 

@@ -62,7 +62,7 @@ from torch import nn
 
 from ardbench import attacks
 from ardbench.data import DeviceLoader, to_float01
-from ardbench.eval.evaluator import evaluate_model
+from ardbench.eval import evaluate_model
 from ardbench.methods import Batch, get_method
 from ardbench.models import build_arch, load_model
 from ardbench.train.check import tiny_setup
@@ -385,7 +385,7 @@ def test_trainer_end_to_end_on_device(tiny_npz, tmp_path):
 
 
 def test_bf16_run_on_device_evaluates_in_fp32(tiny_npz, tmp_path, monkeypatch):
-    import ardbench.eval.evaluator as ev
+    import ardbench.eval.core as ev
 
     seen: dict = {"forwards": set()}
     real = ev.evaluate_model

@@ -150,7 +150,7 @@ def test_a_real_eval_json_attaches(tmp_path):
     """End to end with the evaluator's own JSON: train nothing, evaluate a saved model."""
     import torch
 
-    from ardbench.eval.evaluator import evaluate_spec
+    from ardbench.eval import evaluate_spec
     from ardbench.models import build_arch
 
     model_path = tmp_path / "m.pt"
@@ -183,7 +183,7 @@ def test_end_to_end_a_run_then_a_later_evaluation_on_a_test_only_copy(tmp_path):
     test-only copy of its data (as the real track's AA was), attach, and render."""
     import numpy as np
 
-    from ardbench.eval.evaluator import evaluate_spec
+    from ardbench.eval import evaluate_spec
     from ardbench.recipes import resolve_config
     from ardbench.results.leaderboard import add_records
     from ardbench.train.trainer import train

@@ -428,7 +428,7 @@ def test_channels_last_and_fused_in_the_trainer_same_model_and_resume(tiny_npz, 
 
 
 def test_bf16_runs_is_recorded_and_evaluation_stays_fp32(tiny_npz, tmp_path, monkeypatch):
-    import ardbench.eval.evaluator as ev
+    import ardbench.eval.core as ev
 
     seen = {}
     real = ev.evaluate_model

@@ -103,7 +103,7 @@ def _batch_size(text: str) -> int | str:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..eval.evaluator import ComplianceError, evaluate_spec, render_eval
+    from ..eval import ComplianceError, evaluate_spec, render_eval
 
     metadata: dict[str, Any] = {}
     for item in args.info:

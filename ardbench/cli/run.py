@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from ..errors import ConfigError
+from ..eval.result import COLUMN_TITLES
 from .console import console
 
 # --------------------------------------------------------------------------------------- run
@@ -146,7 +147,7 @@ def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
     table = Table(title=f"ardbench run {record['run_id']}")
     table.add_column("model")
     for col in columns:
-        table.add_column(_COLUMN_NAMES.get(col, col), justify="right")
+        table.add_column(COLUMN_TITLES.get(col, col), justify="right")
     table.add_column("epochs", justify="right")
     table.add_column("wall time", justify="right")
     teacher = record.get("teacher")
@@ -173,9 +174,6 @@ def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
         f"{record['track']['dataset']}, {record['track']['norm']} eps {format_eps(eps)}, "
         f"n = {eval_block['n_examples']} test points; record: {run_dir / 'record.json'}"
     )
-
-
-_COLUMN_NAMES = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AA"}
 
 
 def _pct(v: float | None) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "CHECKS",
     "CheckResult",
     "ComplianceError",
+    "ComplianceWarning",
     "check_deterministic",
     "check_eval_mode",
     "check_fp32",
@@ -79,6 +80,10 @@ class ComplianceError(RuntimeError):
             f"compliance check(s) failed: {names} — {lines}. The evaluation was stopped "
             "(--compliant); fix the model or drop --compliant to evaluate with a warning."
         )
+
+
+class ComplianceWarning(UserWarning):
+    """A compliance check failed and ``compliant`` was False: the evaluation went on."""
 
 
 def is_exported_graph(model: nn.Module) -> bool:

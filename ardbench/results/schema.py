@@ -84,9 +84,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
+from ..protocols.sections import EVAL_COLUMNS
+
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
-COLUMNS = ("clean", "fgsm", "pgd20", "cw", "aa")
+COLUMNS = EVAL_COLUMNS  # the one list: ardbench.protocols.sections
 NORMS = ("Linf", "L2")
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
 """Ids (run ids, architecture names) become file and directory names: no separators, no

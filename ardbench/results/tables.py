@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..eval.result import COLUMN_TITLES
 from .grouping import TableKey, TrackKey, table_key, table_relpath
 from .records import protocol_hash
 from .schema import COLUMNS
@@ -42,7 +43,6 @@ __all__ = [
     "records_frame",
 ]
 
-COLUMN_TITLES = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AA"}
 DASH = "—"
 # the robust-fairness papers' worst-class columns (min over classes of per-class accuracy)
 WORST_COLUMNS = ("clean", "pgd20", "aa")

@@ -305,7 +305,7 @@ def _eval_points(parts: RunParts):
 
 
 def evaluate_models(parts: RunParts, models: dict, progress: bool) -> dict[str, dict[str, Any]]:
-    from ..eval.evaluator import evaluate_model
+    from ..eval.core import evaluate_model
 
     cfg = parts.cfg
     x, y, split = _eval_points(parts)

@@ -1,0 +1,86 @@
+"""A RobustBench ``model_info`` entry for an evaluation (``../shared/reference/methods.md`` §4).
+
+(Named ``modelinfo``, not ``model_info``: a submodule of that name would shadow the function
+``ardbench.eval.model_info`` once imported.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import __version__
+from ..protocols.eps import format_eps
+from .result import EvalResult
+
+__all__ = ["PLACEHOLDER", "dataset_name", "model_info"]
+
+PLACEHOLDER = "<fill in>"
+
+
+def _pct(value: float | None) -> str | None:
+    """RobustBench writes accuracies as percent strings with two decimals."""
+    return None if value is None else f"{100 * value:.2f}"
+
+
+def dataset_name(spec: str, num_classes: int) -> str:
+    """RobustBench's dataset name for a dataset spec (the spec itself when not CIFAR)."""
+    s = spec.lower()
+    if "cifar100" in s or (num_classes == 100 and "cifar" in s):
+        return "cifar100"
+    if "cifar10" in s:
+        return "cifar10"
+    return spec
+
+
+def model_info(
+    result: EvalResult,
+    *,
+    dataset: str = "cifar10",
+    architecture: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A RobustBench ``model_info`` entry for ``result`` (reference §4).
+
+    ``metadata`` fills the paper fields (``link``, ``name``, ``authors``, ``venue``,
+    ``architecture``, ``additional_data``, ``reported`` in percent, ``footnote``); missing ones
+    are the placeholder ``"<fill in>"``. ``external`` is the lowest accuracy of another attack
+    (FGSM / PGD-20 / CW / the robustbench cross-check) when it is below AutoAttack's;
+    ``unreliable`` is true when AutoAttack's own checks fired.
+    """
+    meta = dict(metadata or {})
+    if "aa" not in result.accuracy:
+        raise ValueError("model_info needs the AutoAttack column: run with attacks including aa")
+    aa = result.accuracy["aa"]
+    others = [v for k, v in result.accuracy.items() if k in ("fgsm", "pgd20", "cw")]
+    if result.cross_check and "aa" in result.cross_check:
+        others.append(float(result.cross_check["aa"]))
+    lower = [v for v in others if v < aa]
+    reported = meta.get("reported")
+    if isinstance(reported, (int, float)) and not isinstance(reported, bool):
+        reported = f"{float(reported):.2f}"
+    footnote = meta.get("footnote")
+    if footnote is None:
+        spec = (result.model or {}).get("spec", "model")
+        footnote = (
+            f"{PLACEHOLDER} method, recipe, teacher, epochs, seeds. Evaluated by ardbench "
+            f"{__version__} on the first {result.n_examples} test points of "
+            f"{(result.data or {}).get('spec', dataset)} ({spec}), seed {result.seed}."
+        )
+    return {
+        "link": meta.get("link", PLACEHOLDER),
+        "name": meta.get("name", PLACEHOLDER),
+        "authors": meta.get("authors", PLACEHOLDER),
+        "additional_data": bool(meta.get("additional_data", False)),
+        "number_forward_passes": 1,
+        "dataset": meta.get("dataset", dataset),
+        "venue": meta.get("venue", PLACEHOLDER),
+        "architecture": meta.get("architecture", architecture or PLACEHOLDER),
+        "eps": format_eps(result.eps),
+        "clean_acc": _pct(result.accuracy["clean"]),
+        "reported": reported,
+        "autoattack_acc": _pct(aa),
+        "external": _pct(min(lower)) if lower else None,
+        "unreliable": result.aa_unreliable,
+        "footnote": footnote,
+    }
