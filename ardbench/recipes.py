@@ -110,6 +110,8 @@ def resolve_config(
     if method and layer.get("method") not in (None, method):
         raise ConfigError(f"recipe is for method {layer['method']!r}, not {method!r}")
     cls = get_method(name)
+    if preset == "demo" and cls.demo:
+        layer = merge(layer, cls.demo)  # e.g. a second demo network the method needs
     cli = dict(cli or {})
     validate_layer(cli, "command-line flags")
     set_layer = parse_set(sets, method_config_keys=_config_keys(cls))

@@ -29,7 +29,7 @@ from ..data import DeviceLoader, load_dataset
 from ..device import resolve_device
 from ..io import append_jsonl, file_sha256, save_torch_atomic, write_json_atomic
 from ..methods import Method, build_method
-from ..models import feature_dim, load_model, logits_and_features
+from ..models import build_arch, feature_dim, load_model, logits_and_features
 from ..protocols.config import RunConfig, TrainConfig, run_config_from_dict
 from ..results.records import build_record, validate_paper, validate_record, write_record
 from .schedule import epoch_seed, lr_at
@@ -37,6 +37,7 @@ from .speed import (
     compile_settings,
     cudnn_settings,
     make_optimizer,
+    param_groups,
     portable_state,
     prepare_models,
     resolve_speed,
@@ -64,10 +65,10 @@ def new_run_id(cfg: RunConfig) -> str:
 
 
 def _load_teacher(spec: str, cfg: RunConfig, num_classes: int, runs_dir: Path, device, console):
-    if spec == "demo":
-        from .demo import ensure_demo_teacher
+    from .demo import DEMO_TEACHERS, ensure_demo_teacher
 
-        spec = ensure_demo_teacher(console=console)
+    if spec in DEMO_TEACHERS:
+        spec = ensure_demo_teacher(console=console, spec=spec)
     return load_model(
         spec,
         num_classes=num_classes,
@@ -132,6 +133,11 @@ def train(
     teacher = teacher_loaded.module if teacher_loaded else None
     extras = {}
     for name, spec in method.extra_models().items():
+        if not spec:
+            raise TrainingError(
+                f"method {cfg.method!r} needs the network {name!r} and its method_config names "
+                "none: see the method's README (ardbench list methods) for the key to set"
+            )
         extras[name] = freeze(
             _load_teacher(spec, cfg, ds.num_classes, runs_dir, device, console).module
         )
@@ -148,6 +154,9 @@ def train(
         teacher=teacher,
         num_classes=ds.num_classes,
         feature_dims=(s_dim, t_dim),
+        # a fresh network of the student's architecture (PeerAiD's peer), built as the
+        # architecture initialises itself
+        student_factory=lambda: build_arch(student.arch, num_classes=ds.num_classes).to(device),
     )
     method.to(device)
     student.module.train()
@@ -163,8 +172,7 @@ def train(
         + "[/]"
     )
 
-    params = list(student.module.parameters()) + list(method.parameters())
-    optimizer = make_optimizer(params, tc, plan)
+    optimizer = make_optimizer(param_groups(student.module, method, tc), tc, plan)
 
     start_epoch, elapsed = 0, 0.0
     ckpt_path = run_dir / "checkpoint.pt"
@@ -221,7 +229,7 @@ def train(
             t0 = time.perf_counter()
             lr = lr_at(epoch, tc)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             torch.manual_seed(epoch_seed(tc.seed, epoch))
             sums: dict[str, float] = defaultdict(float)
             diag: dict[str, float] = defaultdict(float)
