@@ -68,7 +68,7 @@ def adaad_objective(student: nn.Module, teacher: nn.Module, teacher_grad: bool =
 @register_method("adaad")
 class AdaAD(Method):
     """Boosting Accuracy and Robustness of Student Models via Adaptive Adversarial Distillation
-    (Huang, Huang, Peng, Zeng, Wang, CVPR 2023). Official code: boyellow/AdaAD@9e5c6e5
+    (Huang et al., CVPR 2023). Official code: boyellow/AdaAD@9e5c6e5
     (``main.py --method AdaAD``, ``AT_helper.py``).
 
     Objective (keys ``kl_adv``, ``kl_nat``)::

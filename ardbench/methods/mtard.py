@@ -24,8 +24,8 @@ def entropy_term(teacher_logits: Tensor) -> Tensor:
 
 @register_method("mtard")
 class MTARD(Method):
-    """Enhanced Accuracy and Robustness via Multi-Teacher Adversarial Distillation (Zhao, Yu,
-    Wang, Wei, Wang, Ji, ECCV 2022, https://arxiv.org/abs/2306.16170 is the extension).
+    """Enhanced Accuracy and Robustness via Multi-Teacher Adversarial Distillation (Zhao et
+    al., ECCV 2022; the B-MTARD extension is arXiv 2306.16170).
     Official code: zhaoshiji123/MTARD@6480a1b (``mtard/mtard_loss.py``,
     ``mtard_resnet18_cifar{10,100}.py``); B-MTARD (``b_mtard: true``):
     zhaoshiji123/MTARD-extension@93506d6 (``resnet18_mtard_cifar10.py``).
@@ -115,8 +115,9 @@ class MTARD(Method):
             "seed": 0,
         },
     }
-    # the demo's clean teacher: a naturally trained small CNN, trained on first use and cached
-    demo = {"method_config": {"natural_teacher": "demo_natural"}}
+    # the demo's clean teacher (a naturally trained small CNN, trained on first use and cached)
+    # and eta decaying with the demo's lr milestone
+    demo = {"method_config": {"natural_teacher": "demo_natural", "eta_milestones": [10]}}
 
     @dataclass(frozen=True)
     class Config(MethodConfig):

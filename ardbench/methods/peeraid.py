@@ -17,8 +17,8 @@ from .losses import KL_REDUCTIONS, kl_div, kl_per_sample
 
 @register_method("peeraid")
 class PeerAiD(Method):
-    """PeerAiD: Improving Adversarial Distillation from a Specialized Peer Tutor (Jung, Jang,
-    Kim, Kang, CVPR 2024, https://arxiv.org/abs/2403.06668). Official code:
+    """PeerAiD: Improving Adversarial Distillation from a Specialized Peer Tutor (Jung et
+    al., CVPR 2024, https://arxiv.org/abs/2403.06668). Official code:
     jaewonalive/PeerAiD@cd12e92 (``main.py --kd``, ``attack_function.py``, ``utils/SWA.py``,
     ``training_scripts/*.sh``).
 
