@@ -18,6 +18,7 @@ from test_golden_later import B, C, Setup, ce, close, kl_rows, log_softmax, make
 
 from ardbench.methods import build_method
 from ardbench.protocols.config import AttackConfig
+from ardbench.recipes import resolve_config
 from ardbench.train.step import make_attack_fn
 
 su = g.su  # the fixture
@@ -447,3 +448,35 @@ def test_the_host_read_guard_catches_reads(no_host_reads):
     for read in reads:
         with no_host_reads(), pytest.raises(HostRead):
             read()
+
+
+# ---------------------------------------------------------------------------------------------
+# faithful protocols (the official scripts' settings; specs file sections 1.3, 3.4, 4.2, 5.1)
+
+
+@pytest.mark.parametrize(
+    "name, epochs, milestones, wd, seed",
+    [
+        ("adaad", 200, [100, 150], 5e-4, 42),
+        ("adaiad", 200, [100, 150], 5e-4, 42),
+        ("igdm", 200, [100, 150], 2e-4, 0),
+        ("mtard", 300, [215, 260, 285], 2e-4, 0),
+        ("peeraid", 300, [214, 259, 284], 2e-4, 0),
+    ],
+)
+def test_faithful_protocols(name, epochs, milestones, wd, seed):
+    cfg = resolve_config(name)
+    a, t = cfg.attack, cfg.train
+    assert (a.eps, a.step, a.steps) == (8 / 255, 2 / 255, 10)
+    assert (a.random_start, a.clamp_start, a.student_mode) == ("gaussian_0.001", False, "eval")
+    assert (t.epochs, list(t.milestones), t.weight_decay, t.seed) == (epochs, milestones, wd, seed)
+    assert (t.lr, t.momentum, t.nesterov, t.batch_size, t.lr_schedule, t.gamma) == (
+        0.1,
+        0.9,
+        False,
+        128,
+        "multistep",
+        0.1,
+    )
+    if name == "mtard":  # eta decays with the faithful lr milestones
+        assert list(build_method("mtard").config.eta_milestones) == milestones

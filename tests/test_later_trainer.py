@@ -98,6 +98,7 @@ def test_param_groups_reject_unknown_keys():
 def test_demo_preset_names_the_demo_clean_teacher_for_mtard():
     cfg = resolve_config("mtard", preset="demo")
     assert cfg.method_config["natural_teacher"] == "demo_natural"
+    assert cfg.method_config["eta_milestones"] == list(cfg.train.milestones) == [10]
     cfg = resolve_config("mtard", preset="demo", sets=["natural_teacher=small_cnn:n.pt"])
     assert cfg.method_config["natural_teacher"] == "small_cnn:n.pt"
     assert "natural_teacher" not in resolve_config("rslad", preset="demo").method_config
@@ -112,3 +113,24 @@ def test_config_roundtrip(name):
     cfg = resolve_config(name)
     again = run_config_from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.config_hash() == cfg.config_hash()
+
+
+LATER = ("adaad", "adaiad", "igdm", "mtard", "peeraid")
+
+
+@pytest.mark.parametrize("name", LATER)
+@pytest.mark.parametrize("feature", ["channels_last", "share_teacher"])
+def test_speed_features_keep_the_later_methods(name, feature):
+    """The trainer's speed features give the plain path's losses, gradients and weights."""
+    import test_speed
+
+    plain = test_speed.run_steps(name)
+    test_speed.assert_same(plain, test_speed.run_steps(name, **{feature: True}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LATER)
+def test_compile_keeps_the_later_methods(name):
+    import test_speed
+
+    test_speed.assert_same(test_speed.run_steps(name), test_speed.run_steps(name, compile=True))
