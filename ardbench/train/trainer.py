@@ -135,8 +135,8 @@ def train(
     for name, spec in method.extra_models().items():
         if not spec:
             raise TrainingError(
-                f"method {cfg.method!r} needs the network {name!r} and its method_config names "
-                "none: see the method's README (ardbench list methods) for the key to set"
+                f"method {cfg.method!r} needs the extra network {name!r} and its method_config "
+                f"names none: set it as baselines/{cfg.method}/README.md says (a model spec)"
             )
         extras[name] = freeze(
             _load_teacher(spec, cfg, ds.num_classes, runs_dir, device, console).module
