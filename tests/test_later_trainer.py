@@ -133,4 +133,10 @@ def test_speed_features_keep_the_later_methods(name, feature):
 def test_compile_keeps_the_later_methods(name):
     import test_speed
 
-    test_speed.assert_same(test_speed.run_steps(name), test_speed.run_steps(name, compile=True))
+    # adaiad: tau^2 = 900 times a KL between near-uniform tau-30 softmaxes, a difference of
+    # nearly equal float32 log-probabilities: compile's reordered forward (logits ~1e-7 apart)
+    # moves it by ~1e-4 relative even without an attack (measured), hence rtol 1e-3 there
+    rtol = 1e-3 if name == "adaiad" else 1e-4
+    test_speed.assert_same(
+        test_speed.run_steps(name), test_speed.run_steps(name, compile=True), rtol=rtol
+    )
