@@ -222,9 +222,9 @@ def resolve_config(
     provenance = None
     name = recipe or preset
     if name:
-        found = find_recipe(method, name) if recipe else PRESETS.get(name)
-        if found is None:
-            raise ConfigError(f"unknown preset {preset!r}", hint=f"known: {', '.join(PRESETS)}")
+        # --preset NAME and --recipe NAME look alike: the method's own recipe of that name
+        # first (mtard's demo names its clean teacher), then common/, then the built-in one
+        found = find_recipe(method, name)
         if isinstance(found, Path):
             layer = load_recipe_file(found)
             provenance = _recipe_name(found)

@@ -22,8 +22,12 @@ from ..registry import Registry
 Objective = Callable[[Tensor], Tensor]
 """objective(x_adv) -> scalar to *maximise*; the closure calls whatever networks it needs."""
 
-AttackFn = Callable[[Tensor, Objective], Tensor]
-"""attack_fn(x, objective) -> detached x_adv inside the run's eps-ball and [0,1]."""
+AttackFn = Callable[..., Tensor]
+"""attack_fn(x, objective, attack=None) -> detached x_adv inside the eps-ball and [0,1].
+
+``attack``: an ``AttackConfig`` to use instead of the run's (``ctx.attack``) for this call, e.g. a
+method's documented quirk that attacks with other settings; the student's BatchNorm mode is
+still the one that config names."""
 
 FeaturesFn = Callable[[nn.Module, Tensor], "tuple[Tensor, Tensor]"]
 """features(model, x) -> (logits, penultimate pooled features), one forward."""
@@ -78,6 +82,12 @@ class Method(nn.Module):
     - ``needs_teacher``: a robust teacher is required (``--teacher``).
     - ``teacher_in_attack``: the inner maximisation calls the teacher (shown on the leaderboard).
     - ``paper``: citation shown in listings.
+
+    Host reads: ``losses`` and the attack objectives it builds must not read tensor values on
+    the host (no ``.item()``, ``.tolist()``, ``float(t)``, ``bool(t)``, python ``if`` on a
+    tensor): on a GPU each is a synchronisation. Keep per-step state in registered buffers and
+    update it with tensor operations (``torch.where``, in-place ``copy_``); buffers are saved in
+    checkpoints with the method's ``state_dict``.
     """
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
@@ -105,15 +115,36 @@ class Method(nn.Module):
         teacher: nn.Module | None,
         num_classes: int,
         feature_dims: tuple[int, int | None],
+        student_factory: Callable[[], nn.Module] | None = None,
     ) -> None:
         """Build method-owned parameters (called once, before the optimiser is made).
 
         ``feature_dims`` = (student penultimate width, teacher penultimate width or None).
+        ``student_factory()`` builds a fresh, randomly initialised network of the student's
+        architecture on the student's device, initialised as the architecture initialises
+        itself (PeerAiD's peer); None where the caller cannot build one.
         """
 
-    def extra_models(self) -> dict[str, str]:
-        """Extra frozen networks this config needs, as {name: model spec} (e.g. IAD-II)."""
+    def extra_models(self) -> dict[str, str | None]:
+        """Extra frozen networks this config needs, as {name: model spec} (e.g. IAD-II).
+
+        A spec of None names a network the config needs but was not given: the trainer stops
+        with a message naming it (the contract check still supplies a tiny one).
+        """
         return {}
+
+    def param_groups(self, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+        """Optimiser parameter groups of the method's own parameters.
+
+        ``defaults``: the recipe's optimiser settings (``lr``, ``momentum``, ``weight_decay``,
+        ``nesterov``). A group ``{"params": [...]}`` alone joins the student's group (the
+        recipe's settings, one optimiser as before); a group with other keys gets its own
+        settings: ``lr_scale`` (its learning rate is the run's scheduled lr times this),
+        ``momentum``, ``weight_decay``, ``nesterov``, ``dampening``. The lr itself always
+        follows the run's schedule, so a group cannot set ``lr``.
+        """
+        params = list(self.parameters())
+        return [{"params": params}] if params else []
 
     def losses(
         self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -112,6 +113,7 @@ class VarGap(Method):
         teacher: nn.Module | None,
         num_classes: int,
         feature_dims: tuple[int, int | None],
+        student_factory: Callable[[], nn.Module] | None = None,
     ) -> None:
         cfg = self.config
         assert isinstance(cfg, VarGap.Config)

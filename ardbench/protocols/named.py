@@ -11,7 +11,7 @@ prescribes SWA); the official codes' test-set checkpoint selection is never repr
 
 from __future__ import annotations
 
-from .protocol import Protocol, derive, register_protocol
+from .protocol import PROTOCOLS, Protocol, derive, register_protocol
 from .sections import AttackConfig, EvalConfig, TrainConfig
 
 # every column on every test point (all 10,000 of CIFAR)
@@ -289,3 +289,57 @@ _faithful(
     attack={"random_start": "gaussian_0.001", "student_mode": "eval"},
     train={"lr_schedule": "multistep", "seed": 1},
 )
+
+# ------------------------------------------------------------------ later methods (§3)
+
+for _ds in ("cifar10", "cifar100"):
+    _adaad = _faithful(
+        "adaad",
+        _ds,
+        "boyellow/AdaAD@9e5c6e5 main.py (README command: --epsilon 8 --step_size 2)",
+        f"AdaAD as coded on {_ds}: 0.001-Gaussian start, attack in eval mode (through teacher "
+        "and student); 200 epochs, x0.1 at 100 and 150, wd 5e-4, seed 42. The argparse "
+        "defaults (16/255, step 4/255) are the recipe radius16.",
+        ARD_LINEAGE_CIFAR10,
+        attack={"random_start": "gaussian_0.001", "student_mode": "eval"},
+        train={"weight_decay": 5e-4, "lr_schedule": "multistep", "seed": 42},
+    )
+    _faithful(
+        "adaiad",
+        _ds,
+        "boyellow/AdaAD@9e5c6e5 main.py --method AdaAD_with_IAD1",
+        f"AdaIAD as coded on {_ds}: AdaAD's protocol.",
+        _adaad,
+    )
+    _faithful(
+        "igdm",
+        _ds,
+        "HongsinLee/saad@295121c igdm.py, args.py",
+        f"IGDM as coded on {_ds}: 0.001-Gaussian start, attack in eval mode; 200 epochs, x0.1 "
+        "at 100 and 150, wd 2e-4, seed 0 (the committed swapped eps/step is the recipe "
+        "as_committed).",
+        ARD_LINEAGE_CIFAR10,
+        attack={"random_start": "gaussian_0.001", "student_mode": "eval"},
+        train={"lr_schedule": "multistep"},
+    )
+    _faithful(
+        "mtard",
+        _ds,
+        f"zhaoshiji123/MTARD@6480a1b mtard_resnet18_{_ds}.py",
+        f"MTARD as coded on {_ds}: RSLAD's protocol (0.001-Gaussian start, eval mode; 300 "
+        "epochs, x0.1 after 215, 260, 285, wd 2e-4, seed 0).",
+        PROTOCOLS.get(f"rslad-{_ds}"),
+    )
+    _faithful(
+        "peeraid",
+        _ds,
+        "jaewonalive/PeerAiD@cd12e92 main.py, configs/*.json, training_scripts/*.sh",
+        f"PeerAiD as coded on {_ds}: 0.001-Gaussian start, attack in eval mode; 300 epochs, lr "
+        "x0.1 at 0-based epochs 214, 259, 284, wd 2e-4; the reported model is the SWA of the "
+        "end-of-epoch students from epoch 214 (parameters averaged, BatchNorm recomputed). The "
+        "official code sets no seed (ardbench: 0).",
+        ARD_LINEAGE_CIFAR10,
+        attack={"random_start": "gaussian_0.001", "student_mode": "eval"},
+        train={"epochs": 300, "lr_schedule": "multistep", "milestones": (214, 259, 284)},
+        checkpoint={"rule": "swa", "swa_start": 214},
+    )

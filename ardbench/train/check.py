@@ -58,6 +58,7 @@ def tiny_setup(method_name: str, seed: int = 0, batch_size: int = 8, num_classes
         teacher=teacher,
         num_classes=num_classes,
         feature_dims=(feature_dim(student), feature_dim(teacher)),
+        student_factory=lambda: TinyNet(num_classes, width=8).train(),
     )
     g = torch.Generator().manual_seed(seed + 1)
     batch = Batch(

@@ -16,24 +16,29 @@ from ..protocols import RunConfig
 
 TEACHER_OVERRIDES = {"train": {"epochs": 15, "milestones": [12]}}
 
+# demo teacher specs -> the method that trains them: "demo" is the robust teacher,
+# "demo_natural" a naturally trained one (MTARD's clean teacher, IAD-II's natural teacher)
+DEMO_TEACHERS = {"demo": "pgd_at", "demo_natural": "natural"}
 
-def demo_teacher_config() -> RunConfig:
+
+def demo_teacher_config(spec: str = "demo") -> RunConfig:
     from ..recipes import resolve_config
 
-    return resolve_config("pgd_at", preset="demo", cli=TEACHER_OVERRIDES)
+    return resolve_config(DEMO_TEACHERS[spec], preset="demo", cli=TEACHER_OVERRIDES)
 
 
-def ensure_demo_teacher(console: Console | None = None) -> str:
-    """Train (once) and return the model spec ``run:<dir>`` of the cached demo teacher."""
+def ensure_demo_teacher(console: Console | None = None, spec: str = "demo") -> str:
+    """Train (once) and return the model spec ``run:<dir>`` of the cached demo teacher
+    ``spec`` (a key of ``DEMO_TEACHERS``)."""
     from .trainer import train  # the trainer loads teachers: import it when needed
 
     console = console or Console(stderr=True)
-    cfg = demo_teacher_config()
+    cfg = demo_teacher_config(spec)
     root = cache_dir() / "demo"
     final = root / f"teacher-{cfg.config_hash()}"
     if (final / "record.json").is_file():
         return f"run:{final}"
-    console.print(f"[bold]training the demo teacher[/] (pgd_at, cached in {final})")
+    console.print(f"[bold]training the demo teacher[/] ({cfg.method}, cached in {final})")
     root.mkdir(parents=True, exist_ok=True)
     # the directory name is the run id: it must be a valid one (no leading dot)
     tmp = root / f"teacher-{cfg.config_hash()}-pid{os.getpid()}"
@@ -48,7 +53,8 @@ def ensure_demo_teacher(console: Console | None = None) -> str:
     return f"run:{final}"
 
 
-register_spec_alias("demo", ensure_demo_teacher)
+for _spec in DEMO_TEACHERS:
+    register_spec_alias(_spec, lambda spec=_spec: ensure_demo_teacher(spec=spec))
 
 
 def teacher_record(spec: str | None) -> Path | None:

@@ -19,7 +19,7 @@ from ..data.loader import to_float01
 from ..device import resolve_device
 from ..errors import ArdbenchError
 from ..methods import Method, build_method
-from ..models import LoadedModel, feature_dim, load_model
+from ..models import LoadedModel, build_arch, feature_dim, load_model
 from ..protocols import RunConfig
 from .selection import Probe
 from .speed import SpeedPlan, resolve_speed
@@ -148,6 +148,12 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
         freeze(teacher.module)
     extras = {}
     for name, spec in method.extra_models().items():
+        if not spec:
+            raise TrainingError(
+                f"method {cfg.method!r} needs the extra network {name!r} and its method_config "
+                "names none",
+                hint=f"set it as baselines/{cfg.method}/README.md says (a model spec)",
+            )
         extras[name] = _load(spec, cfg, ds, runs_dir, device)
         freeze(extras[name].module)
     t_dim = None
@@ -161,6 +167,9 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
         teacher=teacher.module if teacher else None,
         num_classes=ds.num_classes,
         feature_dims=(feature_dim(student.module), t_dim),
+        # a fresh network of the student's architecture (PeerAiD's peer), built as the
+        # architecture initialises itself
+        student_factory=lambda: build_arch(student.arch, num_classes=ds.num_classes).to(device),
     )
     method.to(device)
     student.module.train()

@@ -62,6 +62,7 @@ __all__ = [
     "portable_state",
     "cudnn_settings",
     "make_optimizer",
+    "param_groups",
     "prepare_models",
     "resolve_speed",
     "set_optimizer_impl",
@@ -176,11 +177,52 @@ def portable_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
-def make_optimizer(params: list[nn.Parameter], tc: TrainConfig, plan: SpeedPlan):
-    """The recipe's SGD; ``fused=True`` when the plan says so (the same update rule)."""
+GROUP_KEYS = ("lr_scale", "momentum", "weight_decay", "nesterov", "dampening")
+"""Settings a method's own parameter group may carry (``Method.param_groups``)."""
+
+
+def param_groups(student: nn.Module, method: Method, tc: TrainConfig) -> list[dict[str, Any]]:
+    """The optimiser's groups: the student's parameters with the recipe's settings, joined by
+    the method's plain groups (as one optimiser over both), then the method's groups that carry
+    their own settings (``GROUP_KEYS``), each in its own group."""
+    defaults = {
+        "lr": tc.lr,
+        "momentum": tc.momentum,
+        "weight_decay": tc.weight_decay,
+        "nesterov": tc.nesterov,
+    }
+    main: dict[str, Any] = {"params": list(student.parameters())}
+    groups = [main]
+    for group in method.param_groups(dict(defaults)):
+        own = set(group) - {"params"}
+        unknown = own - set(GROUP_KEYS)
+        if unknown:
+            raise ValueError(
+                f"{type(method).__name__}.param_groups: unknown key(s) {sorted(unknown)}; a "
+                f"group may set {', '.join(GROUP_KEYS)} (the lr follows the run's schedule: "
+                "use lr_scale)"
+            )
+        if own:
+            groups.append({**group, "params": list(group["params"])})
+        else:
+            main["params"].extend(group["params"])
+    return groups
+
+
+def make_optimizer(
+    params: list[nn.Parameter] | list[dict[str, Any]], tc: TrainConfig, plan: SpeedPlan
+):
+    """The recipe's SGD; ``fused=True`` when the plan says so (the same update rule).
+
+    ``params``: parameters, or groups from :func:`param_groups` (a group's ``lr_scale``
+    multiplies the recipe's lr; the trainer keeps applying it as the schedule moves)."""
     kwargs: dict[str, Any] = {}
     if plan.fused_optimizer:
         kwargs["fused"] = True
+    params = [
+        {**g, "lr": tc.lr * g["lr_scale"]} if isinstance(g, dict) and "lr_scale" in g else g
+        for g in params
+    ]
     return torch.optim.SGD(
         params,
         lr=tc.lr,

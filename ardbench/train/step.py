@@ -27,13 +27,17 @@ __all__ = ["SharedForward", "TrainStep", "freeze", "make_attack_fn"]
 
 
 def make_attack_fn(student: nn.Module, cfg: AttackConfig) -> Callable:
-    """attack_fn(x, objective): PGD with input-only gradients in the configured student mode."""
+    """attack_fn(x, objective, attack=None): PGD with input-only gradients in the configured
+    student mode; ``attack`` replaces the run's config for one call (a method's quirk)."""
 
-    def attack_fn(x: Tensor, objective: Callable[[Tensor], Tensor]) -> Tensor:
+    def attack_fn(
+        x: Tensor, objective: Callable[[Tensor], Tensor], attack: AttackConfig | None = None
+    ) -> Tensor:
+        use = cfg if attack is None else attack
         was_training = student.training
-        student.train(cfg.student_mode == "train")
+        student.train(use.student_mode == "train")
         try:
-            return pgd_from_config(x, objective, cfg)
+            return pgd_from_config(x, objective, use)
         finally:
             student.train(was_training)
 

@@ -55,6 +55,7 @@ from .speed import (
     compile_settings,
     cudnn_settings,
     make_optimizer,
+    param_groups,
     portable_state,
     prepare_models,
     set_optimizer_impl,
@@ -121,9 +122,7 @@ def build_loop(parts: RunParts, run_dir: Path, resume: bool, console: Console) -
         + "".join(f"; {n}" for n in plan.notes)
         + "[/]"
     )
-    optimizer = make_optimizer(
-        list(student.parameters()) + list(method.parameters()), cfg.train, plan
-    )
+    optimizer = make_optimizer(param_groups(student, method, cfg.train), cfg.train, plan)
     loader = DeviceLoader(
         parts.split.x,
         parts.split.y,
@@ -202,7 +201,7 @@ def run_epoch(loop: Loop, epoch: int, reporter: Reporter) -> dict[str, Any]:
     t0 = time.perf_counter()
     lr = lr_at(epoch, cfg.train)
     for group in loop.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     torch.manual_seed(epoch_seed(cfg.train.seed, epoch))
     step.stats.reset()
     steps = len(loop.loader)
