@@ -54,6 +54,9 @@ def test_mtard_state_is_checkpointed_and_resumed(tiny_npz, teacher_file, tmp_pat
     assert 0.0 < float(state["w_nat"]) < 1.0 and float(state["w_nat"]) != 0.5
     assert int(state["ref_epoch"]) == 1 and state["temps"].dtype == torch.float64
     assert full.record["method"]["name"] == "mtard"
+    # the clean teacher is recorded beside the robust one: spec and the sha256 of its weights
+    extra = full.record["extra_teachers"]["natural"]
+    assert extra["spec"].endswith(".pt") and len(extra["sha256"]) == 64
 
 
 def test_peeraid_trains_its_peer_and_resumes(tiny_npz, tmp_path):

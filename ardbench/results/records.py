@@ -98,6 +98,7 @@ def build_record(
     finished_at: str | datetime | None = None,
     checkpoint_rule: str = "last",
     checkpoints: dict[str, dict[str, Any]] | None = None,
+    extra_teachers: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record of a finished run (schema :data:`SCHEMA_VERSION`); validate before writing.
     ``eval_block`` and ``checkpoint`` describe the checkpoint the protocol's rule reports;
@@ -148,6 +149,16 @@ def build_record(
         "protocol": protocol_ref(cfg.to_dict(), dataset.fingerprint),
         "checkpoint_rule": checkpoint_rule,
         **({"checkpoints": checkpoints} if checkpoints else {}),
+        **(
+            {
+                "extra_teachers": {
+                    name: {"spec": m.spec, "sha256": m.sha256, "arch": m.arch}
+                    for name, m in sorted(extra_teachers.items())
+                }
+            }
+            if extra_teachers
+            else {}
+        ),
     }
 
 

@@ -51,6 +51,8 @@ checkpoint_rule?    ``last`` | ``best-on-holdout`` | ``swa``: which checkpoint `
                     ``checkpoint`` describe
 checkpoints?        the run's other checkpoints, by rule (``last`` beside a best-on-holdout or
                     SWA checkpoint): ``path``, ``sha256``, ``eval`` and what selected it
+extra_teachers?     the other frozen networks a method named in its config (MTARD's clean
+                    teacher, IAD-II's natural teacher): ``spec``, ``sha256``, ``arch``
 upgraded_from?      set by ``upgrade_record`` when it upgraded an older record in memory
 ==================  ========================================================================
 
@@ -347,6 +349,7 @@ class RecordModel(BaseModel):
     protocol: ProtocolRef | None = None
     checkpoint_rule: Text | None = None
     checkpoints: dict[Id, ExtraCheckpoint] = None
+    extra_teachers: dict[Id, Teacher] = None
 
 
 class PaperModel(BaseModel):

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from ..eval.result import COLUMN_TITLES
-from .grouping import TableKey, TrackKey, table_key, table_relpath
+from .grouping import TableKey, TrackKey, table_key, table_relpath, teacher_label
 from .records import protocol_hash
 from .schema import COLUMNS
 
@@ -116,6 +116,10 @@ def _frame_row(r: Mapping[str, Any], key: Any, kind: str, ev: Mapping[str, Any])
         "paper_json": json.dumps(paper, sort_keys=True) if paper else "",
         "later_cols": tuple((ev.get("later_eval") or {}).get("columns") or ()),
         "checkpoint": kind,
+        "extras": "; ".join(
+            f"{name}: {teacher_label(t.get('spec'))} ({t['sha256'][:8]})"
+            for name, t in sorted((r.get("extra_teachers") or {}).items())
+        ),
     }
     worst = ev.get("worst_class") or {}
     for col in COLUMNS:
@@ -227,6 +231,9 @@ def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
             notes.append("unofficial re-implementation")
         if g["teacher_in_attack"].any():
             notes.append("teacher in attack")
+        extras = sorted({e for e in g["extras"] if e})
+        if extras:
+            notes.append("extra teacher " + " | ".join(extras))
         if g["seed"].duplicated().any():
             notes.append("repeated seed")
         if g["aa_unreliable"].any():

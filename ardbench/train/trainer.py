@@ -348,6 +348,7 @@ def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime
         run_id=loop.run_dir.name,
         dataset=parts.dataset,
         teacher=parts.teacher,
+        extra_teachers=parts.extras,
         student=parts.student,
         eval_block=blocks[chosen],
         wall_time_s=loop.elapsed,
