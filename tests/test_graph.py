@@ -345,3 +345,16 @@ def test_captured_trainer_run_schedule_checkpoint_and_resume(tiny_npz, tmp_path,
     c = torch.load(plain.run_dir / "model.pt", weights_only=True)
     for k in a:
         torch.testing.assert_close(a[k], c[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_check_reports_whether_a_method_can_be_captured(monkeypatch):
+    from ardbench.methods import METHODS as REGISTRY
+    from ardbench.train.check import run_contract_checks
+
+    monkeypatch.setattr(REGISTRY, "_entries", dict(REGISTRY._entries))
+    REGISTRY.register("step_dependent")(StepDependent)
+    StepDependent.__doc__ = "Test-only (reads ctx.step)."
+    (bad,) = [r for r in run_contract_checks("step_dependent") if "CUDA graph" in r.name]
+    assert not bad.passed and "reads ctx.step" in bad.detail
+    (good,) = [r for r in run_contract_checks("iad") if "CUDA graph" in r.name]
+    assert good.passed and "2 capture(s)" in good.detail, good.detail
