@@ -118,6 +118,12 @@ class EpochMeter:
                 real_save(run_dir, state)
             meter._end_epoch(int(state["epoch"]))
 
+        # the epoch-end checkpoint: state copy to the CPU, finiteness check, atomic write
+        for name in ("_checkpoint_state", "all_finite"):
+            if hasattr(trainer, name):
+                monkeypatch(
+                    trainer, name, _labelled("ardbench::checkpoint", getattr(trainer, name))
+                )
         for label, (module, cls, name) in PHASES.items():
             owner = getattr(importlib.import_module(module), cls)
             if hasattr(owner, name):  # (an older ardbench may lack one)
