@@ -225,7 +225,7 @@ class ReadsHost(Method):
 
     def losses(self, student, teacher, batch, ctx):
         ce = F.cross_entropy(student(batch.x), batch.y)
-        ctx.log("ce_value", float(ce))  # a host read: not capturable
+        ctx.log("ce_value", float(ce.detach()))  # a host read: not capturable
         return {"ce_nat": ce}
 
 
