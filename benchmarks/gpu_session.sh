@@ -4,7 +4,13 @@
 #     run(command="bash benchmarks/gpu_session.sh PART", carry=[".bench"])     # device tool
 #     OMP_NUM_THREADS=1 bash benchmarks/gpu_session.sh smoke                  # CPU check, here
 #
-# PART  steps      train_step.py, RSLAD, WRN-34-10 teacher, batch 128: ResNet-18, MobileNetV2
+# PART  issue14    issue 14 in ONE call (about 9 minutes): the captured-step tests of
+#                  `pytest -m gpu` (tests/test_cuda.py -k captured: correctness first), the
+#                  official RSLAD script (ResNet-18 <- WRN-34-10, unmodified), then
+#                  epoch_time.py --graph both on 50,000 images (captured, then eager: real
+#                  s/epoch, ms/step, trainer overhead, host reads/step, x the TF32 floor), and a
+#                  summary: ratio to the official script and the issue's targets
+#       steps      train_step.py, RSLAD, WRN-34-10 teacher, batch 128: ResNet-18, MobileNetV2
 #       baselines  train_step.py, ResNet-18: ARD, TRADES, PGD-AT (one process each)
 #       epoch      official_rslad.py: the official RSLAD scripts (ResNet-18, MobileNetV2) timed
 #                  unmodified (issue 6's calibration), then epoch_time.py: two real epochs of
@@ -23,7 +29,7 @@
 # reference step; it also looks in .bench/results/ (copy steps' rslad_*.json there to carry them).
 set -uo pipefail
 
-PART=${1:?usage: gpu_session.sh steps|baselines|epoch|eval|smoke}
+PART=${1:?usage: gpu_session.sh issue14|steps|baselines|epoch|eval|smoke}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 2
 if [ "$PART" = smoke ]; then
@@ -124,6 +130,16 @@ official() {  # official NAME LIMIT JSON SCRIPT COMPARE_JSON [extra args]
 }
 
 case "$PART" in
+issue14)
+    BUDGET=${PART_BUDGET_S:-560}
+    TAIL_LINES=20 sub pytest_captured 130 "$PY" -m pytest -m gpu -q -p no:cacheprovider \
+        tests/test_cuda.py -k captured --junitxml "$OUT/pytest_captured.xml"
+    official official_resnet18 100 official.json resnet18_rslad_cifar10.py "" \
+        --warmup 5 --steps 30
+    TAIL_LINES=30 sub epoch_graph 330 "$PY" benchmarks/epoch_time.py --method rslad \
+        --teacher wrn_34_10 --student resnet18 --n-train 50000 --device cuda --graph both \
+        --json "$OUT/epoch_graph.json"
+    ;;
 steps)
     for s in resnet18 mobilenetv2; do
         sub "rslad_$s" 250 "$PY" $TS --method rslad --teacher wrn_34_10 --student $s \
@@ -163,7 +179,8 @@ smoke)
         --student small_cnn --batch-size 32 --device cpu --plain --iters 2 --warmup 1 \
         --json "$OUT/smoke_train_step.json"
     sub smoke_epoch 180 "$PY" benchmarks/epoch_time.py --method rslad --teacher wrn_16_2 \
-        --student small_cnn --n-train 512 --batch-size 32 --device cpu
+        --student small_cnn --n-train 512 --batch-size 32 --device cpu --profile \
+        --json "$OUT/epoch_graph.json"
     # the official script's own student and teacher at a CPU batch, for --compare below
     sub smoke_rslad_resnet18 240 "$PY" $TS --method rslad --teacher wrn_34_10 \
         --student resnet18 --batch-size 16 --device cpu --iters 1 --warmup 1 \
@@ -181,7 +198,7 @@ smoke)
     sub smoke_pytest_gpu 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider
     ;;
 *)
-    echo "unknown PART $PART (steps, baselines, epoch, eval, smoke)" >&2
+    echo "unknown PART $PART (issue14, steps, baselines, epoch, eval, smoke)" >&2
     exit 2
     ;;
 esac
@@ -253,6 +270,37 @@ if ev:
             cols = ", ".join(f"{k} {v:.0f}" for k, v in run["points_per_s"].items())
             print(f"  {e['model']:10} n {e['n']:5d} batch {run['batch_size']:5d}: {cols}")
 text = log.read_text(errors="replace")
+ep = next((json.loads(f.read_text()) for f in jsons if f.name == "epoch_graph.json"), None)
+if ep:
+    floor = (ep.get("floor") or {}).get("floor_ms_per_step")
+    offj = next((json.loads(f.read_text()) for f in jsons if f.name == "official.json"), None)
+    steps = -(-ep["n_train"] // ep["batch_size"])
+    print(f"\nepoch_time.py: {ep['method']} {ep['student']} <- {ep['teacher']}, batch "
+          f"{ep['batch_size']}, {ep['n_train']} images ({steps} steps); {ep['device']}; "
+          f"torch {ep['torch']}; {(ep.get('floor') or {}).get('rate', '')} FLOP floor "
+          f"{floor or float('nan'):.2f} ms/step")
+    print(f"{'run':36} {'ms/step':>8} {'s/epoch':>8} {'x floor':>8} {'overhead':>9} "
+          f"{'reads/step':>10} {'official/this':>13}")
+    off_epoch = None
+    if offj and offj.get("calibration"):
+        off_epoch = steps * offj["ms_per_step"] / 1000
+        print(f"{'official script (estimate)':36} {offj['ms_per_step']:8.1f} {off_epoch:8.1f} "
+              f"{offj['ms_per_step'] / floor if floor else float('nan'):8.2f} {'':>9} "
+              f"{'':>10} {1.0:13.2f}")
+    for v in ep["variants"]:
+        r = v["epochs"][-1]
+        name = f"ardbench cuda_graph={v['speed']['cuda_graph']} (epoch {r['epoch']})"
+        ratio = off_epoch / r["real_s"] if off_epoch else float("nan")
+        print(f"{name:36} {r['ms_per_step']:8.1f} {r['real_s']:8.1f} "
+              f"{r['ms_per_step'] / floor if floor else float('nan'):8.2f} "
+              f"{r['overhead_pct']:8.1f}% {r['host_reads_per_step']:10.2f} {ratio:13.2f}")
+        for note in v["speed"]["notes"]:
+            print(f"    note: {note}")
+    cap = next((v["epochs"][-1] for v in ep["variants"] if v["speed"]["cuda_graph"]), None)
+    if cap and floor:
+        print(f"targets (H200, RSLAD R18 <- WRN-34-10, TF32, batch 128): epoch <= 12 s: "
+              f"{cap['real_s']:.1f} s; step <= 2.5x floor: {cap['ms_per_step'] / floor:.2f}x; "
+              f"overhead <= 5 %: {cap['overhead_pct']:.1f} %")
 epochs = re.findall(r"^(epoch \d+: .*)$", text, re.M)
 if epochs:
     print("\nepoch_time.py")

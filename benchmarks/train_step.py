@@ -12,7 +12,10 @@ In one process and on the same images in the same order, per step:
 (b) ardbench's step: the trainer's own path (``ardbench.train.step.TrainStep`` fed by
     ``ardbench.data.DeviceLoader``), with the method's faithful protocol and the speed features
     as ``auto`` resolves them on this device (override with ``--set train.KEY=VALUE``);
-(c) with ``--plain``, also ardbench's step with every speed feature off.
+(c) with ``--plain``, also ardbench's step with every speed feature off;
+(d) with ``--eager``, also ardbench's step with the same features but ``train.cuda_graph=false``
+    (on CUDA ``auto`` captures the whole step as a CUDA graph: (b) is then the captured step and
+    (d) the same step run eagerly; the warm-up is raised so that every timed step is a replay).
 
 Both start from the same initial weights. Steps alternate (a, b, [c], a, b, ...) so background
 load hits all sides alike; warm-up steps (compilation, cuDNN autotuning, worker start-up) are
@@ -60,6 +63,7 @@ from ardbench.methods import build_method  # noqa: E402
 from ardbench.models import build_arch, feature_dim, logits_and_features  # noqa: E402
 from ardbench.protocols import SPEED_KEYS  # noqa: E402
 from ardbench.recipes import resolve_config  # noqa: E402
+from ardbench.train.graph import WARMUP_STEPS  # noqa: E402
 from ardbench.train.speed import (  # noqa: E402
     compile_settings,
     cudnn_settings,
@@ -149,7 +153,13 @@ def reference_side(method_name, student0, teacher0, device, args, images, labels
     )
     a = cfg.attack
     ref_step = REFERENCES[method_name](
-        student, teacher, optimizer, device, eps=a.eps, step_size=a.step, steps=a.steps
+        student,
+        teacher,
+        optimizer,
+        device,
+        eps=float(a.eps),
+        step_size=float(a.step),
+        steps=a.steps,
     )
     workers, pin = LOADER[method_name]
     if args.ref_workers is not None:
@@ -186,6 +196,17 @@ def bench_one(method_name: str, student_arch: str, args, device, rates) -> dict:
         method_name, student0, teacher0, device, args, images, labels, cfg
     )
     sides = {"reference": ref_step, "ardbench": ard_step}
+    if args.eager:
+        sides["ardbench_eager"], _, _ = ardbench_side(
+            method_name,
+            student0,
+            teacher0,
+            device,
+            args,
+            images,
+            labels,
+            [*args.set, "train.cuda_graph=false"],
+        )
     if args.plain:
         plain_sets = [*args.set, *(f"train.{k}=false" for k in SPEED_KEYS)]
         sides["ardbench_plain"], _, _ = ardbench_side(
@@ -241,6 +262,11 @@ def bench_one(method_name: str, student_arch: str, args, device, rates) -> dict:
         "warmup": args.warmup,
         "rows": rows,
         "speedup": rows["reference"]["ms_per_step"] / rows["ardbench"]["ms_per_step"],
+        "graph_speedup": (
+            rows["ardbench_eager"]["ms_per_step"] / rows["ardbench"]["ms_per_step"]
+            if "ardbench_eager" in rows
+            else None
+        ),
     }
 
 
@@ -261,7 +287,7 @@ def print_result(r: dict) -> None:
     )
     plan = r["speed_plan"]
     on = [k for k in ("channels_last", "compile", "fused_optimizer", "share_teacher") if plan[k]]
-    on += ["cudnn_benchmark"] if plan["cudnn_benchmark"] else []
+    on += [k for k in ("cudnn_benchmark", "cuda_graph") if plan.get(k)]
     print(f"ardbench speed features: {', '.join(on) or 'none'}; amp {plan['amp']}")
     print(
         f"{'':16} {'ms/step':>9} {'(min-max)':>17} {'img/s':>8} {'TFLOP/s':>8} "
@@ -274,6 +300,10 @@ def print_result(r: dict) -> None:
             f"{row['tflops']:8.3f} {row['x_floor']:8.1f} {row['est_cifar10_epoch_s']:9.1f}"
         )
     print(f"speed-up ardbench vs reference: {r['speedup']:.2f}x")
+    if r.get("graph_speedup") and plan.get("cuda_graph"):
+        print(f"speed-up ardbench vs ardbench_eager (the graph's gain): {r['graph_speedup']:.2f}x")
+    for note in plan.get("notes", []):
+        print(f"note: {note}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,12 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="ardbench config override, e.g. train.compile=false, train.amp=bf16")  # fmt: skip
     p.add_argument("--plain", action="store_true", help="also time ardbench with every speed feature off")  # fmt: skip
+    p.add_argument("--eager", action="store_true", help="also time ardbench with train.cuda_graph=false")  # fmt: skip
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.iters = args.iters or (20 if cuda else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)
+    if cuda:  # captured: eager warm-up steps, then the capture; time replays only
+        args.warmup = max(args.warmup, WARMUP_STEPS + 2)
 
     rates = {"fp32": matmul_tflops(device)}
     if cuda:

@@ -17,6 +17,11 @@ Every test here is marked ``gpu`` (CI runs ``-m "not gpu"``). What is covered:
 5. ``evaluate.evaluate_model`` on the device against the CPU (clean, FGSM, PGD-20, CW).
 6. The shared ``resnet4b`` ``torch.export`` archive moved to the device gives the CPU's logits
    (skipped without ``../shared/data``).
+7. The whole step captured as a CUDA graph (``train.cuda_graph``; ``ardbench/train/graph.py``)
+   against the same steps run eagerly, every method: warm-up, capture, replays, the smaller
+   last batch eagerly and a replay after it; and with torch.compile (rslad, trades). On the
+   CPU (``ARDBENCH_TEST_DEVICE=cpu``) ``EagerReplay`` stands in for CUDA graphs, which checks
+   the orchestration only; ``tests/test_graph.py`` covers it further.
 
 Tolerances. Training on CUDA runs cuDNN convolutions in TF32 (PyTorch's default for cuDNN:
 operands rounded to a 10-bit mantissa, accumulation in fp32), and the two sides of a comparison
@@ -66,6 +71,7 @@ from ardbench.eval import evaluate_model
 from ardbench.methods import Batch, get_method
 from ardbench.models import build_arch, load_model
 from ardbench.train.check import tiny_setup
+from ardbench.train.graph import WARMUP_STEPS, EagerReplay
 from ardbench.train.speed import (
     SpeedPlan,
     compile_settings,
@@ -116,11 +122,15 @@ class Run(NamedTuple):
     conv_weights: frozenset  # names of the student's convolution weights
 
 
-def run_steps_on(device, method_name: str, plan: SpeedPlan, *, steps: int = 2) -> Run:
-    """``steps`` TrainSteps of the tiny contract setup on ``device``.
+def run_steps_on(
+    device, method_name: str, plan: SpeedPlan, *, steps: int = 2, half_at: tuple[int, ...] = ()
+) -> Run:
+    """``steps`` TrainSteps of the tiny contract setup on ``device`` (the steps in ``half_at``
+    on half a batch: the epoch's smaller last batch).
 
     The networks, the method and the batch are built on the CPU (``tiny_setup``, seeded: the
-    same initial weights whatever the device), then moved.
+    same initial weights whatever the device), then moved. With ``plan.cuda_graph`` the step
+    is captured after its warm-up (on the CPU: ``EagerReplay`` stands in for CUDA graphs).
     """
     dev = torch.device(device)
     built, student, teacher, extras, batch = tiny_setup(method_name)
@@ -129,7 +139,8 @@ def run_steps_on(device, method_name: str, plan: SpeedPlan, *, steps: int = 2) -
     for module in (student, teacher, built, *extras.values()):
         module.to(dev)
     batch = Batch(x=batch.x.to(dev), y=batch.y.to(dev), index=batch.index.to(dev))
-    runner = test_speed.tiny_runner(built, method_name, student, teacher, extras, plan)
+    backend = None if IS_CUDA else EagerReplay()
+    runner = test_speed.tiny_runner(built, method_name, student, teacher, extras, plan, backend)
     named = [
         *student.named_parameters(),
         *(("method." + n, p) for n, p in built.named_parameters()),
@@ -142,6 +153,9 @@ def run_steps_on(device, method_name: str, plan: SpeedPlan, *, steps: int = 2) -
             assert torch.backends.cudnn.benchmark is plan.cudnn_benchmark
         for i in range(steps):
             b = Batch(x=batch.x.roll(i, 0), y=batch.y.roll(i, 0), index=batch.index)
+            if i in half_at:
+                n = len(b.y) // 2
+                b = Batch(x=b.x[:n], y=b.y[:n], index=b.index[:n])
             values = test_speed.step_values(runner, b, epoch=199, step=i)
             grads = {n: p.grad.detach().cpu().clone() for n, p in named if p.grad is not None}
             out.append((values, grads))
@@ -201,10 +215,11 @@ def fast_plan(*, compile: bool) -> SpeedPlan:
     there the features that exist on the CPU (channels_last, fused SGD, compile) are forced on.
     """
     if IS_CUDA:
-        tc = dataclasses.replace(TRAIN, compile="auto" if compile else False)
+        tc = dataclasses.replace(TRAIN, compile="auto" if compile else False, cuda_graph=False)
     else:
         tc = dataclasses.replace(TRAIN, channels_last=True, fused_optimizer=True, compile=compile)
     plan = resolve_speed(tc, DEV)
+    assert not plan.cuda_graph  # whole-step capture: its own tests (section 7)
     assert plan.channels_last and plan.fused_optimizer and plan.share_teacher
     assert plan.compile is compile and plan.amp == "none"
     assert plan.cudnn_benchmark is IS_CUDA  # cuDNN autotuning: CUDA only
@@ -508,3 +523,58 @@ def test_pt2_archive_on_device_matches_cpu():
     xg = x[:8].to(DEV).requires_grad_(True)
     (grad,) = torch.autograd.grad(on_dev.module(xg).logsumexp(1).sum(), xg)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+# ------------------------------------------------------- 7. the whole step as a CUDA graph
+
+GRAPH_STEPS, GRAPH_HALF = WARMUP_STEPS + 5, (WARMUP_STEPS + 3,)
+
+
+def graph_plan(*, on: bool, compile: bool = False) -> SpeedPlan:
+    """The ``auto`` features of the device (``fast_plan``) with whole-step capture on or off.
+    On CUDA ``auto`` resolves it on; on the CPU it is forced (EagerReplay then)."""
+    plan = fast_plan(compile=compile)
+    if IS_CUDA:
+        assert resolve_speed(TRAIN, DEV).cuda_graph  # what auto gives on CUDA
+    plan.cuda_graph = on
+    return plan
+
+
+def check_captured(run: Run, method: str) -> None:
+    """It was captured once and replayed (not fallen back), around an eager smaller batch."""
+    g = run.runner.graph
+    plan = run.runner.plan
+    if not get_method(method).supports_cuda_graph:  # a method may opt out, with a reason
+        pytest.fail(f"{method} opts out of cuda_graph: test its opt-out here instead")
+    assert g is not None and g.off is None and plan.cuda_graph, plan.notes
+    assert g.counts.warmup == WARMUP_STEPS and g.counts.captures == 1, g.counts
+    assert g.counts.eager == len(GRAPH_HALF)
+    # CUDA: the capture's batch is trained by the first replay; EagerReplay runs it at capture
+    replays = GRAPH_STEPS - WARMUP_STEPS - len(GRAPH_HALF) - (0 if IS_CUDA else 1)
+    assert g.counts.replays == replays, g.counts
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_captured_step_matches_eager_step_on_device(method):
+    """Warm-up (3 eager steps on a side stream), capture, replays, the epoch's smaller last
+    batch eagerly, a replay after it: losses, gradients and weight changes of every step
+    against the same steps run eagerly, same features, same seed. The attacks' random starts
+    come from the CUDA generator on both sides (graph-safe: each replay advances its offset
+    as the eager step does), so they are the same numbers."""
+    eager = run_steps_on(DEV, method, graph_plan(on=False), steps=GRAPH_STEPS, half_at=GRAPH_HALF)
+    captured = run_steps_on(DEV, method, graph_plan(on=True), steps=GRAPH_STEPS, half_at=GRAPH_HALF)
+    check_captured(captured, method)
+    assert eager.runner.graph is None
+    assert_close_runs(captured, eager, f"{method} captured")
+
+
+@pytest.mark.parametrize("method", ("rslad", "trades"))
+def test_captured_compiled_step_matches_plain_path_on_device(method, fresh_dynamo):
+    """What ``auto`` gives on CUDA: torch.compile and whole-step capture together."""
+    plain = run_steps_on(DEV, method, plain_plan(), steps=GRAPH_STEPS, half_at=GRAPH_HALF)
+    captured = run_steps_on(
+        DEV, method, graph_plan(on=True, compile=True), steps=GRAPH_STEPS, half_at=GRAPH_HALF
+    )
+    check_captured(captured, method)
+    assert captured.runner.plan.compile, captured.runner.plan.notes
+    assert_close_runs(captured, plain, f"{method} compiled + captured")

@@ -464,6 +464,38 @@ def test_loader_uint8_and_float_sources_agree(digits: Dataset) -> None:
         assert torch.equal(p.x, q.x) and torch.equal(p.index, q.index)
 
 
+def test_loader_builds_the_epoch_once_and_a_batch_costs_one_conversion(digits: Dataset) -> None:
+    """Issue 14: nothing is drawn, indexed or allocated per step but the batch's float copy.
+    The epoch's images, labels and indices are built once; batches are views of them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ardbench.data import to_float01
+
+    loader = _loader(digits.x_train[:200], digits.y_train[:200], batch_size=64)
+    xe, ye, order = loader.epoch_data(4)
+    assert xe.dtype == torch.uint8 and len(xe) == len(ye) == len(order) == 200
+    it = loader.epoch_batches(4)
+    batches = [next(it)]  # builds the epoch
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        batches.append(next(it))
+    ops = [e.name for e in prof.events() if e.name.startswith("aten::")]
+    per_step = {"gather", "index", "index_select", "arange", "pad", "randperm", "rand", "cat"}
+    assert not {f"aten::{op}" for op in per_step} & set(ops), ops
+    assert ops.count("aten::div") == 1  # the float conversion (the scalar's own `to` aside)
+    batches += list(it)
+    assert [len(b.y) for b in batches] == [64, 64, 64, 8]
+    for i, b in enumerate(batches):
+        sl = slice(64 * i, 64 * (i + 1))
+        assert torch.equal(b.x, to_float01(xe[sl])) and torch.equal(b.index, order[sl])
+        assert torch.equal(b.y, ye[sl])
+        # views of the epoch's tensors, not per-batch copies
+        for t, first in ((b.index, batches[0].index), (b.y, batches[0].y)):
+            assert t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+    dropped = _loader(digits.x_train[:200], digits.y_train[:200], batch_size=64, drop_last=True)
+    assert len(dropped.epoch_data(4)[2]) == 192
+    assert torch.equal(dropped.epoch_data(4)[2], order[:192])
+
+
 # --------------------------------------------------------------------------- real data
 
 

@@ -35,8 +35,11 @@ TRAIN = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4)
 ATTACK = AttackConfig(eps=8 / 255, step=2 / 255, steps=2)
 
 
-def tiny_runner(built, method_name, student, teacher, extras, plan) -> TrainStep:
-    """The trainer's step on tiny models under ``plan`` (models prepared, optimizer built)."""
+def tiny_runner(
+    built, method_name, student, teacher, extras, plan, graph_backend=None
+) -> TrainStep:
+    """The trainer's step on tiny models under ``plan`` (models prepared, optimizer built;
+    ``graph_backend``: the capture backend when ``plan.cuda_graph``, e.g. ``EagerReplay``)."""
     prepare_models(plan, student, teacher, *extras.values())
     params = list(student.parameters()) + list(built.parameters())
     return TrainStep(
@@ -51,6 +54,7 @@ def tiny_runner(built, method_name, student, teacher, extras, plan) -> TrainStep
         plan=plan,
         num_classes=10,
         total_epochs=200,
+        graph_backend=graph_backend,
     )
 
 

@@ -1,7 +1,10 @@
 """The on-device training loader: seeded permutation, pad-4 crop + flip on the device.
 
-Every random draw of epoch ``e`` comes from a generator seeded by (seed, e), so a resumed run
-sees the same batches as an uninterrupted one.
+Every random draw of epoch ``e`` comes from a CPU generator seeded by (seed, e), so a resumed
+run sees the same batches as an uninterrupted one, on any device. The epoch is built once
+(:meth:`DeviceLoader.epoch_data`: one transfer of the draws, a gather and the augmentation of
+all images in a few large operations), so a training step costs the loader one float
+conversion of a slice and nothing else: no per-step index tensors, draws or small kernels.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from torch import Tensor
 from .batch import Batch
 
 CROP_PADDING = 4
+# images augmented per operation when an epoch is built (bounds its temporary memory)
+EPOCH_CHUNK = 8192
 
 
 def to_float01(x: Tensor) -> Tensor:
     """uint8 [0,255] -> float32 [0,1] (``x / 255``); float input -> float32 copy. Always a new
     contiguous tensor, so callers may modify it in place without touching the dataset."""
     if x.dtype == torch.uint8:
-        return x.to(torch.float32).div_(255).contiguous()
+        return x.div(255).contiguous()  # one kernel: true division promotes uint8 to float32
     return x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
 
@@ -109,18 +114,37 @@ class DeviceLoader:
         flips = torch.rand(n, generator=g, device="cpu") < 0.5
         return order, offsets, flips
 
-    def epoch_batches(self, epoch: int) -> Iterator[Batch]:
+    def epoch_data(self, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(images, labels, indices) of the epoch, in batch order, on the device, augmented.
+
+        Drawn and built once per epoch: the (seed, epoch) draws of :meth:`epoch_order` go to
+        the device in one transfer, the images are gathered and augmented there in a few
+        large operations (chunks of :data:`EPOCH_CHUNK` images bound the temporary memory),
+        in the dataset's dtype (uint8 stays uint8: one extra copy of the dataset per epoch).
+        Batch ``i`` is then the slice ``[i * batch_size, (i + 1) * batch_size)``: a view,
+        nothing drawn, indexed or allocated per step but its float conversion.
+        """
         order, offsets, flips = self.epoch_order(epoch)
-        order = order.to(self.device)
+        n = len(self) * self.batch_size if self.drop_last else len(order)
+        # one host-to-device copy for all the epoch's draws (rows: order, top, left, flip)
+        packed = torch.stack([order[:n], offsets[:n, 0], offsets[:n, 1], flips[:n].long()])
+        packed = packed.to(self.device)
+        order = packed[0]
+        x = self.x.index_select(0, order)
         if self.augment:
-            offsets, flips = offsets.to(self.device), flips.to(self.device)
+            offsets, flips = packed[1:3].T, packed[3].bool()
+            for start in range(0, n, EPOCH_CHUNK):
+                sl = slice(start, start + EPOCH_CHUNK)
+                x[sl] = augment_batch(x[sl], offsets[sl], flips[sl])
+        return x, self.y.index_select(0, order), order
+
+    def epoch_batches(self, epoch: int) -> Iterator[Batch]:
+        """The epoch's batches: views of :meth:`epoch_data`, converted to float per batch."""
+        x, y, order = self.epoch_data(epoch)
+        b = self.batch_size
         for i in range(len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            idx = order[sl]
-            xb = self.x[idx]
-            if self.augment:
-                xb = augment_batch(xb, offsets[sl], flips[sl])
-            yield Batch(x=to_float01(xb), y=self.y[idx], index=idx)
+            sl = slice(i * b, (i + 1) * b)
+            yield Batch(x=to_float01(x[sl]), y=y[sl], index=order[sl])
 
     def __iter__(self) -> Iterator[Batch]:  # epoch 0, for quick use
         return self.epoch_batches(0)

@@ -8,7 +8,7 @@ model and never touches the data pipeline: the trainer does, from the run's reci
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -99,6 +99,9 @@ class Method(nn.Module):
     # speed features (ardbench/train/speed.py) a method can opt out of:
     supports_compile: ClassVar[bool] = True  # False: never torch.compile (e.g. double backward)
     share_teacher_outputs: ClassVar[bool] = True  # False: no memo of no-grad teacher calls
+    # False: never capture the step as a CUDA graph (ardbench/train/graph.py), e.g. a method
+    # whose losses() keeps Python state that changes from step to step
+    supports_cuda_graph: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         super().__init__()
@@ -150,6 +153,19 @@ class Method(nn.Module):
         self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def capture_key(self, epoch: int) -> Hashable:
+        """What the Python of ``losses()`` depends on at 0-based ``epoch``, for the captured step.
+
+        A CUDA graph replays the kernels the step launched when it was captured: Python
+        branches, and Python numbers baked into kernels, are frozen at capture. The trainer
+        captures again whenever this key changes. The default (a constant) says: the same
+        computation every epoch. A method whose ``losses()`` branches on ``ctx.epoch`` returns
+        what the branch depends on (IAD: ``epoch >= begin``). A method that reads ``ctx.epoch``
+        without overriding this is re-captured every epoch (detected at capture); one that
+        reads ``ctx.step`` runs eagerly.
+        """
+        return None
 
 
 METHODS: Registry[type[Method]] = Registry("method", entry_point_group="ardbench.methods")

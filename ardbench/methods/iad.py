@@ -119,6 +119,12 @@ class IAD(Method):
             return {"natural": cfg.natural_teacher}
         return {}
 
+    def capture_key(self, epoch: int) -> bool:
+        """The step's computation changes once, when introspection starts."""
+        cfg = self.config
+        assert isinstance(cfg, IAD.Config)
+        return epoch >= cfg.warmup_end
+
     def losses(
         self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:

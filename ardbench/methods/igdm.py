@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,11 +177,12 @@ class IGDM(Method):
             tap.watch = x_adv
             return x_adv
 
-        terms = dict(
-            self.base_method.losses(
-                tap, teacher, batch, dataclasses.replace(ctx, attack_fn=attack_fn)
-            )
-        )
+        # the base's context: this one with the tapped attack (copy.copy, not
+        # dataclasses.replace, which would read every field, ctx.step included: a captured
+        # step must not depend on the step number)
+        base_ctx = copy.copy(ctx)
+        base_ctx.attack_fn = attack_fn
+        terms = dict(self.base_method.losses(tap, teacher, batch, base_ctx))
         if len(adv) != 1:
             raise ValueError(f"igdm: the base {cfg.base!r} ran {len(adv)} attacks; one is needed")
         if "igdm" in terms:

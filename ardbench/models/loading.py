@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ardbench.io import file_sha256
+from ardbench.models.export_device import move_program
 from ardbench.registry import Registry, UnknownNameError
 
 __all__ = [
@@ -312,8 +313,9 @@ def _load_export(path: Path, device: str | torch.device) -> LoadedModel:
     _require_file(path, "torch.export archive")
     program = torch.export.load(str(path))
     if torch.device(device).type != "cpu":
-        # Moves constants baked into the graph too, which Module.to() would miss.
-        program = torch.export.passes.move_to_device_pass(program, device)
+        # Moves constants baked into the graph too, which Module.to() would miss; works on
+        # torches without torch.export.passes (export_device.move_program_fallback).
+        program = move_program(program, device)
     module = program.module()
     _make_frozen_mode(module)
     return LoadedModel(module, "", "export", file_sha256(path), "export", str(path))

@@ -184,7 +184,8 @@ for _ds, _batch in (("cifar10", 128), ("cifar100", 256)):
         _ds,
         "zibojia/RSLAD@c40e04f {resnet18,mobilenet_v2}_rslad_" + _ds + ".py",
         f"RSLAD as coded on {_ds}: 0.001-Gaussian start, attack in eval mode; 300 epochs, "
-        "x0.1 after epochs 215, 260, 285 (multistep), seed 0.",
+        "x0.1 after epochs 215, 260, 285 (multistep), seed 0. (The scripts also set cuDNN's "
+        "deterministic mode: run-to-run determinism only, left to train.deterministic.)",
         ARD_LINEAGE_CIFAR10,
         attack={"random_start": "gaussian_0.001", "student_mode": "eval"},
         train={"epochs": 300, "lr_schedule": "multistep", "milestones": (215, 260, 285)},

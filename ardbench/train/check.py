@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -199,4 +200,68 @@ def run_contract_checks(method_name: str) -> list[CheckResult]:
         return "same seed, same terms"
 
     check("deterministic under a fixed seed", deterministic)
+
+    def capturable() -> str:
+        """The step can be captured as one CUDA graph (simulated on the CPU by EagerReplay:
+        replays reuse the capture's Python, as a graph does) and replays give the eager
+        step's losses, across the first and the last epoch (capture_key)."""
+        if not getattr(cls, "supports_cuda_graph", True):
+            return "opts out (supports_cuda_graph = False): the step runs eagerly on CUDA"
+        epochs = [0] * 4 + [total_epochs - 1] * 4
+        runs = []
+        for graph in (False, True):
+            step, batch = _tiny_step(method_name, graph)
+            torch.manual_seed(321)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                values = []
+                for i, epoch in enumerate(epochs):
+                    b = Batch(x=batch.x.roll(i, 0), y=batch.y.roll(i, 0), index=batch.index)
+                    terms = step(b, epoch=epoch, step=i)
+                    values.append({k: float(v) for k, v in terms.items()})
+            runs.append((values, step))
+        (eager, _), (replayed, step) = runs
+        assert step.graph is not None
+        if step.graph.off is not None:
+            raise AssertionError(f"not capturable: {step.graph.off}")
+        for i, (a, b) in enumerate(zip(replayed, eager, strict=True)):
+            if a.keys() != b.keys() or any(abs(a[k] - b[k]) > 1e-4 * (1 + abs(b[k])) for k in b):
+                raise AssertionError(
+                    f"step {i} (epoch {epochs[i]}) replayed {a} but eager gives {b}: "
+                    "losses() depends on the epoch; define capture_key(epoch)"
+                )
+        c = step.graph.counts
+        return f"{c.captures} capture(s), {c.replays} replays equal to eager steps"
+
+    check("capturable as one CUDA graph (simulated on the CPU)", capturable)
     return results
+
+
+def _tiny_step(method_name: str, cuda_graph: bool):
+    """A real TrainStep on the tiny setup; with ``cuda_graph`` driven by EagerReplay."""
+    from ..protocols import TrainConfig
+    from .graph import EagerReplay
+    from .speed import SpeedPlan, make_optimizer
+    from .step import TrainStep
+
+    method, student, teacher, extras, batch = tiny_setup(method_name)
+    plan = SpeedPlan(device="cpu", fused_optimizer=True, cuda_graph=cuda_graph)
+    attack = AttackConfig(eps=8 / 255, step=2 / 255, steps=2)
+    params = list(student.parameters()) + list(method.parameters())
+    step = TrainStep(
+        method=method,
+        method_name=method_name,
+        student=student,
+        teacher=teacher,
+        extras=extras,
+        optimizer=make_optimizer(params, TrainConfig(), plan),
+        attack_fn=make_attack_fn(student, attack),
+        attack_cfg=attack,
+        plan=plan,
+        num_classes=10,
+        total_epochs=200,
+        graph_backend=EagerReplay(),
+    )
+    if step.graph is not None:
+        step.graph.warmup_steps = 2
+    return step, batch

@@ -26,10 +26,18 @@ equivalence test in ``tests/test_speed.py``), each a ``TrainConfig`` flag (``aut
                      today it saves a forward only for methods that call the teacher twice.
 ``cudnn_benchmark``  cuDNN autotuning (``auto``: on for CUDA unless ``train.deterministic``).
 
+``cuda_graph``       the whole step (attack with its random start, teacher forwards, losses,
+                     backward, optimiser step, the epoch's device-side sums) captured once as
+                     one CUDA graph and replayed (``ardbench/train/graph.py``, which says how
+                     and what was verified). ``auto``: on for CUDA unless the method opts out
+                     (``supports_cuda_graph = False``); needs fused SGD, whose learning rate is
+                     then a device tensor written in place by the schedule (:func:`set_lr`).
+                     Off on the CPU whatever was asked. A step that cannot be captured runs
+                     eagerly and the plan's notes say why.
+
 Already part of the plain path and kept: data and augmentation on the device
-(``data.DeviceLoader``) and input-only gradients in the attacks (``attacks.pgd``). CUDA graphs
-are not used: the attack is a closure the method builds at every step, which a static graph
-capture does not fit without restructuring the method contract.
+(``data.DeviceLoader``, built once per epoch) and input-only gradients in the attacks
+(``attacks.pgd``).
 
 The numerics-changing feature is separate: ``amp: bf16`` runs the training step (attack and
 loss) under bf16 autocast. Evaluation always runs in fp32, outside that context.
@@ -62,12 +70,22 @@ __all__ = [
     "portable_state",
     "cudnn_settings",
     "make_optimizer",
+    "optimizer_state",
     "param_groups",
     "prepare_models",
     "resolve_speed",
+    "set_lr",
     "set_optimizer_impl",
     "uncompile_module",
 ]
+
+# torch releases whose fused SGD takes the learning rate as a device tensor (PR #131065)
+GRAPH_MIN_TORCH = (2, 5)
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 @dataclass
@@ -115,7 +133,7 @@ def resolve_speed(
         share_teacher=_pick(tc.share_teacher, True),
         cudnn_benchmark=_pick(tc.cudnn_benchmark, cuda and not tc.deterministic) and cuda,
         # whole-step capture: CUDA only (resolved off on the CPU whatever was asked)
-        cuda_graph=False,
+        cuda_graph=_pick(tc.cuda_graph, cuda) and cuda,
         amp=tc.amp,
         conv_tf32=cuda and bool(torch.backends.cudnn.allow_tf32),
         matmul_tf32=cuda and bool(torch.backends.cuda.matmul.allow_tf32),
@@ -127,6 +145,27 @@ def resolve_speed(
     if plan.share_teacher and cls is not None and not getattr(cls, "share_teacher_outputs", True):
         plan.share_teacher = False
         plan.notes.append(f"share_teacher off: {name} opts out (share_teacher_outputs = False)")
+    if tc.cuda_graph is True and not cuda:
+        plan.notes.append(f"cuda_graph off: CUDA graphs need a CUDA device (device {device})")
+    if plan.cuda_graph and cls is not None and not getattr(cls, "supports_cuda_graph", True):
+        plan.cuda_graph = False
+        plan.notes.append(f"cuda_graph off: {name} opts out (supports_cuda_graph = False)")
+    if plan.cuda_graph and not plan.fused_optimizer:
+        if tc.cuda_graph is True:
+            raise ConfigError(
+                "train.cuda_graph=true needs the fused optimizer: a captured step reads the "
+                "learning rate from a device tensor, which only SGD(fused=True) does without "
+                "a host read",
+                hint="set train.fused_optimizer=auto (or true), or train.cuda_graph=false",
+            )
+        plan.cuda_graph = False
+        plan.notes.append("cuda_graph off: needs train.fused_optimizer (device-tensor lr)")
+    if plan.cuda_graph and _torch_version() < GRAPH_MIN_TORCH:
+        plan.cuda_graph = False
+        plan.notes.append(
+            f"cuda_graph off: torch {torch.__version__} has no fused SGD with a device-tensor "
+            f"learning rate (needs >= {'.'.join(map(str, GRAPH_MIN_TORCH))})"
+        )
     if plan.amp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise ConfigError("train.amp=bf16 needs a GPU with bf16 support", hint="use train.amp=none")
     return plan
@@ -209,23 +248,35 @@ def param_groups(student: nn.Module, method: Method, tc: TrainConfig) -> list[di
     return groups
 
 
+def _lr_value(lr: float | Tensor, plan: SpeedPlan) -> float | Tensor:
+    """A captured step needs the learning rate in device memory (fused SGD reads it there at
+    every replay); otherwise the plain float. float32: the fused kernel's tensor-lr type."""
+    if plan.cuda_graph:
+        value = float(lr) if isinstance(lr, Tensor) else lr
+        return torch.tensor(value, dtype=torch.float32, device=plan.device)
+    return float(lr) if isinstance(lr, Tensor) else lr
+
+
 def make_optimizer(
     params: list[nn.Parameter] | list[dict[str, Any]], tc: TrainConfig, plan: SpeedPlan
 ):
-    """The recipe's SGD; ``fused=True`` when the plan says so (the same update rule).
+    """The recipe's SGD; ``fused=True`` when the plan says so (the same update rule); with
+    ``cuda_graph`` the learning rate is a device tensor (:func:`set_lr` writes it in place).
 
     ``params``: parameters, or groups from :func:`param_groups` (a group's ``lr_scale``
-    multiplies the recipe's lr; the trainer keeps applying it as the schedule moves)."""
+    multiplies the schedule's lr; :func:`set_lr` keeps applying it)."""
     kwargs: dict[str, Any] = {}
     if plan.fused_optimizer:
         kwargs["fused"] = True
     params = [
-        {**g, "lr": tc.lr * g["lr_scale"]} if isinstance(g, dict) and "lr_scale" in g else g
+        {**g, "lr": _lr_value(tc.lr * g["lr_scale"], plan)}
+        if isinstance(g, dict) and "lr_scale" in g
+        else g
         for g in params
     ]
     return torch.optim.SGD(
         params,
-        lr=tc.lr,
+        lr=_lr_value(tc.lr, plan),
         momentum=tc.momentum,
         weight_decay=tc.weight_decay,
         nesterov=tc.nesterov,
@@ -233,18 +284,52 @@ def make_optimizer(
     )
 
 
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's learning rate for the next steps: written *in place* into a tensor lr
+    (a captured step keeps reading the same device memory, so no re-capture is needed),
+    assigned otherwise. No host read."""
+    for group in optimizer.param_groups:
+        value = lr * group.get("lr_scale", 1.0)  # a method's own group (Method.param_groups)
+        if isinstance(group["lr"], Tensor):
+            group["lr"].fill_(value)
+        else:
+            group["lr"] = value
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with plain-float learning rates, so a checkpoint written by a
+    captured run (device-tensor lr) resumes anywhere; one host read per tensor lr (epoch end).
+    The value is informative: the trainer sets the schedule's lr at every epoch start."""
+    state = optimizer.state_dict()
+    state["param_groups"] = [
+        {**g, "lr": float(g["lr"])} if isinstance(g["lr"], Tensor) else g
+        for g in state["param_groups"]
+    ]
+    return state
+
+
 def set_optimizer_impl(optimizer: torch.optim.Optimizer, plan: SpeedPlan) -> None:
-    """After ``load_state_dict``: use this run's implementation, not the saved run's."""
+    """After ``load_state_dict``: use this run's implementation, not the saved run's (fused or
+    not; the learning rate a device tensor for a captured step, a float otherwise)."""
     for group in optimizer.param_groups:
         group["fused"] = bool(plan.fused_optimizer)
         if plan.fused_optimizer:
             group["foreach"] = None
+        group["lr"] = _lr_value(group["lr"], plan)
 
 
 def autocast(plan: SpeedPlan) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the training step when ``amp == "bf16"``, else nothing."""
+    """bf16 autocast for the training step when ``amp == "bf16"``, else nothing. With
+    ``cuda_graph`` autocast's weight-cast cache is off, as PyTorch's own graph API requires
+    (``torch.cuda.make_graphed_callables`` refuses it): conservative, since here the context is
+    entered and left inside the capture; it costs a re-cast of the weights per forward, bf16
+    only, and changes no value."""
     if plan.amp == "bf16":
-        return torch.autocast(torch.device(plan.device).type, dtype=torch.bfloat16)
+        return torch.autocast(
+            torch.device(plan.device).type,
+            dtype=torch.bfloat16,
+            cache_enabled=not plan.cuda_graph,
+        )
     return contextlib.nullcontext()
 
 

@@ -63,8 +63,19 @@ class EpochStats:
             slot = table[key] = torch.zeros((), dtype=dtype, device=self.device)
         return slot
 
+    def keys(self) -> frozenset[tuple[str, str]]:
+        """The slots that exist (a captured step must not create one: its zero-fill would be
+        part of the graph and reset the sum at every replay)."""
+        tables = (("sums", self.sums), ("diag", self.diag), ("term_bad", self.term_bad))
+        return frozenset((name, key) for name, table in tables for key in table)
+
+    def count(self, batch_size: int) -> None:
+        """A step was executed (eagerly or as a replay): host-side, outside any graph."""
+        self.examples += batch_size
+
     def add(self, terms: dict[str, Tensor], batch_size: int) -> None:
-        """Accumulate the step's terms (and their sum as ``loss``), weighted by batch size."""
+        """Accumulate the step's terms (and their sum as ``loss``), weighted by batch size.
+        Device-side only; the step's driver calls :meth:`count` once the step ran."""
         total = None
         for key, value in terms.items():
             v = value.detach().to(torch.float64)
@@ -73,7 +84,6 @@ class EpochStats:
             total = v if total is None else total + v
         if total is not None:
             self._slot(self.sums, "loss", torch.float64).add_(total * batch_size)
-        self.examples += batch_size
 
     def check_grads(self, params: list[Tensor]) -> None:
         """Raise the gradient flag when a gradient is not finite: one fused kernel per device

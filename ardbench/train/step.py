@@ -20,6 +20,7 @@ from ..attacks import pgd_from_config
 from ..methods import Batch, Method, StepContext, check_losses
 from ..models import logits_and_features
 from ..protocols import AttackConfig
+from .graph import Backend, CapturedStep, WatchedContext
 from .speed import SpeedPlan, autocast, uncompile_module
 from .stats import EpochStats
 
@@ -184,7 +185,11 @@ class TrainStep:
     them to the epoch's device-side :class:`EpochStats`, backpropagates their sum, checks the
     gradients for non-finite values on the device and steps the optimiser. Nothing reads a
     tensor value on the host: the trainer reads the stats once per epoch and stops the run,
-    keeping the last good checkpoint, when a flag was raised. Returns the detached terms.
+    keeping the last good checkpoint, when a flag was raised. Returns the detached terms
+    (with ``cuda_graph``, the graph's static outputs: read them before the next step).
+
+    With ``plan.cuda_graph`` the step is driven by :class:`~ardbench.train.graph.CapturedStep`
+    (warm-up, one capture, replays); ``graph_backend`` replaces the CUDA backend (tests).
     """
 
     def __init__(
@@ -203,6 +208,7 @@ class TrainStep:
         total_epochs: int,
         features: Callable = logits_and_features,
         stats: EpochStats | None = None,
+        graph_backend: Backend | None = None,
     ) -> None:
         self.method = method
         self.method_name = method_name
@@ -222,6 +228,7 @@ class TrainStep:
         self.features = features
         self.stats = stats or EpochStats(torch.device(plan.device))
         self._compile_verified = not plan.compile
+        self.graph = CapturedStep(self, graph_backend) if plan.cuda_graph else None
 
     def _shared(self) -> list[SharedForward]:
         nets = [self.teacher, *self.extras.values()]
@@ -232,18 +239,31 @@ class TrainStep:
             m.clear()
 
     def __call__(self, batch: Batch, *, epoch: int, step: int) -> dict[str, Tensor]:
-        if self._compile_verified:
-            return self._run(batch, epoch, step)
-        return self._first_compiled_step(batch, epoch, step)
+        if self.graph is not None:
+            return self.graph(batch, epoch=epoch, step=step)
+        return self.eager(batch, epoch=epoch, step=step)
 
-    def _run(self, batch: Batch, epoch: int, step: int) -> dict[str, Tensor]:
+    def eager(self, batch: Batch, *, epoch: int, step: int) -> dict[str, Tensor]:
+        """The step run eagerly (the plain path; the graph's warm-up and other shapes)."""
+        if self._compile_verified:
+            out = self._run(batch, epoch, step)
+        else:
+            out = self._first_compiled_step(batch, epoch, step)
+        self.stats.count(len(batch.y))
+        return out
+
+    def _run(
+        self, batch: Batch, epoch: int, step: int, reads: set[str] | None = None
+    ) -> dict[str, Tensor]:
+        """The step's computation; ``reads`` (capture only) collects the context fields
+        that ``losses()`` read."""
         x = batch.x
         if self.plan.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         batch = Batch(x=x, y=batch.y, index=batch.index)
         size = int(batch.y.shape[0])
         stats = self.stats
-        ctx = StepContext(
+        fields = dict(
             epoch=epoch,
             total_epochs=self.total_epochs,
             step=step,
@@ -254,6 +274,11 @@ class TrainStep:
             num_classes=self.num_classes,
             extras=self.extras,
         )
+        if reads is None:
+            ctx = StepContext(**fields)
+        else:
+            ctx = WatchedContext(**fields)
+            object.__setattr__(ctx, "reads", reads)
         self._clear()
         try:
             with autocast(self.plan):
@@ -359,7 +384,10 @@ class TrainStep:
         warnings.warn(note, RuntimeWarning, stacklevel=3)
 
     def release(self) -> None:
-        """Back to eager forwards (before evaluation, which stays uncompiled and fp32)."""
+        """Back to eager forwards (before evaluation, which stays uncompiled and fp32); the
+        captured graph, if any, is freed."""
+        if self.graph is not None:
+            self.graph.release()
         self._clear()
         for m in (self.student, self.raw_teacher, *self.raw_extras.values()):
             if m is not None:

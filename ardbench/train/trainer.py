@@ -55,9 +55,11 @@ from .speed import (
     compile_settings,
     cudnn_settings,
     make_optimizer,
+    optimizer_state,
     param_groups,
     portable_state,
     prepare_models,
+    set_lr,
     set_optimizer_impl,
 )
 from .stats import NonFiniteError
@@ -200,8 +202,7 @@ def run_epoch(loop: Loop, epoch: int, reporter: Reporter) -> dict[str, Any]:
     cfg, step = loop.parts.cfg, loop.step
     t0 = time.perf_counter()
     lr = lr_at(epoch, cfg.train)
-    for group in loop.optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+    set_lr(loop.optimizer, lr)  # in place for a device-tensor lr: no re-capture
     torch.manual_seed(epoch_seed(cfg.train.seed, epoch))
     step.stats.reset()
     steps = len(loop.loader)
@@ -236,7 +237,7 @@ def _checkpoint_state(loop: Loop, epoch: int) -> dict[str, Any]:
         "elapsed_s": loop.elapsed,
         "student": portable_state(loop.parts.student.module.state_dict()),
         "method": portable_state(loop.parts.method.state_dict()),
-        "optimizer": loop.optimizer.state_dict(),
+        "optimizer": optimizer_state(loop.optimizer),
     }
     if loop.best is not None:
         state["best"] = loop.best.state_dict()
