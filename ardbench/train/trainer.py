@@ -33,7 +33,7 @@ from torch import nn
 
 from ..data import DeviceLoader
 from ..data.loader import to_float01
-from ..io import file_sha256, save_torch_atomic, write_json_atomic
+from ..io import atomic_write_bytes, file_sha256, save_torch_atomic, write_json_atomic
 from ..models import logits_and_features
 from ..protocols import RunConfig
 from ..results.records import build_record, validate_record, write_record
@@ -328,11 +328,17 @@ def evaluate_models(parts: RunParts, models: dict, progress: bool) -> dict[str, 
 
 def save_models(run_dir: Path, parts: RunParts, models: dict) -> dict[str, dict[str, Any]]:
     """Each final network's weights (``model.pt`` for the rule's choice, ``model-<kind>.pt``
-    for the others) with their sha256."""
+    for the others) with their sha256; the rule's choice also as ``model.safetensors`` (no
+    pickle: the file to share)."""
+    from safetensors.torch import save as safetensors_bytes
+
     files = {}
     for i, (kind, (model, info)) in enumerate(models.items()):
         name = "model.pt" if i == 0 else f"model-{kind}.pt"
-        save_torch_atomic(run_dir / name, portable_state(model.state_dict()))
+        state = portable_state(model.state_dict())
+        save_torch_atomic(run_dir / name, state)
+        if i == 0:
+            atomic_write_bytes(run_dir / "model.safetensors", safetensors_bytes(state))
         files[kind] = {"path": str(run_dir / name), "sha256": file_sha256(run_dir / name), **info}
     write_json_atomic(
         run_dir / "model.json",
