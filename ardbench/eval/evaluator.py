@@ -62,9 +62,11 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..attacks import ce_objective, cw_objective, fgsm, pgd, random_start
-from ..device import resolve_device
+from ..device import check_device
+from ..errors import ConfigError
 from ..io import write_json_atomic
-from ..protocols import format_eps, parse_number
+from ..protocols import Eps, format_eps, parse_number
+from ..protocols.sections import check_radius
 from .compliance import (
     CHECKS,
     CheckResult,
@@ -199,8 +201,9 @@ def parse_attacks(attacks: str | Sequence[str]) -> tuple[str, ...]:
     names = [aliases.get(a, a) for a in names]
     unknown = [a for a in names if a not in COLUMNS]
     if unknown:
-        raise ValueError(
-            f"unknown attack column(s) {', '.join(map(repr, unknown))}; known: {', '.join(COLUMNS)}"
+        raise ConfigError(
+            f"unknown attack column(s) {', '.join(map(repr, unknown))}",
+            hint=f"known: {', '.join(COLUMNS)}",
         )
     return tuple(c for c in COLUMNS if c in names or c == "clean")
 
@@ -500,14 +503,22 @@ class _State:
         }
         self.resumed = False
         if path is not None and path.is_file():
-            old = json.loads(path.read_text())
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                old = None
+            if not isinstance(old, dict) or not isinstance(old.get("columns"), dict):
+                raise ConfigError(
+                    f"evaluation state {path} is not a state file (corrupt or edited)",
+                    hint="delete it to start this evaluation over",
+                )
             if old.get("format") != _STATE_FORMAT or old.get("key") != self.key:
                 diff = {
                     k: (old.get("key_fields", {}).get(k), v)
                     for k, v in key_fields.items()
                     if old.get("key_fields", {}).get(k) != v
                 }
-                raise ValueError(
+                raise ConfigError(
                     f"evaluation state {path} belongs to a different evaluation "
                     f"(differs in {sorted(diff) or 'format'}); delete it or use another state path"
                 )
@@ -664,7 +675,7 @@ def _resolve_chunk(n: int, aa_batch_size: int, chunk_size: int | None, stateful:
     if chunk_size is None:
         chunk_size = DEFAULT_CHUNK_SIZE if stateful else n
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     # whole AutoAttack batches per chunk: AutoAttack's result then does not depend on the
     # chunking (the other columns' random starts are per point and never do)
     chunk_size = -(-chunk_size // aa_batch_size) * aa_batch_size
@@ -717,16 +728,19 @@ def evaluate_model(
             :class:`ComplianceWarning` and the failure recorded in ``warnings``).
     """
     eps = parse_number(eps)
+    check_radius("eps", Eps(eps))
     if norm not in ("Linf", "L2"):
-        raise ValueError(f"norm must be Linf or L2, got {norm!r}")
+        raise ConfigError(f"norm must be Linf or L2, got {norm!r}")
     if aa_version not in ("standard", "plus", "rand"):
-        raise ValueError(f"aa_version must be standard, plus or rand, got {aa_version!r}")
+        raise ConfigError(f"aa_version must be standard, plus or rand, got {aa_version!r}")
     if batch_size != "auto" and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
-        raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+        raise ConfigError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     if isinstance(aa_batch_size, bool) or not isinstance(aa_batch_size, int) or aa_batch_size < 1:
-        raise ValueError(f"aa_batch_size must be a positive integer, got {aa_batch_size!r}")
+        raise ConfigError(f"aa_batch_size must be a positive integer, got {aa_batch_size!r}")
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed!r}")
     columns = parse_attacks(attacks)
     if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 4:
         raise TypeError(
@@ -735,9 +749,9 @@ def evaluate_model(
             "(uint8 images: use Dataset.test_subset or x.float() / 255)"
         )
     if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
-        raise ValueError(f"x looks like NHWC {tuple(x.shape)}; pass NCHW (x.permute(0, 3, 1, 2))")
+        raise ConfigError(f"x looks like NHWC {tuple(x.shape)}; pass NCHW (x.permute(0, 3, 1, 2))")
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(
+        raise ConfigError(
             f"x and y must hold the same non-zero number of points ({len(x)}, {len(y)})"
         )
     dev = torch.device(device) if device is not None else x.device
@@ -1191,7 +1205,7 @@ def model_info(
     """
     meta = dict(metadata or {})
     if "aa" not in result.accuracy:
-        raise ValueError("model_info needs the AutoAttack column: run with attacks including aa")
+        raise ConfigError("model_info needs the AutoAttack column: run with attacks including aa")
     aa = result.accuracy["aa"]
     others = [v for k, v in result.accuracy.items() if k in ("fgsm", "pgd20", "cw")]
     if result.cross_check and "aa" in result.cross_check:
@@ -1265,14 +1279,16 @@ def evaluate_spec(
     """
     from ..data import load_dataset
     from ..models import load_model
+    from ..models.probe import check_model_fits
 
     if cross_check not in (None, "robustbench"):
-        raise ValueError(f"--cross-check supports only 'robustbench', got {cross_check!r}")
+        raise ConfigError(f"--cross-check supports only 'robustbench', got {cross_check!r}")
     eps = parse_number(eps)
+    check_radius("eps", Eps(eps))
     columns = parse_attacks(attacks)
     if model_info_out is not None and "aa" not in columns:
-        raise ValueError("--model-info needs the AutoAttack column (--attacks ...,aa)")
-    dev = resolve_device(device)
+        raise ConfigError("--model-info needs the AutoAttack column (--attacks ...,aa)")
+    dev = check_device(device)
     ds = load_dataset(dataset_spec, data_dir=data_dir, download=download)
     loaded = load_model(
         model_spec,
@@ -1284,6 +1300,7 @@ def evaluate_spec(
         device=dev,
     )
     x, y = ds.test_subset(n_examples, device=dev)
+    check_model_fits(loaded.module, x[:2], int(y.max()), f"model {model_spec!r}")
     state_path = None
     if state_dir is not None:
         blob = json.dumps(
