@@ -132,6 +132,8 @@ def _check_settings(args: argparse.Namespace) -> None:
     for flag, out in (("--json", args.json_out), ("--model-info", args.model_info_out)):
         if out and (Path(out).is_dir() or Path(out).parent.is_file()):
             raise ConfigError(f"{flag} {out}: cannot write a file there", hint="give a file path")
+        if out:  # the temporary file of a killed earlier write of the same output
+            remove_stale_tmp(Path(out).parent, name=Path(out).name)
     if args.state_dir:
         state = Path(args.state_dir)
         if state.exists() and not state.is_dir():
@@ -183,8 +185,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 3
     except KeyboardInterrupt:
         hint = (
-            f"the finished chunks are saved in {args.state_dir}; rerun the same command to "
-            "continue"
+            f"the finished chunks are saved in {args.state_dir}; rerun the same command to continue"
             if args.state_dir
             else "nothing was saved: without --state-dir an evaluation cannot be resumed "
             "(pass --state-dir DIR to make it resumable)"

@@ -135,9 +135,8 @@ def _check_member_pickles(blob: bytes) -> None:
 @lru_cache(maxsize=1)
 def _sympy_names() -> frozenset[str]:
     import sympy
-    from sympy.core.assumptions import _assume_defined
-
     import torch.utils._sympy.functions as tfn
+    from sympy.core.assumptions import _assume_defined
 
     names = {
         n
@@ -246,7 +245,9 @@ def _raw_tensor_members(members: dict[str, bytes]) -> set[str]:
             if not (isinstance(meta, dict) and isinstance(meta.get("path_name"), str)):
                 continue
             base = posixpath.basename(meta["path_name"])
-            plain = meta.get("use_pickle") is False and not base.startswith(("custom_obj", "opaque"))
+            plain = meta.get("use_pickle") is False and not base.startswith(
+                ("custom_obj", "opaque")
+            )
             (raw if plain else pickled).add(base)
     return {
         name

@@ -232,7 +232,7 @@ def _run_meta(path: Path) -> tuple[str, int]:
     classes = meta.get("num_classes", 10) if isinstance(meta, dict) else None
     if not isinstance(arch, str) or not isinstance(classes, int) or isinstance(classes, bool):
         raise ModelFileError(
-            f"{path} must hold {{\"arch\": NAME, \"num_classes\": N}}, got {str(meta)[:80]}"
+            f'{path} must hold {{"arch": NAME, "num_classes": N}}, got {str(meta)[:80]}'
         )
     if classes < 1:
         raise ModelFileError(f"{path}: num_classes must be >= 1, got {classes}")
@@ -343,9 +343,11 @@ def _load_robustbench(
 
     try:
         ds = BenchmarkDataset(dataset)
-    except ValueError as exc:
+    except ValueError:
         known = ", ".join(d.value for d in BenchmarkDataset)
-        raise ConfigError(f"RobustBench has no dataset {dataset!r}", hint=f"known: {known}") from None
+        raise ConfigError(
+            f"RobustBench has no dataset {dataset!r}", hint=f"known: {known}"
+        ) from None
     zoo = model_dicts[ds][ThreatModel.Linf]
     if model_id not in zoo:
         close = difflib.get_close_matches(model_id, list(zoo), n=3, cutoff=0.6)

@@ -112,9 +112,7 @@ def _strip_meta(key: str, prefix: str) -> str:
     return key[len(prefix) :] if key.startswith(prefix) else key
 
 
-def _check_values(
-    module: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str
-) -> None:
+def _check_values(module: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str) -> None:
     """Float weights must be floats (a copy would cast ints silently) and finite."""
     own = module.state_dict()
     for key, value in state_dict.items():
