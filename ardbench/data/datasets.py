@@ -165,10 +165,14 @@ class Dataset:
             raise MissingArrayError(f"{where}: has {have} but no {missing} (both or neither)")
         xte = canonical_images(x_test, "x_test", where)
         yte = canonical_labels(y_test, "y_test", where, len(xte))
+        if len(xte) == 0:
+            raise DataError(f"{where} has no test images (x_test is empty)")
         xtr = ytr = None
         if x_train is not None:
             xtr = canonical_images(x_train, "x_train", where)
             ytr = canonical_labels(y_train, "y_train", where, len(xtr))
+            if len(xtr) == 0:
+                raise DataError(f"{where}: x_train is empty", hint="leave x_train out instead")
         labels = [y for y in (yte, ytr) if y is not None]
         max_label = max(int(y.max()) if len(y) else -1 for y in labels)
         if num_classes is None:

@@ -1300,7 +1300,7 @@ def evaluate_spec(
         device=dev,
     )
     x, y = ds.test_subset(n_examples, device=dev)
-    check_model_fits(loaded.module, x[:2], int(y.max()), f"model {model_spec!r}")
+    check_model_fits(loaded.module, x[:2], ds.max_label, f"model {model_spec!r}")
     state_path = None
     if state_dir is not None:
         blob = json.dumps(

@@ -9,6 +9,7 @@ file, instead of torch's multi-line message.
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = [
     "extract_state_dict",
     "load_state_dict_strict",
     "read_weights",
+    "torch_load_error",
 ]
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -47,13 +49,18 @@ def read_weights(path: Path) -> Any:
     if path.suffix == SAFETENSORS_SUFFIX:
         return _read_safetensors(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        reason = torch_load_error(exc)
+        if "global" not in reason.lower():  # an opcode or format the unpickler cannot read
+            raise ModelFileError(
+                f"{path} is not a readable PyTorch weights file ({reason})",
+                hint="the file may be truncated or of another format; save it again",
+            ) from None
         raise ModelFileError(
-            f"{path} holds more than tensors and plain containers, so it is not loaded "
-            f"(weights-only unpickler: {(detail[0] if detail else text)[:160]})",
+            f"{path} holds more than tensors and plain containers, so it is not loaded ({reason})",
             hint="re-save it as a plain state dict (torch.save(model.state_dict(), ...)) or "
             "as .safetensors",
         ) from None
@@ -62,6 +69,20 @@ def read_weights(path: Path) -> Any:
             f"{path} is not a readable PyTorch weights file ({first_line(exc)})",
             hint="the file may be truncated or of another format; save it again",
         ) from None
+
+
+def torch_load_error(exc: BaseException) -> str:
+    """torch.load's reason in one line (its weights-only message runs over many lines of
+    advice around the reason, e.g. ``Trying to load unsupported GLOBAL posix.system``)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        advice = ("Weights only load failed", "Check the documentation", "Please file an issue")
+        reasons = [ln for ln in lines if not ln.startswith(advice)]
+        reason = reasons[0] if reasons else "refused"
+        return f"weights-only unpickler: {reason.replace('WeightsUnpickler error:', '').strip()}"[
+            :200
+        ]
+    return first_line(exc)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
