@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from rich.markup import escape
+
 from .. import __version__
 from ..errors import ArdbenchError
 from .console import err_console
@@ -56,8 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error_line(str(exc) if not isinstance(exc, OSError) else _os_error(exc))
         return 2
     except KeyboardInterrupt:
+        hint = getattr(args, "interrupt_hint", "")
         err_console.print(
-            f"[yellow]interrupted[/]: {getattr(args, 'interrupt_hint', '')}".rstrip(": ")
+            "[yellow]interrupted[/]" + (f": {escape(hint)}" if hint else ""),
+            soft_wrap=True,
+            highlight=False,
         )
         return 130
     except Exception as exc:  # a bug: one line, the traceback in a file

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from ..errors import ConfigError
 from .console import console, err_console
 
@@ -190,7 +192,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             else "nothing was saved: without --state-dir an evaluation cannot be resumed "
             "(pass --state-dir DIR to make it resumable)"
         )
-        err_console.print(f"[yellow]interrupted[/]: {hint}")
+        err_console.print(
+            f"[yellow]interrupted[/]: {escape(hint)}", soft_wrap=True, highlight=False
+        )
         return 130
     render_eval(result, console)
     for flag, path in (("--json", args.json_out), ("--model-info", args.model_info_out)):
