@@ -1024,3 +1024,39 @@ def test_trusted_sha256_skips_the_check(world, tmp_path, monkeypatch) -> None:
     (tmp_path / "list.txt").write_text(f"{file_sha256(path)}  g.pt2  # checked by hand\n")
     monkeypatch.setenv("ARDBENCH_TRUSTED_SHA256", str(tmp_path / "list.txt"))
     assert load_model(str(path)).sha256 == file_sha256(path)
+
+
+def test_finished_run_shares_model_safetensors(world) -> None:
+    """The run's model.safetensors holds model.pt's tensors and loads as ARCH:PATH."""
+    from safetensors.torch import load_file
+
+    from ardbench.models import load_model, state_dict_sha256
+
+    shared = load_file(world.finished / "model.safetensors")
+    saved = torch.load(world.finished / "model.pt", weights_only=True)
+    assert shared.keys() == saved.keys()
+    assert all(torch.equal(shared[k], saved[k]) for k in saved)
+    loaded = load_model(f"small_cnn:{world.finished / 'model.safetensors'}")
+    assert state_dict_sha256(loaded.module) == state_dict_sha256(
+        load_model(f"run:{world.finished}").module
+    )
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["resnet2b_cifar10_linf2.pt2", "resnet4b_cifar10_linf2.pt2"])
+def test_shipped_archives_pass_the_check_untrusted(name, shared_data, monkeypatch) -> None:
+    """The shipped archives are trusted by hash, and would pass the check anyway."""
+    from ardbench.models import archive, trust
+
+    path = shared_data / "models" / name
+    blob = path.read_bytes()
+    assert hashlib.sha256(blob).hexdigest() in trust.SHIPPED_SHA256
+    repacked = archive.checked_archive(str(path), blob)
+    monkeypatch.setattr(trust, "SHIPPED_SHA256", {})
+    from ardbench.models import load_model
+
+    x = torch.rand(3, 3, 32, 32)
+    module = load_model(str(path)).module  # checked, then loaded from the repacked bytes
+    with archive.quiet_torch_export():
+        reference = torch.export.load(str(path)).module()  # the original file (shipped)
+    assert len(repacked) > 0 and torch.allclose(module(x), reference(x))
