@@ -545,6 +545,11 @@ def _(c: Ctx) -> list[str]:
     return _run_data(c, x_train=hf.images(40), y_train=y, x_test=X8, y_test=Y8)
 
 
+@case(r"labels go up to 998, but only 8 of those 999 classes occur in 8 labels", "npz-998-eval")
+def _(c: Ctx) -> list[str]:
+    return _eval_data(c, x_test=X8, y_test=np.r_[np.arange(7), 998])
+
+
 @case(r"num_classes=10 but a label is 998", "npz-labels-num-classes")
 def _(c: Ctx) -> list[str]:
     return _eval_data(c, x_test=X8, y_test=np.r_[Y8[:7], 998], num_classes=10)
@@ -668,6 +673,24 @@ def _(c: Ctx) -> list[str]:
 @case(r"expected a finite number|expected a number like 8/255.*'nan'", "eval-eps-nan")
 def _(c: Ctx) -> list[str]:
     return eval_argv(c, "small_cnn", "--eps", "nan")
+
+
+@case(r"--eps must be > 0, got 0\.0{399}1 ", "eval-eps-underflow")
+def _(c: Ctx) -> list[str]:
+    return eval_argv(c, "small_cnn", "--eps", "1e-400")
+
+
+@case(
+    r"--eps = 300/255 is larger than the whole \[0,1\] pixel range — e\.g\. 8/255$", "eval-eps-300"
+)
+def _(c: Ctx) -> list[str]:
+    return eval_argv(c, "small_cnn", "--eps", "300/255")
+
+
+@case(r"\\x1b\[31mred\.pt2 is not a torch\.export archive", "pt2-escape-in-name")
+def _(c: Ctx) -> list[str]:
+    (c.tmp / "\x1b[31mred.pt2").write_text("x")
+    return eval_argv(c, str(c.tmp / "\x1b[31mred.pt2"))
 
 
 @case(r"--n-examples must be >= 1, got 0", "eval-n-zero")

@@ -90,6 +90,8 @@ def _os_error(exc: OSError) -> str:
 
 def _error_line(message: str) -> None:
     line = " ".join(message.split())  # one line, whatever the message held
+    # a file name from a stranger may hold terminal escape sequences: show them, do not run them
+    line = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
     err_console.print(f"ardbench: error: {line}", markup=False, highlight=False, soft_wrap=True)
 
 

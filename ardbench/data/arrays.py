@@ -114,16 +114,21 @@ def check_num_classes(value: Any, where: str) -> int:
     return n
 
 
+# beyond CIFAR-100: a label above this, in a file that does not say num_classes, needs most
+# of the classes it implies to be present
+_PLAUSIBLE_CLASSES = 100
+
+
 def infer_num_classes(labels: list[Tensor], where: str) -> int:
-    """``max(max label + 1, 10)``, unless the labels look like a mistake: more than 10 classes
-    implied but at most a tenth of them present in 20 or more labels (labels 0-9 and a stray
-    998 is no 999-class set). Such a file must say ``num_classes``."""
+    """``max(max label + 1, 10)``, unless the labels look like a mistake: more than 100
+    classes implied but at most a tenth of them present (labels 0-9 and a stray 998 are no
+    999-class set). Such a file must say ``num_classes``."""
     max_label = max((int(y.max()) for y in labels if len(y)), default=-1)
     implied = max(max_label + 1, 10)
-    if implied > 10:
+    if implied > _PLAUSIBLE_CLASSES:
         all_y = torch.cat(labels)
         present = int(torch.unique(all_y).numel())
-        if len(all_y) >= 20 and present * 10 <= implied:
+        if present * 10 <= implied:
             raise DataError(
                 f"{where}: labels go up to {max_label}, but only {present} of those "
                 f"{implied} classes occur in {len(all_y)} labels (a stray label?)",
