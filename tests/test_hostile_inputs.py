@@ -288,6 +288,13 @@ def _(c: Ctx) -> list[str]:
     return teacher_argv(c, str(c.w.five_pt2))
 
 
+@case(r"fixed at export time.*— train a registered architecture", "pt2-as-student")
+def _(c: Ctx) -> list[str]:
+    argv = run_argv(c)
+    argv[argv.index("--student") + 1] = str(c.w.pt2)
+    return argv
+
+
 @case(r"garbage\.pt is not a readable PyTorch weights file", "pt-garbage")
 def _(c: Ctx) -> list[str]:
     (c.tmp / "garbage.pt").write_bytes(np.random.default_rng(0).bytes(4096))

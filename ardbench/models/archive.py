@@ -234,13 +234,14 @@ def _raw_tensor_members(members: dict[str, bytes]) -> set[str]:
     and no config names as a pickle or an object."""
     raw, pickled = set(), set()
     for name, blob in members.items():
-        rel = _relative(name)
-        if not re.fullmatch(r"data/(weights|constants)/[^/]*config\.json", rel):
+        if not name.endswith(".json"):  # torch's configs: data/<kind>/<model>_<kind>_config.json
             continue
         try:
             config = json.loads(blob)
         except (ValueError, RecursionError):
-            return set()  # torch fails on it too; check everything
+            if name.endswith("config.json"):
+                return set()  # torch fails on it too; check everything
+            continue
         for _, meta, _parent in _walk(config):
             if not (isinstance(meta, dict) and isinstance(meta.get("path_name"), str)):
                 continue

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ardbench.errors import ConfigError, first_line
+from ardbench.errors import ArdbenchError, ConfigError, first_line
 from ardbench.io import file_sha256
 from ardbench.registry import Registry, UnknownNameError
 
@@ -306,6 +306,10 @@ def _check_batch_dim(program: Any, path: Path) -> None:
         )
 
 
+class FrozenModelError(ArdbenchError, NotImplementedError):
+    """An exported (frozen) network asked to train."""
+
+
 def _make_frozen_mode(module: nn.Module) -> None:
     """Let ``.eval()`` work on an exported module (torch refuses both train() and eval()).
 
@@ -316,9 +320,10 @@ def _make_frozen_mode(module: nn.Module) -> None:
 
     def train(self: nn.Module, mode: bool = True) -> nn.Module:
         if mode:
-            raise NotImplementedError(
+            raise FrozenModelError(
                 "a torch.export archive has its train/eval behaviour fixed at export time; "
-                "it can only be used as a frozen network"
+                "it can only be used as a frozen network (a teacher, or a model to evaluate)",
+                hint="train a registered architecture (ardbench list models) as the student",
             )
         for m in self.modules():
             m.training = False
