@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -73,7 +74,8 @@ def members(path: Path) -> dict[str, bytes]:
 
 def write_zip(path: Path, files: dict[str, bytes] | list[tuple[str, bytes]]) -> Path:
     items = files.items() if isinstance(files, dict) else files
-    with zipfile.ZipFile(path, "w") as zf:
+    with zipfile.ZipFile(path, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate names are one of the hostile archives
         for name, data in items:
             zf.writestr(name, data)
     return path

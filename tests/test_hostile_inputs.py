@@ -395,6 +395,16 @@ def _(c: Ctx) -> list[str]:
     return eval_argv(c, f"small_cnn:{c.tmp / 'nowhere.pt'}")
 
 
+@case(
+    r"RobustBench model 'Standard' does not load from \S+md \(.*posix\.system", "robustbench-evil"
+)
+def _(c: Ctx) -> list[str]:
+    ckpt = c.tmp / "md" / "cifar10" / "Linf" / "Standard.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(hf.evil_torch_save(c.marker))
+    return eval_argv(c, "robustbench:Standard", "--model-dir", str(c.tmp / "md"))
+
+
 def _run_copy(c: Ctx, which: str = "finished") -> Path:
     dest = c.tmp / "runs" / f"copy-{which}"
     shutil.copytree(getattr(c.w, which), dest)

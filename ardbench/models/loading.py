@@ -26,6 +26,7 @@ weights (of the file when there is one, else of the state dict; see ``state_dict
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib
@@ -33,7 +34,7 @@ import io
 import json
 import os
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from .weights import (
     extract_state_dict,
     load_state_dict_strict,
     read_weights,
+    torch_load_error,
 )
 
 __all__ = [
@@ -336,6 +338,24 @@ def _make_frozen_mode(module: nn.Module) -> None:
     module.eval = types.MethodType(eval_, module)  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    """RobustBench calls torch.load without weights_only: make sure it means True (torch's
+    default, unless TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set)."""
+    saved = {k: os.environ.pop(k, None) for k in _TORCH_LOAD_ENV}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
+
+
+_TORCH_LOAD_ENV = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+
+
 def _load_robustbench(
     model_id: str, dataset: str, model_dir: str | Path | None, download: bool
 ) -> LoadedModel:
@@ -376,9 +396,18 @@ def _load_robustbench(
             f"RobustBench checkpoint not found: {', '.join(str(p) for p in missing)}; "
             "pass --download to fetch it, or place the file there"
         )
-    module = rb_load_model(
-        model_name=model_id, model_dir=str(root), dataset=ds.value, threat_model="Linf"
-    )
+    try:
+        with _weights_only_loads():
+            module = rb_load_model(
+                model_name=model_id, model_dir=str(root), dataset=ds.value, threat_model="Linf"
+            )
+    except (ArdbenchError, OSError):
+        raise
+    except Exception as exc:  # a corrupt or code-carrying checkpoint in the model directory
+        raise ModelFileError(
+            f"RobustBench model {model_id!r} does not load from {root} ({torch_load_error(exc)})",
+            hint="delete its checkpoint there and pass --download to fetch it again",
+        ) from None
     present = [p for p in files if p.is_file()]
     sha = _files_sha256(present) if present else state_dict_sha256(module)
     return LoadedModel(
