@@ -794,6 +794,17 @@ def _(c: Ctx) -> list[str]:
     return run_argv(c, "--set", "eval.n_examples=0")
 
 
+@case(r"eval\.n_examples=100, but \S+ has 8 test points", "run-n-examples-too-many")
+def _(c: Ctx) -> list[str]:
+    return run_argv(c, "--set", "eval.n_examples=100")
+
+
+@case(r"--state-dir \S+ is a file", "eval-state-dir-is-a-file")
+def _(c: Ctx) -> list[str]:
+    (c.tmp / "st").write_text("x")
+    return eval_argv(c, "small_cnn", "--state-dir", str(c.tmp / "st"))
+
+
 @case(r"train\.batch_size must be > 0, got 0", "run-batch-zero")
 def _(c: Ctx) -> list[str]:
     return run_argv(c, "--set", "train.batch_size=0")

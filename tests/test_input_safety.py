@@ -114,6 +114,7 @@ def _rejections(tmp: Path) -> dict[str, tuple[dict, list[str], str]]:
             "does not run",
         ),
         "device-unknown": ({"device": "tpu"}, [], "tpu"),
+        "eval-beyond-test-set": ({}, ["eval.n_examples=9"], "has 8 test points"),
     }
     if not torch.cuda.is_available():
         cases["device-missing"] = ({"device": "cuda"}, [], "no CUDA GPU")
@@ -126,6 +127,7 @@ REJECTIONS = [
     "best-without-holdout",
     "dataset-missing",
     "device-missing",
+    "eval-beyond-test-set",
     "device-unknown",
     "holdout-too-big",
     "no-train-split",

@@ -108,6 +108,13 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
             "checkpoint.rule best-on-holdout selects on a held-out training slice",
             hint="set train.holdout=N (e.g. 1000)",
         )
+    on_test = split.x_hold is None or cfg.checkpoint.rule == "best-on-holdout"
+    if on_test and cfg.eval.n_examples is not None and cfg.eval.n_examples > ds.num_test:
+        raise TrainingError(
+            f"eval.n_examples={cfg.eval.n_examples}, but {cfg.dataset!r} has {ds.num_test} "
+            "test points",
+            hint=f"set eval.n_examples to at most {ds.num_test}",
+        )
     if cfg.checkpoint.rule == "swa" and cfg.checkpoint.swa_start >= cfg.train.epochs:
         raise TrainingError(
             f"checkpoint.swa_start={cfg.checkpoint.swa_start} is not before the last epoch "
