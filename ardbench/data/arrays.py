@@ -23,6 +23,10 @@ class DataError(ArdbenchError, ValueError):
     """A data file or array that cannot be used; the message names it and the bad value."""
 
 
+class MissingArrayError(ArdbenchError, KeyError):
+    """A required array is absent from a data file; the message names the array and file."""
+
+
 def as_numpy(a: Any, name: str, where: str) -> np.ndarray:
     if isinstance(a, Tensor):
         return a.detach().cpu().numpy()

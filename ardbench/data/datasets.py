@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,25 +39,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ArdbenchError, first_line
 from ..registry import Registry, UnknownNameError
 from .arrays import (
     DataError,
+    MissingArrayError,
     canonical_images,
     canonical_labels,
     check_num_classes,
     infer_num_classes,
 )
 from .loader import DeviceLoader, to_float01
+from .npz import NPZ_PREFIX, read_npz_spec
 
 DATA_DIR_ENV = "ARDBENCH_DATA_DIR"
-NPZ_PREFIX = "npz:"
 _FINGERPRINT_VERSION = b"ardbench-dataset-fingerprint-v1\n"
 _ARRAY_ORDER = ("x_train", "y_train", "x_test", "y_test")
-
-
-class MissingArrayError(ArdbenchError, KeyError):
-    """A required array is absent from a data file; the message names the array and file."""
 
 
 def default_data_dir() -> Path:
@@ -412,82 +406,9 @@ def _load_cifar100(data_dir: Path, download: bool) -> Dataset:
 
 # --- npz ------------------------------------------------------------------------------------
 
-_NPZ_SPLIT = re.compile(r"(?<=\.npz)\+", re.IGNORECASE)
-
-
-# the most bytes the arrays of one npz spec may unpack to (a zip bomb is refused, not read)
-MAX_NPZ_BYTES = 32 << 30
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of one .npz file, read without pickle; anything else is one DataError."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            declared = sum(i.file_size for i in zf.infolist())
-    except zipfile.BadZipFile as exc:
-        raise DataError(
-            f"{path} is not an .npz file ({first_line(exc)})",
-            hint="write it with numpy.savez(PATH, x_test=..., y_test=...)",
-        ) from None
-    if declared > MAX_NPZ_BYTES:
-        raise DataError(f"{path} unpacks to {declared} bytes, more than {MAX_NPZ_BYTES}")
-    arrays: dict[str, np.ndarray] = {}
-    what = f"{path}"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for key in npz.files:
-                what = f"{path}: array {key!r}"
-                arrays[key] = npz[key]
-    except OSError:
-        raise
-    except Exception as exc:  # numpy: ValueError (object arrays, bad headers), zip errors...
-        text = first_line(exc)
-        if "pickle" in text.lower():
-            text = "an object array, which is not loaded (allow_pickle=False)"
-        raise DataError(
-            f"{what} cannot be read ({text})", hint="store plain numeric arrays (numpy.savez)"
-        ) from None
-    return arrays
-
 
 def _load_npz_spec(spec: str) -> Dataset:
-    body = spec[len(NPZ_PREFIX) :]
-    if not body:
-        raise DataError(
-            "npz: spec needs a path", hint="e.g. npz:data/my.npz or npz:TRAIN.npz+TEST.npz"
-        )
-    paths = [Path(p).expanduser() for p in _NPZ_SPLIT.split(body)]
-    arrays: dict[str, np.ndarray] = {}
-    origin: dict[str, Path] = {}
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"npz file {path} does not exist (from spec {spec!r})")
-        for key, value in _read_npz(path).items():
-            if key in arrays:
-                raise DataError(
-                    f"array {key!r} is in both {origin[key]} and {path}; the files of "
-                    f"npz:A+B must not share array names"
-                )
-            arrays[key] = value
-            origin[key] = path
-    files = " + ".join(str(p) for p in paths)
-    for key in ("x_test", "y_test"):
-        if key not in arrays:
-            hint = (
-                f" It holds training data only: combine it with a test file, npz:{files}+TEST.npz."
-                if "x_train" in arrays
-                else ""
-            )
-            raise MissingArrayError(
-                f"npz {files} has no array {key!r} (arrays: "
-                f"{', '.join(sorted(arrays)) or 'none'}).{hint}"
-            )
-    if ("x_train" in arrays) != ("y_train" in arrays):
-        missing = "y_train" if "x_train" in arrays else "x_train"
-        raise MissingArrayError(
-            f"npz {files} has no array {missing!r} (it has "
-            f"{'x_train' if missing == 'y_train' else 'y_train'}; both or neither)"
-        )
+    arrays, files = read_npz_spec(spec)
     num_classes = None
     if "num_classes" in arrays:
         num_classes = check_num_classes(arrays["num_classes"], f"npz {files}")
