@@ -16,6 +16,15 @@ class ArdbenchError(Exception):
         self.hint = hint
         super().__init__(message if not hint else f"{message} — {hint}")
 
+    def __str__(self) -> str:  # plain, also for subclasses that mix in KeyError (which quotes)
+        return str(self.args[0]) if self.args else ""
+
 
 class ConfigError(ArdbenchError, ValueError):
     """A recipe, protocol or setting that cannot be applied; the message names the key."""
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (libraries' messages run over many lines)."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -116,12 +117,22 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def remove_stale_tmp(directory: str | Path) -> list[Path]:
-    """Delete the temporary files a killed writer left in ``directory`` (not recursive)."""
+def remove_stale_tmp(
+    directory: str | Path, *, name: str | None = None, recursive: bool = False
+) -> list[Path]:
+    """Delete the temporary files a killed :func:`atomic_write_bytes` left in ``directory``
+    (``.<name>.<8 random characters>.tmp``): all of them, or only those of the file ``name``;
+    ``recursive`` also in every folder below (a leaderboard's tables)."""
     removed = []
     directory = Path(directory)
-    if directory.is_dir():
-        for p in directory.glob(f".*{TMP_SUFFIX}"):
+    if not directory.is_dir():
+        return removed
+    pattern = re.compile(
+        rf"\.{re.escape(name) if name else '.+'}\.[a-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}"
+    )
+    found = directory.rglob(f".*{TMP_SUFFIX}") if recursive else directory.glob(f".*{TMP_SUFFIX}")
+    for p in found:
+        if p.is_file() and pattern.fullmatch(p.name):
             try:
                 p.unlink()
                 removed.append(p)

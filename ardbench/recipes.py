@@ -96,6 +96,8 @@ def load_recipe_file(path: str | Path) -> dict[str, Any]:
 
 def _recipe_dirs(method: str | None) -> list[Path]:
     root = baselines_dir()
+    if root is None:  # an installed package: built-in presets and paths only
+        return []
     dirs = [root / method, root / "contrib" / method] if method else []
     return [*dirs, root / COMMON]
 
@@ -129,7 +131,8 @@ def list_recipes() -> list[tuple[str, str, Path | None]]:
     common (any method) and the built-in presets (no path)."""
     root = baselines_dir()
     out: list[tuple[str, str, Path | None]] = []
-    for path in sorted(root.glob("*/*.yaml")) + sorted(root.glob("contrib/*/*.yaml")):
+    files = sorted(root.glob("*/*.yaml")) + sorted(root.glob("contrib/*/*.yaml")) if root else []
+    for path in files:
         method = "(any)" if path.parent.name == COMMON else path.parent.name
         out.append((method, path.stem, path))
     out += [("(any)", name, None) for name in PRESETS]
@@ -261,7 +264,8 @@ def resolve_config(
 
 
 def _recipe_name(path: Path) -> str:
+    root = baselines_dir()
     try:
-        return str(path.resolve().relative_to(baselines_dir().resolve().parent))
+        return str(path.resolve().relative_to(root.resolve().parent)) if root else str(path)
     except ValueError:
         return str(path)

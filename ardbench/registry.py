@@ -24,6 +24,10 @@ class UnknownNameError(ArdbenchError, KeyError):
         return ArdbenchError.__str__(self)
 
 
+class PluginError(ArdbenchError, ImportError):
+    """An installed plug-in (entry point) that fails to import; names it and the error."""
+
+
 class Registry(Generic[T]):
     """A named collection of objects (classes or factories) of one kind."""
 
@@ -74,7 +78,7 @@ class Registry(Generic[T]):
                 try:
                     ep.load()
                 except Exception as exc:  # a broken plug-in must not hide the built-ins
-                    raise ImportError(
+                    raise PluginError(
                         f"entry point {ep.name!r} in group {self.entry_point_group!r} "
                         f"({ep.value}) failed to import: {exc}"
                     ) from exc

@@ -1,14 +1,15 @@
 """Command line: a thin argparse layer; each subcommand calls one library function.
 
-One error path: a user error (:class:`ardbench.errors.ArdbenchError` and the few standard
-exceptions that mean bad input) prints one line, ``ardbench: error: <what> — <how to fix>``,
-and exits 2; anything else is a bug: one line and the path of a crash log holding the
+One error path: a user error (:class:`ardbench.errors.ArdbenchError`, or a file that cannot
+be read or written) prints one line, ``ardbench: error: <what> — <how to fix>``, and exits 2
+(a bad flag too); anything else is a bug: one line and the path of a crash log holding the
 traceback (``--debug`` prints it instead), exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import sys
@@ -16,6 +17,9 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
+
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import ArdbenchError
@@ -25,30 +29,40 @@ from .info import add_check_parser, add_list_parser
 from .results import add_compare_parser, add_leaderboard_parser
 from .run import add_run_parser
 
-# standard exceptions that, raised from ardbench's own input handling, mean bad input
-USER_ERRORS = (
-    ArdbenchError,
-    FileNotFoundError,
-    IsADirectoryError,
-    NotADirectoryError,
-    ValueError,  # input checks that predate ArdbenchError still raise it
-)
+# user errors: ardbench's own, and a file that cannot be read or written (missing, a folder,
+# no permission, a full disk): the user can fix these
+USER_ERRORS = (ArdbenchError, OSError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line like every other error (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        _error_line(f"{message} — see {self.prog} --help")
+        raise SystemExit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad flag (already reported)
+        return exc.code if isinstance(exc.code, int) else 0
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _trust(getattr(args, "trust_model", False)):
+            return int(args.func(args) or 0)
     except USER_ERRORS as exc:
         _error_line(str(exc) if not isinstance(exc, OSError) else _os_error(exc))
         return 2
     except KeyboardInterrupt:
+        hint = getattr(args, "interrupt_hint", "")
         err_console.print(
-            f"[yellow]interrupted[/]: {getattr(args, 'interrupt_hint', '')}".rstrip(": ")
+            "[yellow]interrupted[/]" + (f": {escape(hint)}" if hint else ""),
+            soft_wrap=True,
+            highlight=False,
         )
         return 130
     except Exception as exc:  # a bug: one line, the traceback in a file
@@ -62,12 +76,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _trust(enabled: bool) -> contextlib.AbstractContextManager[None]:
+    if not enabled:
+        return contextlib.nullcontext()
+    from ..models.trust import trust_models  # imports torch: only when asked
+
+    return trust_models()
+
+
 def _os_error(exc: OSError) -> str:
     return f"{exc.strerror or type(exc).__name__}: {exc.filename}" if exc.filename else str(exc)
 
 
 def _error_line(message: str) -> None:
     line = " ".join(message.split())  # one line, whatever the message held
+    # a file name from a stranger may hold terminal escape sequences: show them, do not run them
+    line = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
     err_console.print(f"ardbench: error: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -86,7 +110,7 @@ def _crash_log(exc: BaseException) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ardbench",
         description="Benchmark for adversarially robust knowledge distillation.",
     )

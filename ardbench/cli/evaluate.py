@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from ..errors import ConfigError
 from .console import console, err_console
 
 # -------------------------------------------------------------------------------------- eval
@@ -87,6 +91,12 @@ def add_eval_parser(sub: Any) -> None:
         help="points per saved chunk (default 1000 with --state-dir, else all)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a .pt2 archive without the safety checks; torch may then run code from it: "
+        "only for archives from someone you trust",
+    )
     p.set_defaults(func=_cmd_eval)
 
 
@@ -102,14 +112,46 @@ def _batch_size(text: str) -> int | str:
     return value
 
 
+def _check_settings(args: argparse.Namespace) -> None:
+    """Every setting checked before the model or the data is touched (the protocol's rules)."""
+    from ..device import check_device
+    from ..eval.columns import parse_attacks
+    from ..io import remove_stale_tmp
+    from ..protocols import Eps
+    from ..protocols.sections import check_radius
+
+    check_radius("--eps", Eps(args.eps))
+    for flag, value, low in (
+        ("--n-examples", args.n_examples, 1),
+        ("--seed", args.seed, 0),
+        ("--aa-batch-size", args.aa_batch_size, 1),
+        ("--chunk-size", args.chunk_size, 1),
+    ):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    parse_attacks(args.attacks)
+    check_device(args.device)
+    for flag, out in (("--json", args.json_out), ("--model-info", args.model_info_out)):
+        if out and (Path(out).is_dir() or Path(out).parent.is_file()):
+            raise ConfigError(f"{flag} {out}: cannot write a file there", hint="give a file path")
+        if out:  # the temporary file of a killed earlier write of the same output
+            remove_stale_tmp(Path(out).parent, name=Path(out).name)
+    if args.state_dir:
+        state = Path(args.state_dir)
+        if state.exists() and not state.is_dir():
+            raise ConfigError(f"--state-dir {state} is a file", hint="give a directory")
+        remove_stale_tmp(state)  # what a killed evaluation left half-written
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..eval import ComplianceError, evaluate_spec, render_eval
 
+    _check_settings(args)
     metadata: dict[str, Any] = {}
     for item in args.info:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--info expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"--info expects KEY=VALUE, got {item!r}")
         v: Any = value
         if key.strip() == "additional_data":
             v = value.strip().lower() in ("1", "true", "yes")
@@ -145,11 +187,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 3
     except KeyboardInterrupt:
         hint = (
-            "finished chunks are saved; rerun the same command to continue"
+            f"the finished chunks are saved in {args.state_dir}; rerun the same command to continue"
             if args.state_dir
-            else "pass --state-dir DIR to make long evaluations resumable"
+            else "nothing was saved: without --state-dir an evaluation cannot be resumed "
+            "(pass --state-dir DIR to make it resumable)"
         )
-        err_console.print(f"[yellow]interrupted[/]: {hint}")
+        err_console.print(
+            f"[yellow]interrupted[/]: {escape(hint)}", soft_wrap=True, highlight=False
+        )
         return 130
     render_eval(result, console)
     for flag, path in (("--json", args.json_out), ("--model-info", args.model_info_out)):

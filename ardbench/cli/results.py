@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .console import console, err_console
 
 # ------------------------------------------------------------------------- leaderboard, compare
@@ -47,11 +48,14 @@ def add_leaderboard_parser(sub: Any) -> None:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from ..io import remove_stale_tmp
     from ..results.leaderboard import add_records, check_leaderboard, write_leaderboard
 
     if (args.add or args.attach) and args.check:
-        err_console.print("[bold red]error:[/] --add/--attach and --check do not go together")
-        return 2
+        raise ConfigError("--add/--attach and --check do not go together")
+    if not args.check:  # what a killed earlier call left half-written
+        for folder in (args.runs, args.out):
+            remove_stale_tmp(folder, recursive=True)
     if args.add:
         for dest, status in add_records(args.add, args.runs):
             console.print(f"{status}: {dest}", highlight=False, soft_wrap=True)
@@ -140,8 +144,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         elif args.target:
             comparisons = [compare_record(load_record(args.target), leaderboard)]
         else:
-            err_console.print("[bold red]error:[/] give a run directory / record, or --method NAME")
-            return 2
+            raise ConfigError("compare needs a run directory / record, or --method NAME")
     except NoTableError as exc:
         err_console.print(f"[yellow]nothing to compare:[/] {exc}", highlight=False, soft_wrap=True)
         return 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,12 @@ def add_run_parser(sub: Any) -> None:
         "given, except --quiet and --runs)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load .pt2 archives (teacher, student) without the safety checks; torch may then "
+        "run code from them: only for archives from someone you trust",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_run)
 
@@ -97,10 +105,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 "would be ignored",
                 hint="drop them, or start a new run",
             )
-        args.interrupt_hint = (
-            f"the last finished epoch is checkpointed; continue with --resume {args.resume}"
-        )
-        result = resume(args.resume, progress=not args.quiet)
+        with _interrupt_hint(args, Path(args.resume).parent, resuming=Path(args.resume)):
+            result = resume(args.resume, progress=not args.quiet)
     else:
         from ..recipes import resolve_config
 
@@ -128,14 +134,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.dry_run:
             console.print_json(json.dumps(cfg.to_dict()))
             return 0
-        args.interrupt_hint = (
-            f"finished epochs are checkpointed in {args.runs}/<run_id>; continue with "
-            "ardbench run --resume RUN_DIR (nothing is resumable before the first epoch ends)"
-        )
-        result = train(cfg, runs_dir=args.runs, progress=not args.quiet)
+        with _interrupt_hint(args, Path(args.runs)):
+            result = train(cfg, runs_dir=args.runs, progress=not args.quiet)
     if result.record:
         render_run_summary(result.record, result.run_dir)
     return 0
+
+
+@contextlib.contextmanager
+def _interrupt_hint(
+    args: argparse.Namespace, runs_dir: Path, resuming: Path | None = None
+) -> Iterator[None]:
+    """On Ctrl-C, say what can be resumed: the run directory this call opened (found by
+    comparing the runs folder before and after), and whether an epoch was checkpointed."""
+    before = {p.name for p in runs_dir.iterdir()} if runs_dir.is_dir() else set()
+    try:
+        yield
+    except KeyboardInterrupt:
+        run_dir = resuming
+        if run_dir is None and runs_dir.is_dir():
+            new = [p for p in runs_dir.iterdir() if p.name not in before and p.is_dir()]
+            run_dir = max(new, key=lambda p: p.stat().st_mtime) if new else None
+        if run_dir is None:
+            args.interrupt_hint = "nothing was written (the run had not started)"
+        elif (run_dir / "record.json").is_file():
+            args.interrupt_hint = f"the run had finished; its record is {run_dir / 'record.json'}"
+        elif (run_dir / "checkpoint.pt").is_file():
+            args.interrupt_hint = (
+                f"the finished epochs are checkpointed; continue with "
+                f"ardbench run --resume {run_dir}"
+            )
+        else:
+            args.interrupt_hint = (
+                f"no epoch had finished, so nothing is checkpointed; ardbench run --resume "
+                f"{run_dir} starts it over (or delete {run_dir})"
+            )
+        raise
 
 
 def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,20 +40,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import Registry, UnknownNameError
-from .arrays import canonical_images, canonical_labels
+from .arrays import (
+    DataError,
+    MissingArrayError,
+    canonical_images,
+    canonical_labels,
+    check_num_classes,
+    infer_num_classes,
+)
 from .loader import DeviceLoader, to_float01
+from .npz import NPZ_PREFIX, read_npz_spec
 
 DATA_DIR_ENV = "ARDBENCH_DATA_DIR"
-NPZ_PREFIX = "npz:"
 _FINGERPRINT_VERSION = b"ardbench-dataset-fingerprint-v1\n"
 _ARRAY_ORDER = ("x_train", "y_train", "x_test", "y_test")
-
-
-class MissingArrayError(KeyError):
-    """A required array is absent from a data file; the message names the array and file."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return str(self.args[0])
 
 
 def default_data_dir() -> Path:
@@ -103,23 +102,27 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if (self.x_train is None) != (self.y_train is None):
-            raise ValueError(f"dataset {self.spec!r}: x_train and y_train must come together")
+            raise DataError(f"dataset {self.spec!r}: x_train and y_train must come together")
         for xn, yn in (("x_train", "y_train"), ("x_test", "y_test")):
             x, y = getattr(self, xn), getattr(self, yn)
             if x is None:
                 continue
             if x.dim() != 4 or x.dtype not in (torch.uint8, torch.float32):
-                raise ValueError(
+                raise DataError(
                     f"dataset {self.spec!r}: {xn} must be uint8 or float32 NCHW, "
                     f"got {x.dtype} {tuple(x.shape)}"
                 )
             if y.dim() != 1 or y.dtype != torch.int64 or len(y) != len(x):
-                raise ValueError(
+                raise DataError(
                     f"dataset {self.spec!r}: {yn} must be int64 of length {len(x)}, "
                     f"got {y.dtype} {tuple(y.shape)}"
                 )
+        if len(self.x_test) == 0:
+            raise DataError(f"dataset {self.spec!r} has no test images (x_test is empty)")
+        if self.x_train is not None and len(self.x_train) == 0:
+            raise DataError(f"dataset {self.spec!r}: x_train is empty (leave it out instead)")
         if self.x_train is not None and self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(
+            raise DataError(
                 f"dataset {self.spec!r}: train images are {tuple(self.x_train.shape[1:])} but "
                 f"test images are {tuple(self.x_test.shape[1:])}"
             )
@@ -146,8 +149,9 @@ class Dataset:
     ) -> Dataset:
         """Canonicalise numpy arrays or tensors (see module docstring) and fingerprint them.
 
-        ``num_classes`` defaults to ``max(max label + 1, 10)``; ``source`` names where the
-        arrays came from, for error messages.
+        ``num_classes`` defaults to ``max(max label + 1, 10)`` (see
+        :func:`~ardbench.data.arrays.infer_num_classes`); ``source`` names where the arrays
+        came from, for error messages.
         """
         where = source or spec
         if (x_train is None) != (y_train is None):
@@ -155,15 +159,23 @@ class Dataset:
             raise MissingArrayError(f"{where}: has {have} but no {missing} (both or neither)")
         xte = canonical_images(x_test, "x_test", where)
         yte = canonical_labels(y_test, "y_test", where, len(xte))
+        if len(xte) == 0:
+            raise DataError(f"{where} has no test images (x_test is empty)")
         xtr = ytr = None
         if x_train is not None:
             xtr = canonical_images(x_train, "x_train", where)
             ytr = canonical_labels(y_train, "y_train", where, len(xtr))
-        max_label = max(int(y.max()) if len(y) else -1 for y in (yte, ytr) if y is not None)
+            if len(xtr) == 0:
+                raise DataError(f"{where}: x_train is empty", hint="leave x_train out instead")
+        labels = [y for y in (yte, ytr) if y is not None]
+        max_label = max(int(y.max()) if len(y) else -1 for y in labels)
         if num_classes is None:
-            num_classes = max(max_label + 1, 10)
+            num_classes = infer_num_classes(labels, where)
         elif num_classes <= max_label:
-            raise ValueError(f"{where}: num_classes={num_classes} but a label is {max_label}")
+            raise DataError(
+                f"{where}: num_classes={num_classes} but a label is {max_label}",
+                hint=f"labels must lie in 0..{num_classes - 1}",
+            )
         return cls(
             spec=spec,
             x_train=xtr,
@@ -184,6 +196,11 @@ class Dataset:
         return 0 if self.x_train is None else len(self.x_train)
 
     @property
+    def max_label(self) -> int:
+        """The largest label of either split (a model needs at least this many + 1 logits)."""
+        return max(int(y.max()) for y in (self.y_train, self.y_test) if y is not None and len(y))
+
+    @property
     def num_test(self) -> int:
         return len(self.x_test)
 
@@ -200,8 +217,9 @@ class Dataset:
         if n is None:
             n = total
         if n < 1 or n > total:
-            raise ValueError(
-                f"dataset {self.spec!r} has {total} test points; cannot take the first {n}"
+            raise DataError(
+                f"dataset {self.spec!r} has {total} test points; cannot take the first {n}",
+                hint=f"n_examples between 1 and {total}",
             )
         x = to_float01(self.x_test[:n].to(device))
         y = self.y_test[:n].to(device)
@@ -219,7 +237,7 @@ class Dataset:
     ) -> DeviceLoader:
         """A :class:`DeviceLoader` over the training split."""
         if self.x_train is None or self.y_train is None:
-            raise ValueError(
+            raise DataError(
                 f"dataset {self.spec!r} has no training split (evaluation only); for npz data "
                 f"combine a training file: npz:TRAIN.npz+TEST.npz"
             )
@@ -360,7 +378,7 @@ def _load_cifar(name: str, cls_name: str, num_classes: int, root: Path, download
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=False)
     except RuntimeError as exc:
-        raise RuntimeError(
+        raise DataError(
             f"{name} files in {folder}/ failed torchvision's integrity check ({exc}); delete "
             f"the folder and pass --download, or copy the original files there"
         ) from exc
@@ -388,49 +406,12 @@ def _load_cifar100(data_dir: Path, download: bool) -> Dataset:
 
 # --- npz ------------------------------------------------------------------------------------
 
-_NPZ_SPLIT = re.compile(r"(?<=\.npz)\+", re.IGNORECASE)
-
 
 def _load_npz_spec(spec: str) -> Dataset:
-    body = spec[len(NPZ_PREFIX) :]
-    if not body:
-        raise ValueError("npz: spec needs a path, e.g. npz:data/my.npz or npz:TRAIN.npz+TEST.npz")
-    paths = [Path(p).expanduser() for p in _NPZ_SPLIT.split(body)]
-    arrays: dict[str, np.ndarray] = {}
-    origin: dict[str, Path] = {}
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"npz file {path} does not exist (from spec {spec!r})")
-        with np.load(path, allow_pickle=False) as npz:
-            for key in npz.files:
-                if key in arrays:
-                    raise ValueError(
-                        f"array {key!r} is in both {origin[key]} and {path}; the files of "
-                        f"npz:A+B must not share array names"
-                    )
-                arrays[key] = npz[key]
-                origin[key] = path
-    files = " + ".join(str(p) for p in paths)
-    for key in ("x_test", "y_test"):
-        if key not in arrays:
-            hint = (
-                f" It holds training data only: combine it with a test file, npz:{files}+TEST.npz."
-                if "x_train" in arrays
-                else ""
-            )
-            raise MissingArrayError(
-                f"npz {files} has no array {key!r} (arrays: "
-                f"{', '.join(sorted(arrays)) or 'none'}).{hint}"
-            )
-    if ("x_train" in arrays) != ("y_train" in arrays):
-        missing = "y_train" if "x_train" in arrays else "x_train"
-        raise MissingArrayError(
-            f"npz {files} has no array {missing!r} (it has "
-            f"{'x_train' if missing == 'y_train' else 'y_train'}; both or neither)"
-        )
+    arrays, files = read_npz_spec(spec)
     num_classes = None
     if "num_classes" in arrays:
-        num_classes = int(np.asarray(arrays["num_classes"]).reshape(-1)[0])
+        num_classes = check_num_classes(arrays["num_classes"], f"npz {files}")
     ds = Dataset.from_arrays(
         spec,
         x_train=arrays.get("x_train"),

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import ce_objective, cw_objective, fgsm, pgd, random_start
+from ..errors import ConfigError
 from .result import AA_ATTACKS, COLUMNS, dist_version
 
 __all__ = [
@@ -62,8 +63,9 @@ def parse_attacks(attacks: str | Sequence[str]) -> tuple[str, ...]:
     names = [_ALIASES.get(a, a) for a in names if a]
     unknown = [a for a in names if a not in COLUMNS]
     if unknown:
-        raise ValueError(
-            f"unknown attack column(s) {', '.join(map(repr, unknown))}; known: {', '.join(COLUMNS)}"
+        raise ConfigError(
+            f"unknown attack column(s) {', '.join(map(repr, unknown))}",
+            hint=f"known: {', '.join(COLUMNS)}",
         )
     return tuple(c for c in COLUMNS if c in names or c == "clean")
 

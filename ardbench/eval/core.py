@@ -39,7 +39,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+from ..protocols import Eps
 from ..protocols.eps import parse_number
+from ..protocols.sections import check_radius
 from .autoattack import aggregate_aa, run_aa_column
 from .columns import (
     PRECISION,
@@ -136,7 +139,7 @@ def _resolve_chunk(n: int, aa_batch_size: int, chunk_size: int | None, stateful:
     if chunk_size is None:
         chunk_size = DEFAULT_CHUNK_SIZE if stateful else n
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     # whole AutoAttack batches per chunk: its clean pass is then batched as in one call (its
     # attacks batch the points still robust within a chunk, which is why the chunk size is
     # recorded and keys the state; the other columns are per point and never depend on it)
@@ -149,15 +152,15 @@ def _resolve_chunk(n: int, aa_batch_size: int, chunk_size: int | None, stateful:
 
 def _check_settings(batch_size: Any, aa_batch_size: Any, norm: str, aa_version: str) -> None:
     if norm not in ("Linf", "L2"):
-        raise ValueError(f"norm must be Linf or L2, got {norm!r}")
+        raise ConfigError(f"norm must be Linf or L2, got {norm!r}")
     if aa_version not in ("standard", "plus", "rand"):
-        raise ValueError(f"aa_version must be standard, plus or rand, got {aa_version!r}")
+        raise ConfigError(f"aa_version must be standard, plus or rand, got {aa_version!r}")
     if batch_size != "auto" and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
-        raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+        raise ConfigError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     if isinstance(aa_batch_size, bool) or not isinstance(aa_batch_size, int) or aa_batch_size < 1:
-        raise ValueError(f"aa_batch_size must be a positive integer, got {aa_batch_size!r}")
+        raise ConfigError(f"aa_batch_size must be a positive integer, got {aa_batch_size!r}")
 
 
 def _check_points(x: Any, y: Any) -> None:
@@ -168,9 +171,9 @@ def _check_points(x: Any, y: Any) -> None:
             "(uint8 images: use Dataset.test_subset or x.float() / 255)"
         )
     if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
-        raise ValueError(f"x looks like NHWC {tuple(x.shape)}; pass NCHW (x.permute(0, 3, 1, 2))")
+        raise ConfigError(f"x looks like NHWC {tuple(x.shape)}; pass NCHW (x.permute(0, 3, 1, 2))")
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(
+        raise ConfigError(
             f"x and y must hold the same non-zero number of points ({len(x)}, {len(y)})"
         )
 
@@ -222,6 +225,9 @@ def evaluate_model(
             :class:`ComplianceWarning` and the failure recorded in ``warnings``).
     """
     eps = parse_number(eps)
+    check_radius("eps", Eps(eps))
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed!r}")
     _check_settings(batch_size, aa_batch_size, norm, aa_version)
     columns = parse_attacks(attacks)
     _check_points(x, y)

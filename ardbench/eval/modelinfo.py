@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import __version__
+from ..errors import ConfigError
 from ..protocols.eps import format_eps
 from .result import EvalResult
 
@@ -50,7 +51,7 @@ def model_info(
     """
     meta = dict(metadata or {})
     if "aa" not in result.accuracy:
-        raise ValueError("model_info needs the AutoAttack column: run with attacks including aa")
+        raise ConfigError("model_info needs the AutoAttack column: run with attacks including aa")
     aa = result.accuracy["aa"]
     others = [v for k, v in result.accuracy.items() if k in ("fgsm", "pgd20", "cw")]
     if result.cross_check and "aa" in result.cross_check:

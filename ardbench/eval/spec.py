@@ -11,9 +11,12 @@ from typing import Any
 
 import torch
 
-from ..device import resolve_device
+from ..device import check_device
+from ..errors import ConfigError
 from ..io import write_json_atomic
+from ..protocols import Eps
 from ..protocols.eps import parse_number
+from ..protocols.sections import check_radius
 from .columns import parse_attacks
 from .compliance import ComplianceWarning
 from .core import DEFAULT_AA_BATCH_SIZE, evaluate_model, fp32_math
@@ -59,14 +62,16 @@ def evaluate_spec(
     """
     from ..data import load_dataset
     from ..models import load_model
+    from ..models.probe import check_model_fits
 
     if cross_check not in (None, "robustbench"):
-        raise ValueError(f"--cross-check supports only 'robustbench', got {cross_check!r}")
+        raise ConfigError(f"--cross-check supports only 'robustbench', got {cross_check!r}")
     eps = parse_number(eps)
+    check_radius("eps", Eps(eps))
     columns = parse_attacks(attacks)
     if model_info_out is not None and "aa" not in columns:
-        raise ValueError("--model-info needs the AutoAttack column (--attacks ...,aa)")
-    dev = resolve_device(device)
+        raise ConfigError("--model-info needs the AutoAttack column (--attacks ...,aa)")
+    dev = check_device(device)
     ds = load_dataset(dataset_spec, data_dir=data_dir, download=download)
     loaded = load_model(
         model_spec,
@@ -78,6 +83,7 @@ def evaluate_spec(
         device=dev,
     )
     x, y = ds.test_subset(n_examples, device=dev)
+    check_model_fits(loaded.module, x[:2], ds.max_label, f"model {model_spec!r}")
     state_path = None
     if state_dir is not None:
         blob = json.dumps(

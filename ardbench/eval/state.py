@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..io import write_json_atomic
 
 __all__ = ["EvalState", "data_digest", "model_digest"]
@@ -61,14 +62,22 @@ class EvalState:
         }
         self.resumed = False
         if path is not None and path.is_file():
-            old = json.loads(path.read_text())
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                old = None
+            if not isinstance(old, dict) or not isinstance(old.get("columns"), dict):
+                raise ConfigError(
+                    f"evaluation state {path} is not a state file (corrupt or edited)",
+                    hint="delete it to start this evaluation over",
+                )
             if old.get("format") != STATE_FORMAT or old.get("key") != self.key:
                 diff = {
                     k: (old.get("key_fields", {}).get(k), v)
                     for k, v in key_fields.items()
                     if old.get("key_fields", {}).get(k) != v
                 }
-                raise ValueError(
+                raise ConfigError(
                     f"evaluation state {path} belongs to a different evaluation "
                     f"(differs in {sorted(diff) or 'format'}); delete it or use another state path"
                 )

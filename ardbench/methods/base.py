@@ -42,7 +42,9 @@ class MethodConfig:
         kwargs = {k: coerce(cls, k, v, where) for k, v in values.items()}
         try:
             return cls(**kwargs)
-        except TypeError as exc:  # pragma: no cover - coerce already rejects unknown keys
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:  # a Config's own checks (__post_init__)
             raise ConfigError(f"{where}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:

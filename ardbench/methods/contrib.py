@@ -25,6 +25,7 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
+from ..errors import ArdbenchError
 from ..paths import baselines_dir
 
 __all__ = ["ContribError", "contrib_dir", "discover_contrib", "load_contrib_methods"]
@@ -35,21 +36,23 @@ METHOD_FILE = "method.py"
 _LOADED: dict[Path, ModuleType] = {}
 
 
-class ContribError(ImportError, ValueError):
+class ContribError(ArdbenchError, ImportError, ValueError):
     """One or more ``baselines/contrib/*/method.py`` files failed to import (each named, with
-    the line). A ValueError too, so that the command line prints it as a plain error."""
+    the line); the command line prints it as a user error."""
 
 
-def contrib_dir(root: str | Path | None = None) -> Path:
-    """``<baselines>/contrib`` (``root`` defaults to :func:`ardbench.paths.baselines_dir`)."""
-    return Path(root) / "contrib" if root is not None else baselines_dir() / "contrib"
+def contrib_dir(root: str | Path | None = None) -> Path | None:
+    """``<baselines>/contrib`` (``root`` defaults to :func:`ardbench.paths.baselines_dir`;
+    None when there is no baselines folder: an installed package without ARDBENCH_BASELINES)."""
+    base = Path(root) if root is not None else baselines_dir()
+    return base / "contrib" if base is not None else None
 
 
 def discover_contrib(root: str | Path | None = None) -> list[Path]:
     """Every ``contrib/<name>/method.py`` under the baselines directory, sorted; folders
     starting with '.' or '_' are skipped."""
     folder = contrib_dir(root)
-    if not folder.is_dir():
+    if folder is None or not folder.is_dir():
         return []
     return [
         p

@@ -119,14 +119,18 @@ class VarGap(Method):
         assert isinstance(cfg, VarGap.Config)
         d_s, d_t = feature_dims
         if d_t is None:
-            raise ValueError("vargap needs the teacher's penultimate width (teacher features)")
+            raise ConfigError(
+                "vargap needs the teacher's penultimate features, which this teacher does not "
+                "expose",
+                hint="use a registered architecture (ARCH:PATH) as the teacher",
+            )
         if cfg.projector == "linear":
             self.projector = nn.Linear(d_s, d_t, bias=False)
             param = next(student.parameters(), None)
             if param is not None:
                 self.projector.to(device=param.device, dtype=param.dtype)
         elif d_s != d_t:
-            raise ValueError(
+            raise ConfigError(
                 f"vargap: projector 'none' needs equal penultimate widths, got student {d_s} "
                 f"and teacher {d_t}; use projector: linear"
             )

@@ -4,11 +4,16 @@ A model spec is accepted everywhere a model is named:
 
 ==========================  ==================================================================
 ``ARCH``                    a fresh, randomly initialised registered architecture
+``ARCH:PATH.safetensors``   a state dict in a safetensors file (no pickle: the recommended
+                            format for sharing weights); loaded strictly
 ``ARCH:PATH``               a state dict (``torch.load(..., weights_only=True)``), raw or nested
                             under ``state_dict`` / ``model`` / ``model_state_dict``; a
                             ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefix
                             is stripped; loaded strictly
-``PATH.pt2``                a ``torch.export`` archive (any architecture, its own normalisation)
+``PATH.pt2``                a ``torch.export`` archive (any architecture, its own normalisation),
+                            checked before torch reads it (:mod:`ardbench.models.archive`)
+                            unless trusted (:mod:`ardbench.models.trust`); its batch dimension
+                            must be dynamic
 ``run:RUN_ID``              a model ardbench trained: ``RUNS_DIR/RUN_ID/model.pt`` + ``model.json``
                             (``{"arch": ..., "num_classes": ...}``); RUN_ID may be a directory
 ``robustbench:MODEL_ID``    the RobustBench zoo (Linf), from ``MODEL_DIR/<dataset>/Linf/ID.pt``;
@@ -21,15 +26,15 @@ weights (of the file when there is one, else of the state dict; see ``state_dict
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib
+import io
 import json
 import os
-import pickle
 import types
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +42,28 @@ from typing import Any
 import torch
 from torch import nn
 
+from ardbench.errors import ArdbenchError, ConfigError, first_line
 from ardbench.io import file_sha256
 from ardbench.models.export_device import move_program
 from ardbench.registry import Registry, UnknownNameError
 
+from .archive import ModelFileError, UnsafeModelError, checked_archive, quiet_torch_export
+from .trust import is_trusted
+from .weights import (
+    SAFETENSORS_SUFFIX,
+    StateDictMismatchError,
+    extract_state_dict,
+    load_state_dict_strict,
+    read_weights,
+    torch_load_error,
+)
+
 __all__ = [
     "ARCHS",
     "LoadedModel",
+    "ModelFileError",
     "StateDictMismatchError",
+    "UnsafeModelError",
     "build_arch",
     "default_model_dir",
     "extract_state_dict",
@@ -120,90 +139,6 @@ def _files_sha256(paths: list[Path]) -> str:
 # ------------------------------------------------------------------------------ state dicts
 
 
-class StateDictMismatchError(KeyError):
-    """A checkpoint whose keys differ from the architecture's; the message lists them."""
-
-    def __str__(self) -> str:  # KeyError quotes its message
-        return str(self.args[0])
-
-
-_NESTED_KEYS = ("state_dict", "model", "model_state_dict")
-_STRIP_PREFIXES = ("module.", "_orig_mod.")
-
-
-def extract_state_dict(obj: Any, where: str = "checkpoint") -> OrderedDict[str, torch.Tensor]:
-    """The tensor mapping inside a loaded checkpoint, with wrapper prefixes stripped."""
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{where}: expected a state dict (a mapping), got {type(obj).__name__}")
-    for key in _NESTED_KEYS:
-        if key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(
-            f"{where}: not a state dict; non-tensor entries {bad[:5]} (a state dict may also be "
-            f"nested under one of {list(_NESTED_KEYS)})"
-        )
-    sd: OrderedDict[str, torch.Tensor] = OrderedDict(obj)
-    metadata = dict(getattr(obj, "_metadata", {}) or {})
-    for prefix in _STRIP_PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = OrderedDict((k[len(prefix) :], v) for k, v in sd.items())
-            metadata = {_strip_meta(k, prefix): v for k, v in metadata.items()}
-    if metadata:
-        # BatchNorm reads the saved version from here (old checkpoints lack num_batches_tracked).
-        sd._metadata = metadata  # type: ignore[attr-defined]
-    return sd
-
-
-def _strip_meta(key: str, prefix: str) -> str:
-    if key == prefix[:-1]:
-        return ""
-    return key[len(prefix) :] if key.startswith(prefix) else key
-
-
-def load_state_dict_strict(
-    module: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str = "checkpoint"
-) -> None:
-    """A strict load with an error that names the missing/unexpected keys.
-
-    torch's own key matching is used (so old BatchNorm checkpoints without
-    ``num_batches_tracked`` still load); any missing or unexpected key is an error.
-    """
-    try:
-        result = module.load_state_dict(state_dict, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise RuntimeError(
-            f"{where} does not fit {type(module).__name__} (wrong num_classes or width?): {exc}"
-        ) from exc
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_preview(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
-        raise StateDictMismatchError(
-            f"{where} does not match {type(module).__name__}: " + "; ".join(parts)
-        )
-
-
-def _preview(keys: list[str], n: int = 8) -> str:
-    shown = ", ".join(keys[:n])
-    return shown + (f", ... (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"{path} cannot be loaded with weights_only=True (it pickles more than tensors); "
-            f"re-save it as a plain state dict: {exc}"
-        ) from exc
-
-
 def _require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
@@ -223,6 +158,7 @@ def default_model_dir() -> Path:
 # demo teacher, trained on first use; registered by ardbench.train.demo, which sits above
 # this module, so the loader never imports the trainer).
 SPEC_ALIASES: dict[str, Callable[[], str]] = {}
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".bin", SAFETENSORS_SUFFIX)
 
 
 def register_spec_alias(name: str, resolve: Callable[[], str]) -> None:
@@ -252,8 +188,9 @@ def load_model(
             loaded = _load_robustbench(tail, dataset, model_dir, download)
         elif head in ARCHS:
             if tail.endswith(".pt2"):
-                raise ValueError(
-                    f"{spec!r}: a .pt2 archive carries its own architecture; pass the path alone"
+                raise ConfigError(
+                    f"{spec!r}: a .pt2 archive carries its own architecture",
+                    hint=f"pass the path alone: {tail}",
                 )
             loaded = _load_arch_file(head, Path(tail).expanduser(), num_classes)
         elif spec.endswith(".pt2"):
@@ -266,10 +203,10 @@ def load_model(
     elif spec in ARCHS:
         module = build_arch(spec, num_classes=num_classes)
         loaded = LoadedModel(module, spec, spec, state_dict_sha256(module), "fresh")
-    elif Path(spec).suffix in (".pt", ".pth", ".ckpt", ".tar") or Path(spec).is_file():
-        raise ValueError(
-            f"{spec!r} looks like a weights file; a state dict needs its architecture: "
-            f"ARCH:PATH with ARCH one of {', '.join(ARCHS.names())}"
+    elif Path(spec).suffix in _WEIGHT_SUFFIXES or Path(spec).is_file():
+        raise ConfigError(
+            f"{spec!r} looks like a weights file; a state dict needs its architecture",
+            hint=f"ARCH:PATH with ARCH one of {', '.join(ARCHS.names())}",
         )
     else:
         ARCHS.get(spec)  # raises the "did you mean" error
@@ -284,12 +221,30 @@ def load_model(
 def _load_arch_file(arch: str, path: Path, num_classes: int) -> LoadedModel:
     _require_file(path, f"weights file for {arch}")
     module = build_arch(arch, num_classes=num_classes)
-    sd = extract_state_dict(_torch_load(path), where=str(path))
+    sd = extract_state_dict(read_weights(path), where=str(path))
     load_state_dict_strict(module, sd, where=str(path))
     return LoadedModel(module, "", arch, file_sha256(path), "state_dict", str(path))
 
 
+def _run_meta(path: Path) -> tuple[str, int]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(f"{path} is not readable JSON ({first_line(exc)})") from None
+    arch = meta.get("arch") if isinstance(meta, dict) else None
+    classes = meta.get("num_classes", 10) if isinstance(meta, dict) else None
+    if not isinstance(arch, str) or not isinstance(classes, int) or isinstance(classes, bool):
+        raise ModelFileError(
+            f'{path} must hold {{"arch": NAME, "num_classes": N}}, got {str(meta)[:80]}'
+        )
+    if classes < 1:
+        raise ModelFileError(f"{path}: num_classes must be >= 1, got {classes}")
+    return arch, classes
+
+
 def _load_run(run_id: str, runs_dir: str | Path) -> LoadedModel:
+    if not run_id.strip():
+        raise ConfigError("run: needs a run id or directory", hint="e.g. run:RUN_ID")
     candidates = [Path(runs_dir).expanduser() / run_id, Path(run_id).expanduser()]
     run_dir = next((p for p in candidates if p.is_dir()), None)
     if run_dir is None:
@@ -299,26 +254,64 @@ def _load_run(run_id: str, runs_dir: str | Path) -> LoadedModel:
         )
     meta_path = _require_file(run_dir / "model.json", f"model description of run {run_id!r}")
     weights = _require_file(run_dir / "model.pt", f"final weights of run {run_id!r}")
-    meta = json.loads(meta_path.read_text())
-    if "arch" not in meta:
-        raise ValueError(f"{meta_path} has no 'arch' key")
-    arch = str(meta["arch"])
-    module = build_arch(arch, num_classes=int(meta.get("num_classes", 10)))
-    sd = extract_state_dict(_torch_load(weights), where=str(weights))
+    arch, num_classes = _run_meta(meta_path)
+    module = build_arch(arch, num_classes=num_classes)
+    sd = extract_state_dict(read_weights(weights), where=str(weights))
     load_state_dict_strict(module, sd, where=str(weights))
     return LoadedModel(module, "", arch, file_sha256(weights), "run", str(weights))
 
 
 def _load_export(path: Path, device: str | torch.device) -> LoadedModel:
-    _require_file(path, "torch.export archive")
-    program = torch.export.load(str(path))
-    if torch.device(device).type != "cpu":
-        # Moves constants baked into the graph too, which Module.to() would miss; works on
-        # torches without torch.export.passes (export_device.move_program_fallback).
-        program = move_program(program, device)
-    module = program.module()
+    """Read the archive once, check those bytes (unless trusted), hand torch the checked copy."""
+    blob = _require_file(path, "torch.export archive").read_bytes()
+    sha = hashlib.sha256(blob).hexdigest()
+    if not is_trusted(sha):
+        blob = checked_archive(str(path), blob)
+    with quiet_torch_export():
+        try:
+            program = torch.export.load(io.BytesIO(blob))
+        except Exception as exc:
+            raise ModelFileError(
+                f"{path} is not a loadable torch.export archive ({first_line(exc)})",
+                hint="write it with torch.export.save, with the torch version that loads it",
+            ) from None
+        _check_batch_dim(program, path)
+        if torch.device(device).type != "cpu":
+            # Moves constants baked into the graph too, which Module.to() would miss; works on
+            # torches without torch.export.passes (export_device.move_program_fallback).
+            program = move_program(program, device)
+        try:
+            module = program.module()
+        except Exception as exc:
+            raise ModelFileError(
+                f"{path}: the exported graph does not build ({first_line(exc)})"
+            ) from None
     _make_frozen_mode(module)
-    return LoadedModel(module, "", "export", file_sha256(path), "export", str(path))
+    return LoadedModel(module, "", "export", sha, "export", str(path))
+
+
+def _check_batch_dim(program: Any, path: Path) -> None:
+    """One image-batch input whose first dimension is dynamic (attacks run any batch size)."""
+    names = list(program.graph_signature.user_inputs)
+    if len(names) != 1:
+        raise ModelFileError(
+            f"{path}: the exported model takes {len(names)} inputs; ardbench passes one batch "
+            "of images (N, C, H, W)"
+        )
+    node = next((n for n in program.graph.nodes if n.name == names[0]), None)
+    val = node.meta.get("val") if node is not None else None
+    shape = getattr(val, "shape", None)
+    if shape is not None and len(shape) and isinstance(shape[0], int):
+        raise ModelFileError(
+            f"{path} was exported with a fixed batch of {shape[0]}, so it cannot run the "
+            "evaluation's batches",
+            hint="export with a dynamic batch: torch.export.export(model, (x,), "
+            "dynamic_shapes=({0: torch.export.Dim('batch')},)) with x of batch 2 or more",
+        )
+
+
+class FrozenModelError(ArdbenchError, NotImplementedError):
+    """An exported (frozen) network asked to train."""
 
 
 def _make_frozen_mode(module: nn.Module) -> None:
@@ -331,9 +324,10 @@ def _make_frozen_mode(module: nn.Module) -> None:
 
     def train(self: nn.Module, mode: bool = True) -> nn.Module:
         if mode:
-            raise NotImplementedError(
+            raise FrozenModelError(
                 "a torch.export archive has its train/eval behaviour fixed at export time; "
-                "it can only be used as a frozen network"
+                "it can only be used as a frozen network (a teacher, or a model to evaluate)",
+                hint="train a registered architecture (ardbench list models) as the student",
             )
         for m in self.modules():
             m.training = False
@@ -344,6 +338,24 @@ def _make_frozen_mode(module: nn.Module) -> None:
 
     module.train = types.MethodType(train, module)  # type: ignore[method-assign]
     module.eval = types.MethodType(eval_, module)  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    """RobustBench calls torch.load without weights_only: make sure it means True (torch's
+    default, unless TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set)."""
+    saved = {k: os.environ.pop(k, None) for k in _TORCH_LOAD_ENV}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
+
+
+_TORCH_LOAD_ENV = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
 
 
 def _load_robustbench(
@@ -358,9 +370,11 @@ def _load_robustbench(
 
     try:
         ds = BenchmarkDataset(dataset)
-    except ValueError as exc:
+    except ValueError:
         known = ", ".join(d.value for d in BenchmarkDataset)
-        raise ValueError(f"RobustBench has no dataset {dataset!r}; known: {known}") from exc
+        raise ConfigError(
+            f"RobustBench has no dataset {dataset!r}", hint=f"known: {known}"
+        ) from None
     zoo = model_dicts[ds][ThreatModel.Linf]
     if model_id not in zoo:
         close = difflib.get_close_matches(model_id, list(zoo), n=3, cutoff=0.6)
@@ -384,9 +398,18 @@ def _load_robustbench(
             f"RobustBench checkpoint not found: {', '.join(str(p) for p in missing)}; "
             "pass --download to fetch it, or place the file there"
         )
-    module = rb_load_model(
-        model_name=model_id, model_dir=str(root), dataset=ds.value, threat_model="Linf"
-    )
+    try:
+        with _weights_only_loads():
+            module = rb_load_model(
+                model_name=model_id, model_dir=str(root), dataset=ds.value, threat_model="Linf"
+            )
+    except (ArdbenchError, OSError):
+        raise
+    except Exception as exc:  # a corrupt or code-carrying checkpoint in the model directory
+        raise ModelFileError(
+            f"RobustBench model {model_id!r} does not load from {root} ({torch_load_error(exc)})",
+            hint="delete its checkpoint there and pass --download to fetch it again",
+        ) from None
     present = [p for p in files if p.is_file()]
     sha = _files_sha256(present) if present else state_dict_sha256(module)
     return LoadedModel(

@@ -20,6 +20,7 @@ __all__ = ["Eps", "format_eps", "parse_eps", "parse_number"]
 # a float this close to k/255 or k/510 is taken to mean that fraction (floats written from
 # 8/255 by an older ardbench, by YAML or by hand); 1e-12 is far below any meaningful radius
 _SNAP_TOL = 1e-12
+_MAX_EXPONENT = 400  # beyond any float; far beyond any radius
 
 
 class Eps(Fraction):
@@ -73,12 +74,21 @@ def _to_fraction(value: Any) -> Fraction:
         try:
             if "/" in text:
                 num, den = text.split("/")
-                return Fraction(Decimal(num.strip())) / Fraction(Decimal(den.strip()))
-            return Fraction(Decimal(text))
-        except (ValueError, ZeroDivisionError, InvalidOperation):
+                return _decimal(num) / _decimal(den)
+            return _decimal(text)
+        except (ValueError, ZeroDivisionError, InvalidOperation, OverflowError):
             pass
-        raise ConfigError(f"expected a number like 8/255 or 0.031, got {value!r}")
+        raise ConfigError(f"expected a number like 8/255 or 0.031, got {value[:40]!r}")
     raise ConfigError(f"expected a number like 8/255 or 0.031, got {value!r}")
+
+
+def _decimal(text: str) -> Fraction:
+    """A decimal string as a fraction; a finite one with an exponent a radius could have (a
+    string like ``1e999999999`` would otherwise build a billion-digit integer)."""
+    d = Decimal(text.strip())
+    if not d.is_finite() or abs(d.adjusted()) > _MAX_EXPONENT:
+        raise ValueError(text)
+    return Fraction(d)
 
 
 def parse_eps(value: Any) -> Eps:

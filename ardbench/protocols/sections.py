@@ -55,12 +55,12 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 def check_radius(key: str, eps: Eps, *, allow_zero: bool = False) -> None:
     """A radius or step is in (0, 1] for [0,1] images; ``8`` is almost always 8/255."""
-    if eps < 0 or (eps == 0 and not allow_zero):
+    if eps < 0 or (eps == 0 and not allow_zero) or (eps > 0 and float(eps) == 0.0):
         raise ConfigError(f"{key} must be > 0, got {format_eps(eps)}", hint="e.g. 8/255")
     if eps > 1:
+        guess = f"did you mean {format_eps(eps)}/255?" if eps.denominator == 1 else "e.g. 8/255"
         raise ConfigError(
-            f"{key} = {format_eps(eps)} is larger than the whole [0,1] pixel range",
-            hint=f"did you mean {format_eps(eps)}/255?",
+            f"{key} = {format_eps(eps)} is larger than the whole [0,1] pixel range", hint=guess
         )
 
 

@@ -40,6 +40,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
+from .validate import RecordError
+
 __all__ = [
     "MAX_SLUG",
     "ProtocolKey",
@@ -251,4 +253,4 @@ def _check_relative(rel: str) -> None:
     """A generated path never leaves its directory (the slugs make this so; this says it)."""
     parts = PurePosixPath(rel).parts
     if PurePosixPath(rel).is_absolute() or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"unsafe generated path {rel!r}")
+        raise RecordError("", f"unsafe generated path {rel!r}")

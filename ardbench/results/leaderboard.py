@@ -188,5 +188,5 @@ def _inside(root: Path, rel: str | Path) -> Path:
     path = root / rel
     base = root.resolve()
     if base not in path.resolve().parents:
-        raise ValueError(f"refusing to write {path}: outside {root}")
+        raise RecordError("", f"refusing to write {path}: outside {root}")
     return path

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..errors import ArdbenchError
 from .schema import (
     SCHEMA_VERSION,
     SUPPORTED_VERSIONS,
@@ -43,16 +44,16 @@ __all__ = [
 ]
 
 
-class RecordError(ValueError):
+class RecordError(ArdbenchError, ValueError):
     """A record that is not valid; ``field`` is the dotted name of the bad field."""
 
     def __init__(self, field: str, message: str, *, source: str | Path | None = None) -> None:
-        self.field = field
-        self.message = message
-        self.source = None if source is None else str(source)
-        where = f"{self.source}: " if self.source else ""
+        where = f"{source}: " if source is not None else ""
         name = f"record field {field!r}" if field else "record"
         super().__init__(f"{where}{name}: {message}")
+        self.field = field
+        self.message = message  # without the file and field (ArdbenchError's is the whole line)
+        self.source = None if source is None else str(source)
 
     def at(self, source: str | Path) -> RecordError:
         """The same error, saying which file it came from."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from ..errors import ArdbenchError
 from ..io import append_jsonl, remove_stale_tmp, save_torch_atomic, write_text_atomic
+from ..models.weights import torch_load_error
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -60,11 +62,12 @@ def load_checkpoint(run_dir: Path, device: torch.device) -> dict[str, Any]:
             hint="start a new run",
         )
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RunDirError(
-            f"{path} is not a readable checkpoint ({first[:200]})",
+            f"{path} is not a readable checkpoint ({torch_load_error(exc)})",
             hint="start a new run; this one cannot be resumed",
         ) from None
     if not isinstance(state, dict) or not {"epoch", "student", "optimizer"} <= set(state):

@@ -16,10 +16,11 @@ from torch import Tensor
 
 from ..data import Dataset, load_dataset
 from ..data.loader import to_float01
-from ..device import resolve_device
+from ..device import check_device
 from ..errors import ArdbenchError
 from ..methods import Method, build_method
 from ..models import LoadedModel, build_arch, feature_dim, load_model
+from ..models.probe import check_model_fits
 from ..protocols import RunConfig
 from .selection import Probe
 from .speed import SpeedPlan, resolve_speed
@@ -52,26 +53,6 @@ class RunParts:
     extras: dict[str, LoadedModel] = field(default_factory=dict)
     plan: SpeedPlan | None = None
     probe: Probe | None = None
-
-
-def check_device(spec: str) -> torch.device:
-    try:
-        device = resolve_device(spec)
-    except RuntimeError as exc:
-        raise TrainingError(f"device {spec!r} is not a device name ({exc})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(
-            f"device {spec!r} asked for, but no CUDA GPU is available",
-            hint="use --device cpu (or auto)",
-        )
-    if device.type == "cuda" and device.index is not None:
-        if device.index >= torch.cuda.device_count():
-            raise TrainingError(
-                f"device {spec!r}: this machine has {torch.cuda.device_count()} GPU(s)"
-            )
-    if device.type not in ("cpu", "cuda"):
-        raise TrainingError(f"device {spec!r} is not supported", hint="use cpu, cuda or cuda:N")
-    return device
 
 
 def split_train(ds: Dataset, cfg: RunConfig) -> Split:
@@ -127,6 +108,13 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
             "checkpoint.rule best-on-holdout selects on a held-out training slice",
             hint="set train.holdout=N (e.g. 1000)",
         )
+    on_test = split.x_hold is None or cfg.checkpoint.rule == "best-on-holdout"
+    if on_test and cfg.eval.n_examples is not None and cfg.eval.n_examples > ds.num_test:
+        raise TrainingError(
+            f"eval.n_examples={cfg.eval.n_examples}, but {cfg.dataset!r} has {ds.num_test} "
+            "test points",
+            hint=f"set eval.n_examples to at most {ds.num_test}",
+        )
     if cfg.checkpoint.rule == "swa" and cfg.checkpoint.swa_start >= cfg.train.epochs:
         raise TrainingError(
             f"checkpoint.swa_start={cfg.checkpoint.swa_start} is not before the last epoch "
@@ -136,6 +124,8 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
     torch.manual_seed(cfg.train.seed)  # student initialisation
     student = _load(cfg.student, cfg, ds, runs_dir, device)
     student.module.train()
+    images = to_float01(split.x[:2].to(device))  # each network must take the data
+    check_model_fits(student.module, images, ds.max_label, f"student {cfg.student!r}")
     teacher = None
     if type(method).needs_teacher:
         if not cfg.teacher:
@@ -146,6 +136,7 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
             )
         teacher = _load(cfg.teacher, cfg, ds, runs_dir, device)
         freeze(teacher.module)
+        check_model_fits(teacher.module, images, ds.max_label, f"teacher {cfg.teacher!r}")
     extras = {}
     for name, spec in method.extra_models().items():
         if not spec:
@@ -156,6 +147,7 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
             )
         extras[name] = _load(spec, cfg, ds, runs_dir, device)
         freeze(extras[name].module)
+        check_model_fits(extras[name].module, images, ds.max_label, f"{name} {spec!r}")
     t_dim = None
     if teacher is not None:
         try:

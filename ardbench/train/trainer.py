@@ -33,12 +33,14 @@ from torch import nn
 
 from ..data import DeviceLoader
 from ..data.loader import to_float01
-from ..io import file_sha256, save_torch_atomic, write_json_atomic
+from ..errors import first_line
+from ..io import atomic_write_bytes, file_sha256, save_torch_atomic, write_json_atomic
 from ..models import logits_and_features
 from ..protocols import RunConfig
 from ..results.records import build_record, validate_record, write_record
 from .checkpoint import (
     CONFIG,
+    RunDirError,
     all_finite,
     clean_run_dir,
     load_checkpoint,
@@ -165,15 +167,21 @@ def _restore(loop: Loop, console: Console) -> None:
         console.print(f"[bold]resuming[/] {run_dir.name}: no epoch had finished; starting it")
         return
     state = load_checkpoint(run_dir, parts.device)
-    parts.student.module.load_state_dict(state["student"])
-    parts.method.load_state_dict(state["method"])
-    loop.optimizer.load_state_dict(state["optimizer"])
+    try:
+        parts.student.module.load_state_dict(state["student"])
+        parts.method.load_state_dict(state["method"])
+        loop.optimizer.load_state_dict(state["optimizer"])
+        if loop.best is not None:
+            loop.best.load_state_dict(state.get("best"))
+        if loop.swa is not None and state.get("swa") is not None:
+            loop.swa.load_state_dict(state["swa"])
+        loop.start_epoch, loop.elapsed = int(state["epoch"]), float(state["elapsed_s"])
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise RunDirError(
+            f"{run_dir / 'checkpoint.pt'} does not fit this run's networks ({first_line(exc)})",
+            hint="it was edited or comes from another run; start a new run",
+        ) from None
     set_optimizer_impl(loop.optimizer, parts.plan)
-    if loop.best is not None:
-        loop.best.load_state_dict(state.get("best"))
-    if loop.swa is not None and state.get("swa") is not None:
-        loop.swa.load_state_dict(state["swa"])
-    loop.start_epoch, loop.elapsed = int(state["epoch"]), float(state["elapsed_s"])
     truncate_log(run_dir, loop.start_epoch)
     console.print(
         f"[bold]resuming[/] {run_dir.name} after epoch {loop.start_epoch}/{parts.cfg.train.epochs}"
@@ -328,11 +336,17 @@ def evaluate_models(parts: RunParts, models: dict, progress: bool) -> dict[str, 
 
 def save_models(run_dir: Path, parts: RunParts, models: dict) -> dict[str, dict[str, Any]]:
     """Each final network's weights (``model.pt`` for the rule's choice, ``model-<kind>.pt``
-    for the others) with their sha256."""
+    for the others) with their sha256; the rule's choice also as ``model.safetensors`` (no
+    pickle: the file to share)."""
+    from safetensors.torch import save as safetensors_bytes
+
     files = {}
     for i, (kind, (model, info)) in enumerate(models.items()):
         name = "model.pt" if i == 0 else f"model-{kind}.pt"
-        save_torch_atomic(run_dir / name, portable_state(model.state_dict()))
+        state = portable_state(model.state_dict())
+        save_torch_atomic(run_dir / name, state)
+        if i == 0:
+            atomic_write_bytes(run_dir / "model.safetensors", safetensors_bytes(state))
         files[kind] = {"path": str(run_dir / name), "sha256": file_sha256(run_dir / name), **info}
     write_json_atomic(
         run_dir / "model.json",
