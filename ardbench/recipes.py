@@ -20,7 +20,7 @@ Everything is validated here, before a run directory exists.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "load_recipe_file",
     "merge",
     "parse_set",
+    "place_overrides",
     "resolve_config",
 ]
 
@@ -153,19 +154,35 @@ def parse_set(items: Iterable[str], method_config_keys: Iterable[str] = ()) -> d
     is a top-level field if there is one, else the one section that has it; ambiguous bare keys
     are errors that list the dotted spellings.
     """
-    method_keys = set(method_config_keys)
-    sections = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
-    out: dict[str, Any] = {}
+    pairs = []
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
-        key = key.strip()
-        value = _parse_scalar(raw)
+        pairs.append((key.strip(), _parse_scalar(raw)))
+    return place_overrides(pairs, method_config_keys)
+
+
+def place_overrides(
+    items: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    method_config_keys: Iterable[str] = (),
+    where: str = "--set",
+) -> dict[str, Any]:
+    """(key, value) pairs with keys as ``--set`` takes them (dotted, or bare when one place has
+    the key; a section name with a mapping sets several of its keys) -> the nested layer."""
+    method_keys = set(method_config_keys)
+    sections = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
+    out: dict[str, Any] = {}
+    pairs = items.items() if isinstance(items, Mapping) else items
+    for key, value in pairs:
+        if key in (*SECTIONS, "method_config") and isinstance(value, Mapping):
+            for sub, v in value.items():
+                out.setdefault(key, {})[str(sub)] = v
+            continue
         if "." in key:
             section, sub = key.split(".", 1)
             if section not in (*SECTIONS, "method_config"):
-                raise unknown_key(section, (*SECTIONS, "method_config"), "--set sections")
+                raise unknown_key(section, (*SECTIONS, "method_config"), f"{where} sections")
         elif key in TOP_LEVEL and key not in SECTIONS:
             out[key] = value
             continue
@@ -177,10 +194,10 @@ def parse_set(items: Iterable[str], method_config_keys: Iterable[str] = ()) -> d
                 known = set(TOP_LEVEL) | method_keys
                 for keys in sections.values():
                     known |= keys
-                raise unknown_key(key, known, "--set")
+                raise unknown_key(key, known, where)
             if len(homes) > 1:
                 raise ConfigError(
-                    f"--set {key} is ambiguous",
+                    f"{where} {key} is ambiguous",
                     hint=f"write one of {', '.join(h + '.' + key for h in homes)}",
                 )
             section, sub = homes[0], key
@@ -217,8 +234,12 @@ def resolve_config(
     recipe: str | None = None,
     cli: dict[str, Any] | None = None,
     sets: Iterable[str] = (),
+    overrides: Mapping[str, Any] | None = None,
 ) -> RunConfig:
-    """Merge the layers into a validated RunConfig (method_config checked by the method)."""
+    """Merge the layers into a validated RunConfig (method_config checked by the method).
+
+    ``overrides`` are ``--set`` as Python values (``{"train.lr": 0.05, "beta": 6}``; the Python
+    API's keyword arguments), applied after ``sets``."""
     if preset and recipe:
         raise ConfigError("pass either --preset or --recipe, not both")
     layer: dict[str, Any] = {}
@@ -243,7 +264,11 @@ def resolve_config(
     for key in cli:
         if key not in TOP_LEVEL:
             raise unknown_key(key, TOP_LEVEL, "command-line flags")
-    set_layer = parse_set(sets, [f.name for f in dataclasses.fields(cls.Config)])
+    method_keys = [f.name for f in dataclasses.fields(cls.Config)]
+    set_layer = merge(
+        parse_set(sets, method_keys),
+        place_overrides(overrides or {}, method_keys, where="override"),
+    )
     dataset = set_layer.get("dataset") or cli.get("dataset") or layer.get("dataset")
     chosen = _protocol_for(
         protocol or set_layer.get("protocol") or cli.get("protocol") or layer.get("protocol"),

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from ..errors import ConfigError
 from .console import console, err_console
+from .run import add_threads_argument
 
 # -------------------------------------------------------------------------------------- eval
 
@@ -97,6 +98,7 @@ def add_eval_parser(sub: Any) -> None:
         help="load a .pt2 archive without the safety checks; torch may then run code from it: "
         "only for archives from someone you trust",
     )
+    add_threads_argument(p)
     p.set_defaults(func=_cmd_eval)
 
 
@@ -145,8 +147,10 @@ def _check_settings(args: argparse.Namespace) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..eval import ComplianceError, evaluate_spec, render_eval
+    from ..threads import set_threads
 
     _check_settings(args)
+    set_threads(args.threads)
     metadata: dict[str, Any] = {}
     for item in args.info:
         key, sep, value = item.partition("=")

@@ -14,9 +14,19 @@ from .console import console, err_console
 
 
 def add_list_parser(sub: Any) -> None:
-    p = sub.add_parser("list", help="list methods, protocols, recipes, models or datasets")
-    p.add_argument("what", choices=["methods", "protocols", "recipes", "models", "datasets"])
+    p = sub.add_parser(
+        "list", help="list methods, protocols, recipes, models, datasets or teachers"
+    )
+    p.add_argument(
+        "what", choices=["methods", "protocols", "recipes", "models", "datasets", "teachers"]
+    )
     p.add_argument("names", nargs="*", metavar="NAME", help="protocols: print these in full (JSON)")
+    p.add_argument("--runs", default="runs", help="teachers: the runs directory (default runs)")
+    p.add_argument(
+        "--model-dir",
+        help="teachers: the RobustBench model directory (default: $ARDBENCH_MODEL_DIR, else "
+        "~/.cache/ardbench/robustbench: where ardbench run looks)",
+    )
     p.set_defaults(func=_cmd_list)
 
 
@@ -50,6 +60,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
             table.add_row(name, getattr(DATASETS.get(name), "description", ""))
         table.add_row("npz:PATH[+PATH]", "arrays x_train, y_train, x_test, y_test from .npz files")
         console.print(table)
+    elif args.what == "teachers":
+        from .teachers import render_teachers
+
+        render_teachers(args.runs, args.model_dir)
     elif args.what == "protocols":
         from ..protocols import all_protocols, get_protocol
 

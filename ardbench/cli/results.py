@@ -82,6 +82,13 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         )
         return 0
     report = write_leaderboard(args.runs, args.out)
+    from ..plots import draw_table_plots
+    from ..results.leaderboard import collect_records
+
+    # each table's scatter beside it (the markdown links it whether or not it is drawn)
+    report["written"] += draw_table_plots(
+        collect_records(args.runs), args.out, removed=report["removed"]
+    )
     for rel in report["written"]:
         console.print(f"wrote {Path(args.out) / rel}", highlight=False, soft_wrap=True)
     for rel in report["removed"]:
@@ -113,12 +120,15 @@ def add_compare_parser(sub: Any) -> None:
     p.add_argument("--method", help="compare this method's aggregate instead of one run")
     p.add_argument("--pair", help="only this table: <track-slug>/<teacher-slug>__<student>")
     p.add_argument(
-        "--leaderboard-runs",
-        "--leaderboard",
-        dest="leaderboard_runs",
+        "--records",
+        dest="records",
+        metavar="DIR",
         default="leaderboard/runs",
-        help="the leaderboard's records (default leaderboard/runs)",
+        help="the records to compare against: a directory searched recursively for run "
+        "records (default leaderboard/runs; a directory of run directories works too)",
     )
+    # the old names: --leaderboard took the records directory, not the tables' directory
+    p.add_argument("--leaderboard-runs", "--leaderboard", dest="records", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_compare)
 
 
@@ -127,7 +137,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ..results.leaderboard import collect_records
     from ..results.records import load_record
 
-    leaderboard = collect_records(args.leaderboard_runs)
+    leaderboard = collect_records(args.records)
     try:
         if args.method:
             candidates = None
@@ -146,7 +156,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         else:
             raise ConfigError("compare needs a run directory / record, or --method NAME")
     except NoTableError as exc:
-        err_console.print(f"[yellow]nothing to compare:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]nothing to compare:[/] {exc}. Hint: compare with other records by "
+            f"--records DIR (now {args.records}; e.g. --records runs), or add runs to the "
+            "leaderboard first (ardbench leaderboard --add RUN_DIR ...)",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 1
     for comp in comparisons:
         render_comparison(comp, console)

@@ -10,4 +10,16 @@ render      markdown of a table and of the index (record text escaped)
 leaderboard collect, write, --check, --add
 later_eval  --attach: columns a record lacks, from a later evaluation of its checkpoint
 compare     a run or a method against its table
+tidy        records -> one tidy pandas row per run (the Python API's ``ardbench.results``)
+
+Calling the package, ``ardbench.results(path)``, is :func:`ardbench.api.results`: a DataFrame
+with one row per run.
 """
+
+from __future__ import annotations
+
+from .._callable import make_callable
+
+# `ardbench.results` is both this package and the API function: the package is made callable
+# (see ardbench/_callable.py for why a plain function of that name would not survive imports)
+make_callable(__name__, "results")

@@ -82,6 +82,7 @@ class Comparison:
     table: Table
     rows: list[RowComparison] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
+    ours_epochs: tuple[int, ...] = ()
 
 
 def delta(ours: Stat, row: Stat, n_examples: int) -> Delta:
@@ -116,6 +117,7 @@ def _compare(
         n_examples=n_examples,
         table=table,
         excluded=excluded,
+        ours_epochs=ours_row.epochs,
     )
     for row in table.rows:
         n = min([n_examples, *row.n_examples])
@@ -230,12 +232,14 @@ def render_comparison(comp: Comparison, console: Console) -> None:
     table.add_column("runs", justify="right")
     for c in columns:
         table.add_column(COLUMN_TITLES[c], justify="right")
+    table.add_column("epochs", justify="right")
     table.add_row(
         "",
         Text("ours", style="bold"),
         Text(comp.recipe),
         str(comp.ours_runs),
         *(_abs_cell(comp.ours[c]) for c in columns),
+        ", ".join(map(str, comp.ours_epochs)),
     )
     table.add_section()
     for i, rc in enumerate(comp.rows, 1):
@@ -245,6 +249,7 @@ def render_comparison(comp: Comparison, console: Console) -> None:
             Text(rc.row.recipe_cell),
             str(rc.row.runs),
             *(_delta_cell(rc.deltas[c]) for c in columns),
+            ", ".join(map(str, rc.row.epochs)),
         )
     console.print(table)
     console.print(

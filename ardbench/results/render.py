@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 from .grouping import dataset_label, display_spec, teacher_label
@@ -319,6 +320,7 @@ def render_table(t: Table) -> str:
             footnotes.append(
                 f"- Row {i}, {md_text(method)} / {md_text(r.recipe_cell)}: {figures}{src}.{note}"
             )
+    lines += ["", *_scatter_link(t)]
     if footnotes:
         lines += ["", "Paper-reported figures (percent):", "", *footnotes]
     lines += [
@@ -326,6 +328,21 @@ def render_table(t: Table) -> str:
         "Runs: " + ", ".join(md_code(rid) for r in t.rows for rid in r.run_ids) + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _scatter_link(t: Table) -> list[str]:
+    """The table's scatter plot, beside it under the same name. The link is written whether
+    or not the image exists, so that the markdown (what ``--check`` compares) depends on the
+    records alone; ``ardbench leaderboard`` draws the image whenever it writes the tables."""
+    stem = PurePosixPath(t.relpath).stem  # built from slugs: nothing markdown would read
+    y = COLUMN_TITLES[t.sort_by]
+    return [
+        f"![Clean vs {y} per row, mean ± std over seeds]({stem}.png)",
+        "",
+        f"Clean vs {y} per row, mean ± std over seeds: [`{stem}.png`]({stem}.png), drawn from "
+        f"[`{stem}.csv`]({stem}.csv) by `ardbench leaderboard` (or "
+        f"`ardbench plot --table {t.name}`).",
+    ]
 
 
 def render_index(tables: Sequence[Table]) -> str:

@@ -1,0 +1,270 @@
+"""``ardbench sweep``: a grid of runs, resumable, locally in parallel or as a Slurm array."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from typing import Any
+
+from rich.table import Table
+
+from .console import console, err_console
+from .run import add_threads_argument
+
+EPILOG = """\
+examples:
+  ardbench sweep --methods rslad,ard --seeds 0,1 --recipes demo --parallel 2 --dir sweeps/demo
+  ardbench sweep grid.yaml --parallel 4 --gpus 0,1          # 4 runs at once, 2 per GPU
+  ardbench sweep grid.yaml --executor slurm --partition gpu --time 600 --dry-run
+
+grid.yaml:
+  methods: [rslad, ard]
+  seeds: 0-2
+  recipes: [demo]
+  set: {train.epochs: 4, train_subset: 512}
+
+Rerunning the same command skips finished runs and resumes interrupted ones; the tables of
+the grid's finished runs are rendered in DIR/leaderboard/ at the end.
+"""
+
+
+def add_sweep_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid (methods x seeds x ...) locally in parallel or as a Slurm job array",
+        description="Resolve every point of a grid (methods x recipes x protocols x teachers x "
+        "students x seeds), run the ones not finished (resuming interrupted ones) with an "
+        "executor, then render the leaderboard tables of the grid's runs. A run is identified "
+        "by its resolved config's hash (seed included).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("grid", nargs="?", metavar="GRID_YAML", help="a sweep file (flags override it)")
+    g = p.add_argument_group("the grid (comma-separated lists)")
+    g.add_argument("--methods", help="e.g. rslad,ard")
+    g.add_argument("--seeds", help="e.g. 0,1,2 or 0-4 (default 0)")
+    g.add_argument("--recipes", "--recipe", dest="recipes", help="recipe names or paths")
+    g.add_argument("--protocols", "--protocol", dest="protocols", help="named protocols")
+    g.add_argument("--teachers", "--teacher", dest="teachers", help="teacher specs")
+    g.add_argument("--students", "--student", dest="students", help="student specs")
+    g.add_argument("--dataset")
+    g.add_argument("--data-dir")
+    g.add_argument("--device", help="auto (default), cpu, cuda")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--download", action="store_true", default=None)
+    g.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override for every point, as ardbench run --set",
+    )
+    p.add_argument("--dir", default="sweep", help="the sweep directory (default ./sweep)")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        help="local: runs at once (default 1); slurm: array tasks at once (default all)",
+    )
+    p.add_argument(
+        "--gpus",
+        default="auto",
+        help="local: GPUs the runs use, by index (0,1), auto (all visible) or none; run slot i "
+        "gets GPU i mod len(GPUs) alone (CUDA_VISIBLE_DEVICES), so --parallel above the "
+        "number of GPUs shares them",
+    )
+    add_threads_argument(p, "the physical cores divided among the concurrent runs")
+    s = p.add_argument_group("slurm")
+    s.add_argument("--partition")
+    s.add_argument("--time", type=int, default=24 * 60, help="minutes per run (default 1440)")
+    s.add_argument("--gpus-per-run", type=int, default=1)
+    s.add_argument("--cpus-per-run", type=int, default=8, help="also each run's torch threads")
+    s.add_argument("--mem-gb", type=float)
+    s.add_argument("--account")
+    s.add_argument(
+        "--setup", action="append", default=[], metavar="CMD", help="shell line before each run"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="local: show the plan; slurm: also write the job array's script to DIR/slurm/",
+    )
+    p.add_argument("--status", action="store_true", help="show each point's state and stop")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _grid(args: argparse.Namespace) -> Any:
+    from ..errors import ConfigError
+    from ..sweep import Grid, _names, grid_from_yaml, parse_seeds
+
+    spec: dict[str, Any] = grid_from_yaml(args.grid) if args.grid else {"settings": {}}
+    for key in ("methods", "recipes", "protocols", "teachers", "students"):
+        if getattr(args, key):
+            spec[key] = _names(getattr(args, key), f"--{key}")
+    if args.seeds:
+        spec["seeds"] = parse_seeds(args.seeds)
+    for key in ("dataset", "data_dir", "device", "epochs", "download"):
+        if getattr(args, key) is not None:
+            spec["settings"][key] = getattr(args, key)
+    spec["sets"] = tuple(spec.get("sets", ())) + tuple(args.sets)
+    if not spec.get("methods"):
+        raise ConfigError("no methods to sweep", hint="pass --methods a,b or methods: in the file")
+    return Grid(**spec)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ..sweep import SweepDir, resolve_points
+
+    grid = _grid(args)
+    points = resolve_points(grid)  # every config validated before anything runs
+    sweep = SweepDir(args.dir)
+    with sweep.locked():
+        sweep.write_manifest(grid, points)
+        status = sweep.status(points)
+        todo = [p for p in points if status[p.key][0] != "finished"]
+        _print_plan(points, status, sweep)
+        if args.status or (args.dry_run and args.executor == "local"):
+            return 0
+        if args.executor == "slurm":
+            return _slurm(args, sweep, todo, points)
+        failed = _local(args, sweep, todo) if todo else []
+        _finish(sweep, points)
+    if failed:
+        err_console.print(
+            f"[red]{len(failed)} run(s) failed[/]; fix the cause and rerun the same command "
+            "(finished runs are skipped, interrupted ones resume)",
+            soft_wrap=True,
+        )
+        return 1
+    return 0
+
+
+def _print_plan(points: list, status: dict, sweep: Any) -> None:
+    counts: dict[str, int] = {}
+    for p in points:
+        counts[status[p.key][0]] = counts.get(status[p.key][0], 0) + 1
+    table = Table("point", "config hash", "state", title=f"sweep {sweep.root}")
+    for p in points:
+        state, run_dir = status[p.key]
+        where = f" ({run_dir.name})" if run_dir is not None else ""
+        table.add_row(p.label, p.key[:12], state + where)
+    console.print(table)
+    console.print(
+        f"{len(points)} point(s): {counts.get('finished', 0)} finished (skipped), "
+        f"{counts.get('interrupted', 0)} interrupted (resumed), {counts.get('new', 0)} new",
+        highlight=False,
+    )
+
+
+def _local(args: argparse.Namespace, sweep: Any, todo: list) -> list:
+    from ..executors import jobs_threads, run_local, visible_gpus
+
+    parallel = args.parallel or 1
+    gpus = visible_gpus(args.gpus)
+    threads = jobs_threads(args.threads, min(parallel, len(todo)))
+    console.print(
+        f"running {len(todo)} run(s), {parallel} at a time, {threads} torch thread(s) each"
+        + (f", GPUs {','.join(gpus)}" if gpus else ", no GPU")
+        + f"; logs in {sweep.jobs}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    t0 = time.perf_counter()
+
+    def on_start(point: Any, job: Any, gpu: str | None) -> None:
+        on_gpu = f", GPU {gpu}" if gpu is not None else ""
+        console.print(f"started  {point.label} (job {job.job_id}{on_gpu})", highlight=False)
+
+    def on_end(o: Any) -> None:
+        if o.status == "failed":
+            err_console.print(
+                f"[red]failed[/]   {o.point.label}: {o.error} (log: {o.log})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
+        acc = ", ".join(f"{k} {100 * v:.2f}%" for k, v in o.metrics.items() if v is not None)
+        console.print(f"{o.status:8} {o.point.label} in {o.wall_s:.0f}s: {acc}", highlight=False)
+
+    # SIGTERM (a batch system, `kill`) cancels the jobs like Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        outcomes = run_local(
+            sweep,
+            todo,
+            parallel=parallel,
+            gpus=gpus,
+            threads=threads,
+            on_start=on_start,
+            on_end=on_end,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    console.print(
+        f"{len(outcomes)} job(s) in {time.perf_counter() - t0:.0f}s wall time", highlight=False
+    )
+    return [o for o in outcomes if o.status in ("failed", "busy")]
+
+
+def _slurm(args: argparse.Namespace, sweep: Any, todo: list, points: list) -> int:
+    from ..executors import SlurmOptions, submit_slurm
+
+    if not todo:
+        _finish(sweep, points)
+        return 0
+    options = SlurmOptions(
+        partition=args.partition,
+        time_min=args.time,
+        gpus_per_run=args.gpus_per_run,
+        cpus_per_run=args.threads or args.cpus_per_run,
+        parallel=args.parallel,
+        mem_gb=args.mem_gb,
+        account=args.account,
+        setup=tuple(args.setup),
+    )
+    sub = submit_slurm(sweep, todo, options, dry_run=args.dry_run)
+    if sub.dry_run:
+        console.print(f"wrote {sub.script} and {sub.points} (nothing submitted)", highlight=False)
+        return 0
+    console.print(
+        f"submitted job array {sub.job_ids[0].split('_')[0]} ({len(sub.job_ids)} task(s)); "
+        f"logs in {sweep.jobs}. When it has finished, rerun the same command: finished runs "
+        "are skipped, failed or timed-out ones resume, and the tables are rendered.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _finish(sweep: Any, points: list) -> None:
+    from ..results.leaderboard import collect_records
+    from ..results.tables import COLUMN_TITLES, build_tables
+    from ..sweep import render_leaderboard
+
+    sweep.records.mkdir(parents=True, exist_ok=True)
+    report = render_leaderboard(sweep, points)
+    records = collect_records(sweep.records)
+    if not records:
+        console.print("no finished runs yet: no tables", highlight=False)
+        return
+    for t in build_tables(records):
+        columns = [c for c in COLUMN_TITLES if any(r.stats[c].mean is not None for r in t.rows)]
+        table = Table("method", "recipe", "seeds", *(COLUMN_TITLES[c] for c in columns), "epochs")
+        table.title = str(sweep.leaderboard / t.relpath)
+        for r in t.rows:
+            table.add_row(
+                r.method,
+                r.recipe_cell,
+                str(r.runs),
+                *(r.stats[c].cell(r.runs) for c in columns),
+                ", ".join(map(str, r.epochs)),
+            )
+        console.print(table)
+    console.print(
+        f"leaderboard of {len(records)} run(s) in {sweep.leaderboard} "
+        f"({len(report['written'])} file(s) written, {len(report['unchanged'])} unchanged)",
+        highlight=False,
+        soft_wrap=True,
+    )
