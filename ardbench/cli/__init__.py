@@ -23,11 +23,15 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import ArdbenchError
+from .analyze import add_analyze_parser
 from .console import err_console
 from .evaluate import add_eval_parser
 from .info import add_check_parser, add_list_parser
+from .plot import add_plot_parser
 from .results import add_compare_parser, add_leaderboard_parser
 from .run import add_run_parser
+from .sweep import add_sweep_parser
+from .teachers import add_check_teacher_parser
 
 # user errors: ardbench's own, and a file that cannot be read or written (missing, a folder,
 # no permission, a full disk): the user can fix these
@@ -122,9 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)
     add_list_parser(sub)
     add_check_parser(sub)
+    add_check_teacher_parser(sub)
     add_eval_parser(sub)
     add_leaderboard_parser(sub)
     add_compare_parser(sub)
+    add_sweep_parser(sub)
+    add_plot_parser(sub)
+    add_analyze_parser(sub)
     return parser
 
 

@@ -67,13 +67,37 @@ def add_run_parser(sub: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to train when the teacher check warns (train.teacher_check=strict): the "
+        "teacher is more than 10 points less accurate on the students' inputs than on plain "
+        "ones, or near chance",
+    )
+    p.add_argument(
         "--trust-model",
         action="store_true",
         help="load .pt2 archives (teacher, student) without the safety checks; torch may then "
         "run code from them: only for archives from someone you trust",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log each epoch to RUN_DIR/tensorboard/ (needs: pip install tensorboard)",
+    )
+    add_threads_argument(p)
     p.set_defaults(func=_cmd_run)
+
+
+def add_threads_argument(p: argparse.ArgumentParser, default: str = "the physical cores") -> None:
+    """``--threads N`` (run, eval, sweep): torch's CPU threads."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"torch CPU threads (default: $OMP_NUM_THREADS if set, else {default}; "
+        "on a CPU shared with other jobs, fewer is often faster)",
+    )
 
 
 # flags that define a run: --resume takes the run's saved config, so giving one is a mistake
@@ -93,12 +117,13 @@ _RUN_SETTINGS = (
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..train.trainer import resume, train
+    from .. import api
 
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in _RUN_SETTINGS if getattr(args, k) is not None]
         given += ["--set"] if args.sets else []
         given += ["--download"] if args.download else []
+        given += ["--strict"] if args.strict else []
         if given:
             raise ConfigError(
                 f"--resume continues a run with its own saved config; {', '.join(given)} "
@@ -106,38 +131,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 hint="drop them, or start a new run",
             )
         with _interrupt_hint(args, Path(args.resume).parent, resuming=Path(args.resume)):
-            result = resume(args.resume, progress=not args.quiet)
+            run = api.resume(
+                args.resume,
+                progress=not args.quiet,
+                threads=args.threads,
+                tensorboard=args.tensorboard,
+            )
     else:
-        from ..recipes import resolve_config
-
-        cli: dict[str, Any] = {}
-        for key in ("dataset", "data_dir", "teacher", "student", "device"):
-            if getattr(args, key) is not None:
-                cli[key] = getattr(args, key)
-        if args.download:
-            cli["download"] = True
-        train_layer = {}
-        if args.epochs is not None:
-            train_layer["epochs"] = args.epochs
-        if args.seed is not None:
-            train_layer["seed"] = args.seed
-        if train_layer:
-            cli["train"] = train_layer
-        cfg = resolve_config(
+        settings = {
+            k: getattr(args, k)
+            for k in ("dataset", "data_dir", "teacher", "student", "device", "epochs", "seed")
+        }
+        cfg = api.config(
             args.method,
             protocol=args.protocol,
             preset=args.preset,
             recipe=args.recipe,
-            cli=cli,
-            sets=args.sets,
+            download=args.download,
+            sets=[*args.sets, *(["train.teacher_check=strict"] if args.strict else [])],
+            **settings,
         )
         if args.dry_run:
             console.print_json(json.dumps(cfg.to_dict()))
             return 0
         with _interrupt_hint(args, Path(args.runs)):
-            result = train(cfg, runs_dir=args.runs, progress=not args.quiet)
-    if result.record:
-        render_run_summary(result.record, result.run_dir)
+            run = api.train_config(
+                cfg,
+                runs=args.runs,
+                progress=not args.quiet,
+                threads=args.threads,
+                tensorboard=args.tensorboard,
+            )
+    record = run.record
+    if record:
+        render_run_summary(record, run.directory)
     return 0
 
 

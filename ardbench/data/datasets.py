@@ -234,6 +234,8 @@ class Dataset:
         device: torch.device | str = "cpu",
         shuffle: bool = True,
         drop_last: bool = False,
+        crop: str = "zero",
+        flip: bool = True,
     ) -> DeviceLoader:
         """A :class:`DeviceLoader` over the training split."""
         if self.x_train is None or self.y_train is None:
@@ -250,6 +252,8 @@ class Dataset:
             device=device,
             shuffle=shuffle,
             drop_last=drop_last,
+            crop=crop,
+            flip=flip,
         )
 
 

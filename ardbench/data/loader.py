@@ -1,4 +1,5 @@
-"""The on-device training loader: seeded permutation, pad-4 crop + flip on the device.
+"""The on-device training loader: seeded permutation, pad-4 crop (zero or reflect border) +
+flip on the device.
 
 Every random draw of epoch ``e`` comes from a CPU generator seeded by (seed, e), so a resumed
 run sees the same batches as an uninterrupted one, on any device. The epoch is built once
@@ -37,14 +38,38 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def augment_batch(x: Tensor, offsets: Tensor, flips: Tensor, padding: int = CROP_PADDING) -> Tensor:
-    """Pad-``padding`` zero-fill crop back to the input size, then horizontal flip, per image.
+def augment_batch(
+    x: Tensor,
+    offsets: Tensor,
+    flips: Tensor,
+    padding: int = CROP_PADDING,
+    *,
+    crop: str = "zero",
+    flip: bool = True,
+) -> Tensor:
+    """Pad-``padding`` crop back to the input size, then horizontal flip, per image.
 
     ``offsets`` (B,2) int64 = (top, left) in 0..2*padding of the padded image (torchvision's
-    RandomCrop draws them uniformly); ``flips`` (B,) bool. Vectorised, on x's device and dtype.
+    RandomCrop draws them uniformly); ``flips`` (B,) bool. ``crop``: ``zero`` fills the border
+    with 0 (``RandomCrop(32, padding=4)``), ``reflect`` mirrors the image into it
+    (``padding_mode="reflect"``), ``none`` leaves the image uncropped (offsets ignored);
+    ``flip=False`` ignores ``flips``. Vectorised, on x's device and dtype.
     """
+    if crop == "none":
+        padding = 0
+        offsets = torch.zeros_like(offsets)
+    if not flip:
+        flips = torch.zeros_like(flips)
     b, c, h, w = x.shape
-    xp = F.pad(x, (padding, padding, padding, padding))  # zero fill
+    if padding == 0:
+        xp = x
+    elif crop == "reflect":
+        # reflect padding has no integer kernel on every device: pad in float, exact for uint8
+        xp = F.pad(x.float(), (padding,) * 4, mode="reflect").to(x.dtype)
+    elif crop == "zero":
+        xp = F.pad(x, (padding, padding, padding, padding))  # zero fill
+    else:
+        raise ValueError(f"crop must be zero, reflect or none; got {crop!r}")
     rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # B,H
     cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # B,W
     cols = torch.where(flips[:, None], cols.flip(1), cols)
@@ -58,8 +83,9 @@ class DeviceLoader:
 
     The batches of epoch ``e`` depend only on ``(seed, e)``: a CPU ``torch.Generator`` seeded
     from them draws the permutation, then per-position crop offsets (uniform in 0..8, as
-    ``RandomCrop(32, padding=4)``) and flips (p=0.5, as ``RandomHorizontalFlip``). So resuming at
-    epoch k reproduces its batches with no saved state, on any device.
+    ``RandomCrop(32, padding=4)``) and flips (p=0.5, as ``RandomHorizontalFlip``), always all
+    of them (so ``crop`` and ``flip`` change the images, never the order). So resuming at epoch
+    k reproduces its batches with no saved state, on any device.
     """
 
     def __init__(
@@ -73,6 +99,8 @@ class DeviceLoader:
         device: torch.device | str = "cpu",
         shuffle: bool = True,
         drop_last: bool = False,
+        crop: str = "zero",
+        flip: bool = True,
     ) -> None:
         if x.dim() != 4:
             raise ValueError(f"DeviceLoader expects NCHW images, got shape {tuple(x.shape)}")
@@ -90,6 +118,8 @@ class DeviceLoader:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.augment = bool(augment)
+        self.crop = crop
+        self.flip = bool(flip)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
 
@@ -135,8 +165,26 @@ class DeviceLoader:
             offsets, flips = packed[1:3].T, packed[3].bool()
             for start in range(0, n, EPOCH_CHUNK):
                 sl = slice(start, start + EPOCH_CHUNK)
-                x[sl] = augment_batch(x[sl], offsets[sl], flips[sl])
+                x[sl] = augment_batch(x[sl], offsets[sl], flips[sl], crop=self.crop, flip=self.flip)
         return x, self.y.index_select(0, order), order
+
+    def epoch_head(self, epoch: int, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The first ``n`` images of the epoch as :meth:`epoch_data` builds them (augmented),
+        the same images plain, and their labels; on the device, in the dataset's dtype."""
+        order, offsets, flips = self.epoch_order(epoch)
+        n = min(n, len(order))
+        idx = order[:n].to(self.device)
+        plain = self.x.index_select(0, idx)
+        seen = plain
+        if self.augment:
+            seen = augment_batch(
+                plain,
+                offsets[:n].to(self.device),
+                flips[:n].to(self.device),
+                crop=self.crop,
+                flip=self.flip,
+            )
+        return seen, plain, self.y.index_select(0, idx)
 
     def epoch_batches(self, epoch: int) -> Iterator[Batch]:
         """The epoch's batches: views of :meth:`epoch_data`, converted to float per batch."""

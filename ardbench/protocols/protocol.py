@@ -40,6 +40,7 @@ from .sections import (
     EvalConfig,
     TrainConfig,
     build_section,
+    drop_later_defaults,
     section_dict,
 )
 
@@ -145,8 +146,8 @@ def identity_of(
         values = config.get(section) or {}
         parsed = section_dict(build_section(cls, dict(values), section))
         body[section] = {k: v for k, v in parsed.items() if k not in skip.get(section, ())}
-    if body["train"].get("amp") == "none":
-        body["train"].pop("amp")
+    for section in SECTIONS:
+        drop_later_defaults(section, body[section])
     blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -24,6 +24,7 @@ from .sections import (
     TrainConfig,
     build_section,
     coerce,
+    drop_later_defaults,
     section_dict,
     unknown_key,
 )
@@ -126,8 +127,7 @@ def computation_dict(config: dict[str, Any]) -> dict[str, Any]:
                 sub.pop(key, None)
             if section == "eval":
                 sub.pop("batch_size", None)
-            if sub.get("amp") == "none":
-                sub.pop("amp")
+            drop_later_defaults(section, sub)
             for key in [k for k, v in sub.items() if v is None]:
                 sub.pop(key)
     if out.get("checkpoint") in ({"rule": "last"}, {}):

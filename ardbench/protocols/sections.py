@@ -25,6 +25,8 @@ LR_SCHEDULES = ("multistep", "cosine", "constant", "ard_as_coded", "piecewise_ep
 AMP_MODES = ("none", "bf16")
 EVAL_COLUMNS = ("clean", "fgsm", "pgd20", "cw", "aa")
 CHECKPOINT_RULES = ("last", "best-on-holdout", "swa")
+CROP_PADDINGS = ("zero", "reflect", "none")  # how the pad-4 random crop fills the border
+TEACHER_CHECKS = ("warn", "strict", "off")
 
 AutoBool = typing.Literal["auto", True, False]
 """A speed switch: ``auto`` (resolved per device by ``ardbench.train.speed``), true or false."""
@@ -41,9 +43,27 @@ SPEED_KEYS = (
     "cuda_graph",
 )
 
-# train keys that never change what a run computes: the speed switches, and the per-epoch
-# probe (a measurement with its own random generator); left out of every hash
-RUN_OPTION_KEYS = (*SPEED_KEYS, "probe")
+# train keys that never change what a run computes: the speed switches, the per-epoch probe
+# (a measurement with its own random generator) and what a failed teacher check does; left out
+# of every hash
+RUN_OPTION_KEYS = (*SPEED_KEYS, "probe", "teacher_check")
+
+# keys added after records existed, at the value that reproduces the older behaviour: dropped
+# from every hash at that value, so older records and protocols keep their identities
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "train": {"amp": "none", "crop": "zero", "flip": True},
+}
+
+
+def drop_later_defaults(section: str, values: dict[str, Any]) -> None:
+    """Remove (in place) the keys of :data:`LATER_DEFAULTS` left at their old-behaviour value;
+    without augmentation the crop and flip keys mean nothing and are dropped too."""
+    for key, default in LATER_DEFAULTS.get(section, {}).items():
+        if key in values and values[key] == default:
+            values.pop(key)
+    if section == "train" and values.get("augment") is False:
+        values.pop("crop", None)
+        values.pop("flip", None)
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -108,7 +128,13 @@ class TrainConfig:
     lr_schedule: str = "multistep"
     milestones: tuple[int, ...] = (100, 150)
     gamma: float = 0.1
-    augment: bool = True  # pad-4 random crop + horizontal flip, on the device
+    # augmentation, on the device: a pad-4 random crop (its border ``crop``: zero fill as
+    # torchvision's RandomCrop(32, padding=4), reflect, or none = no crop) and a horizontal flip
+    # (p=0.5); ``augment: false`` turns both off. Feed a teacher what it was trained on: the
+    # teacher check (``ardbench check-teacher``) measures it on exactly these inputs.
+    augment: bool = True
+    crop: str = "zero"
+    flip: bool = True
     train_subset: int | None = None  # only the first N training examples (smoke runs)
     # hold the last N training examples out of training: the slice the best-on-holdout
     # checkpoint rule selects on, or (without that rule) where the final evaluation runs
@@ -119,6 +145,9 @@ class TrainConfig:
     # clean and PGD-10 accuracy, once per epoch, on the held-out slice or else on this many
     # training images (0: off); for progress lines and curves, never for selection on test
     probe: int = 256
+    # what a teacher whose accuracy on the students' inputs fails the check does before
+    # training: warn (default), strict (an error, nothing written), off (not measured)
+    teacher_check: str = "warn"
     # Speed features that keep the computation (see ardbench/train/speed.py, SPEED_KEYS);
     # ``auto`` = on where it helps on CUDA, off on CPU (share_teacher: on everywhere).
     channels_last: AutoBool = "auto"  # NHWC weights and batches
@@ -134,6 +163,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("train.amp", self.amp, AMP_MODES)
+        _choice("train.crop", self.crop, CROP_PADDINGS)
+        _choice("train.teacher_check", self.teacher_check, TEACHER_CHECKS)
         for key in SPEED_KEYS:
             value = getattr(self, key)
             if isinstance(value, str) and value.lower() in ("true", "false"):

@@ -83,6 +83,11 @@ def _timestamp(value: str | datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
+def _check(checks: dict[str, dict[str, Any]] | None, name: str) -> dict[str, Any]:
+    """``{"check": ...}`` when the teacher check of ``name`` ran (train.teacher_check)."""
+    return {"check": checks[name]} if checks and name in checks else {}
+
+
 def build_record(
     *,
     cfg,
@@ -99,6 +104,7 @@ def build_record(
     checkpoint_rule: str = "last",
     checkpoints: dict[str, dict[str, Any]] | None = None,
     extra_teachers: dict[str, Any] | None = None,
+    teacher_checks: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The record of a finished run (schema :data:`SCHEMA_VERSION`); validate before writing.
     ``eval_block`` and ``checkpoint`` describe the checkpoint the protocol's rule reports;
@@ -125,7 +131,12 @@ def build_record(
         },
         "teacher": None
         if teacher is None
-        else {"spec": cfg.teacher, "resolved": teacher.spec, "sha256": teacher.sha256},
+        else {
+            "spec": cfg.teacher,
+            "resolved": teacher.spec,
+            "sha256": teacher.sha256,
+            **_check(teacher_checks, "teacher"),
+        },
         "student": {"spec": cfg.student, "arch": student.arch},
         "method": {
             "name": cfg.method,
@@ -152,7 +163,12 @@ def build_record(
         **(
             {
                 "extra_teachers": {
-                    name: {"spec": m.spec, "sha256": m.sha256, "arch": m.arch}
+                    name: {
+                        "spec": m.spec,
+                        "sha256": m.sha256,
+                        "arch": m.arch,
+                        **_check(teacher_checks, name),
+                    }
                     for name, m in sorted(extra_teachers.items())
                 }
             }

@@ -18,8 +18,11 @@ track               ``dataset`` (spec as run), ``norm`` (Linf | L2), ``eps`` (> 
                     evaluation radius), ``data_fingerprint`` (sha256 of the arrays),
                     ``num_classes``, ``official`` (loaded from the dataset's own source, not an
                     ``npz`` copy), ``description?``, ``test_fingerprint`` (may be absent)
-teacher?            ``spec``, ``resolved?``, ``sha256`` (of the weights), ``arch?`` (an id);
-                    null without a teacher
+teacher?            ``spec``, ``resolved?``, ``sha256`` (of the weights), ``arch?`` (an id),
+                    ``check?`` (the teacher check before training: ``augmented``,
+                    ``unaugmented``, ``test`` accuracies in percent on ``n_train`` /
+                    ``n_test`` points, ``augmentation``, ``chance``, ``warnings``); null
+                    without a teacher
 student             ``spec``, ``arch`` (an id)
 method              ``name`` (lowercase snake_case), ``config`` (resolved method_config),
                     ``config_hash``, ``unofficial``, ``teacher_in_attack``,
@@ -52,7 +55,8 @@ checkpoint_rule?    ``last`` | ``best-on-holdout`` | ``swa``: which checkpoint `
 checkpoints?        the run's other checkpoints, by rule (``last`` beside a best-on-holdout or
                     SWA checkpoint): ``path``, ``sha256``, ``eval`` and what selected it
 extra_teachers?     the other frozen networks a method named in its config (MTARD's clean
-                    teacher, IAD-II's natural teacher): ``spec``, ``sha256``, ``arch``
+                    teacher, IAD-II's natural teacher): ``spec``, ``sha256``, ``arch``,
+                    ``check?`` (as the teacher's)
 upgraded_from?      set by ``upgrade_record`` when it upgraded an older record in memory
 ==================  ========================================================================
 
@@ -239,11 +243,25 @@ class Track(_Open):
     test_fingerprint: Hex64 = None  # may be absent, never null
 
 
+class TeacherCheckBlock(_Open):
+    """The teacher sanity check before training (``ardbench.train.teacher_check``)."""
+
+    augmentation: Text
+    n_train: Count0
+    augmented: Percent
+    unaugmented: Percent
+    n_test: Count0
+    test: Percent | None
+    chance: Percent
+    warnings: list[StrictStr]
+
+
 class Teacher(_Open):
     spec: Text
     sha256: Hex64
     resolved: Text | None = None
     arch: Id | None = None
+    check: TeacherCheckBlock | None = None
 
 
 class Student(_Open):

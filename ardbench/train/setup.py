@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 from torch import Tensor
 
-from ..data import Dataset, load_dataset
+from ..data import Dataset, DeviceLoader, load_dataset
 from ..data.loader import to_float01
 from ..device import check_device
 from ..errors import ArdbenchError
@@ -25,6 +25,7 @@ from ..protocols import RunConfig
 from .selection import Probe
 from .speed import SpeedPlan, resolve_speed
 from .step import freeze
+from .teacher_check import TeacherCheck, check_teacher
 
 
 class TrainingError(ArdbenchError, RuntimeError):
@@ -53,6 +54,9 @@ class RunParts:
     extras: dict[str, LoadedModel] = field(default_factory=dict)
     plan: SpeedPlan | None = None
     probe: Probe | None = None
+    loader: DeviceLoader | None = None
+    # the teacher check of each frozen network ("teacher", then the method's extra models)
+    teacher_checks: dict[str, TeacherCheck] = field(default_factory=dict)
 
 
 def split_train(ds: Dataset, cfg: RunConfig) -> Split:
@@ -94,6 +98,79 @@ def make_probe(cfg: RunConfig, split: Split, device: torch.device) -> Probe | No
         return None
     x = to_float01(x.to(device)).contiguous()
     return Probe(x, y.to(device), cfg.attack, seed=cfg.train.seed, split=where)
+
+
+def make_loader(cfg: RunConfig, split: Split, device: torch.device) -> DeviceLoader:
+    tc = cfg.train
+    return DeviceLoader(
+        split.x,
+        split.y,
+        batch_size=tc.batch_size,
+        seed=tc.seed,
+        augment=tc.augment,
+        crop=tc.crop,
+        flip=tc.flip,
+        device=device,
+    )
+
+
+def run_teacher_checks(
+    cfg: RunConfig,
+    ds: Dataset,
+    loader: DeviceLoader,
+    networks: dict[str, LoadedModel],
+    console: Console,
+) -> dict[str, TeacherCheck]:
+    """The teacher check of every frozen network, shown; under ``train.teacher_check:
+    strict`` a failed one stops the run here (nothing written yet)."""
+    if cfg.train.teacher_check == "off" or not networks:
+        return {}
+    x_test, y_test = (ds.x_test, ds.y_test) if ds.num_test else (None, None)
+    if x_test is not None and cfg.eval.n_examples is not None:
+        x_test, y_test = x_test[: cfg.eval.n_examples], y_test[: cfg.eval.n_examples]
+    checks = {}
+    for name, model in networks.items():
+        check = check_teacher(
+            model.module, loader, x_test, y_test, num_classes=ds.num_classes, name=name
+        )
+        checks[name] = check
+        console.print(f"[dim]{check.summary()}[/]", highlight=False)
+        for warning in check.warnings:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    failed = [w for c in checks.values() for w in c.warnings]
+    if failed and cfg.train.teacher_check == "strict":
+        raise TrainingError(
+            "teacher check failed (train.teacher_check=strict): " + "; ".join(failed),
+            hint="ardbench check-teacher SPEC --protocol P shows the figures; drop --strict "
+            "to train anyway",
+        )
+    return checks
+
+
+def teacher_check_alone(cfg: RunConfig, *, runs_dir: Path, n: int) -> TeacherCheck:
+    """The teacher check of ``cfg.teacher`` for ``cfg``'s data and augmentation, without a
+    run (``ardbench check-teacher``)."""
+    if not cfg.teacher:
+        raise TrainingError("no teacher to check", hint="name one: ardbench check-teacher SPEC")
+    device = check_device(cfg.device)
+    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
+    if not ds.has_train:
+        raise TrainingError(f"dataset {cfg.dataset!r} has no training arrays (x_train, y_train)")
+    split = split_train(ds, cfg)
+    teacher = _load(cfg.teacher, cfg, ds, runs_dir, device)
+    freeze(teacher.module)
+    check_model_fits(
+        teacher.module, to_float01(split.x[:2].to(device)), ds.max_label, f"{cfg.teacher!r}"
+    )
+    x_test, y_test = (ds.x_test, ds.y_test) if ds.num_test else (None, None)
+    return check_teacher(
+        teacher.module,
+        make_loader(cfg, split, device),
+        x_test,
+        y_test,
+        num_classes=ds.num_classes,
+        n=n,
+    )
 
 
 def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
@@ -166,6 +243,9 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
     method.to(device)
     student.module.train()
     plan = resolve_speed(cfg.train, device, method)
+    loader = make_loader(cfg, split, device)
+    frozen = {"teacher": teacher} if teacher is not None else {}
+    checks = run_teacher_checks(cfg, ds, loader, {**frozen, **extras}, console)
     return RunParts(
         cfg=cfg,
         device=device,
@@ -177,4 +257,6 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
         extras=extras,
         plan=plan,
         probe=make_probe(cfg, split, device),
+        loader=loader,
+        teacher_checks=checks,
     )

@@ -22,6 +22,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,6 +71,9 @@ from .step import TrainStep, make_attack_fn
 __all__ = ["RunResult", "TrainingError", "resume", "train"]
 
 
+EpochHook = Callable[[Path, dict[str, Any]], None]
+
+
 @dataclass
 class RunResult:
     run_id: str
@@ -115,7 +119,7 @@ def open_run_dir(cfg: RunConfig, runs_dir: Path, run_dir: Path | None, resume: b
 
 
 def build_loop(parts: RunParts, run_dir: Path, resume: bool, console: Console) -> Loop:
-    cfg, plan, device = parts.cfg, parts.plan, parts.device
+    cfg, plan = parts.cfg, parts.plan
     student, method = parts.student.module, parts.method
     teacher = parts.teacher.module if parts.teacher else None
     extras = {k: m.module for k, m in parts.extras.items()}
@@ -127,14 +131,7 @@ def build_loop(parts: RunParts, run_dir: Path, resume: bool, console: Console) -
         + "[/]"
     )
     optimizer = make_optimizer(param_groups(student, method, cfg.train), cfg.train, plan)
-    loader = DeviceLoader(
-        parts.split.x,
-        parts.split.y,
-        batch_size=cfg.train.batch_size,
-        seed=cfg.train.seed,
-        augment=cfg.train.augment,
-        device=device,
-    )
+    loader = parts.loader
     step = TrainStep(
         method=method,
         method_name=cfg.method,
@@ -254,7 +251,9 @@ def _checkpoint_state(loop: Loop, epoch: int) -> dict[str, Any]:
     return state
 
 
-def run_epochs(loop: Loop, end_epoch: int, reporter: Reporter) -> None:
+def run_epochs(
+    loop: Loop, end_epoch: int, reporter: Reporter, on_epoch: EpochHook | None = None
+) -> None:
     cfg, plan = loop.parts.cfg, loop.parts.plan
     with cudnn_settings(plan, cfg.train.deterministic), compile_settings(plan, cfg.train.compile):
         for epoch in range(loop.start_epoch, end_epoch):
@@ -271,6 +270,8 @@ def run_epochs(loop: Loop, end_epoch: int, reporter: Reporter) -> None:
             log_epoch(loop.run_dir, row)
             save_checkpoint(loop.run_dir, state)
             reporter.end_epoch(epoch, row)
+            if on_epoch is not None:
+                on_epoch(loop.run_dir, row)
 
 
 def final_models(loop: Loop) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
@@ -372,6 +373,7 @@ def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime
         started_at=started_at,
         checkpoint_rule=parts.cfg.checkpoint.rule,
         checkpoints={kind: {**files[kind], "eval": blocks[kind]} for kind in others},
+        teacher_checks={k: c.to_dict() for k, c in parts.teacher_checks.items()},
     )
     record["hardware"]["speed"] = parts.plan.to_dict()
     validate_record(record)
@@ -388,9 +390,11 @@ def train(
     progress: bool = True,
     console: Console | None = None,
     stop_after_epoch: int | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> RunResult:
     """Train ``cfg`` to the end (or until ``stop_after_epoch`` epochs are done), then evaluate
-    the checkpoint(s) the protocol's rule reports and write ``record.json``."""
+    the checkpoint(s) the protocol's rule reports and write ``record.json``. ``on_epoch(run_dir,
+    row)`` is called after each epoch's log line and checkpoint (e.g. TensorBoard logging)."""
     console = console or Console(stderr=True, quiet=not progress)
     started_at = datetime.now(timezone.utc)
     runs_dir = Path(runs_dir)
@@ -400,7 +404,7 @@ def train(
     epochs = cfg.train.epochs
     end_epoch = epochs if stop_after_epoch is None else min(epochs, stop_after_epoch)
     with Reporter(console, cfg.method, epochs, enabled=progress) as reporter:
-        run_epochs(loop, end_epoch, reporter)
+        run_epochs(loop, end_epoch, reporter, on_epoch)
     if end_epoch < epochs:
         return RunResult(run_dir.name, run_dir, completed=False, record=None)
     models = final_models(loop)

@@ -1,0 +1,404 @@
+"""The Python API: train, evaluate and collect results from Python alone.
+
+The command line is a layer over these functions (``ardbench run`` calls :func:`train`,
+``ardbench eval`` the evaluator that :func:`evaluate` calls). Everything is reachable from
+the top-level package::
+
+    import ardbench
+
+    run = ardbench.train(method="rslad", preset="demo", seed=0, epochs=2)
+    run.metrics                       # {"clean": 0.52, "pgd20": 0.31} (fractions)
+    model = run.model()               # eval-mode nn.Module, the checkpoint the record describes
+    res = ardbench.evaluate(model, dataset="digits", eps="8/255", attacks="clean,fgsm,pgd20")
+    res.accuracy["pgd20"]
+    df = ardbench.results("runs")     # pandas, one row per finished run
+
+Settings resolve exactly as on the command line (library defaults < the method's faithful
+protocol < ``preset``/``recipe`` < the named arguments < ``sets`` < ``**overrides``), and are
+validated before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .rundir import Run, RunNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from rich.console import Console
+    from torch import nn
+
+    from .eval.result import EvalResult
+    from .protocols import RunConfig
+    from .train.teacher_check import TeacherCheck
+
+__all__ = [
+    "Run",
+    "RunNotFoundError",
+    "check_teacher",
+    "config",
+    "evaluate",
+    "resume",
+    "results",
+    "train",
+    "train_config",
+]
+
+
+def config(
+    method: str | None = None,
+    *,
+    protocol: str | None = None,
+    recipe: str | None = None,
+    preset: str | None = None,
+    teacher: str | None = None,
+    student: str | None = None,
+    seed: int | None = None,
+    epochs: int | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+    download: bool = False,
+    sets: Iterable[str] = (),
+    **overrides: Any,
+) -> RunConfig:
+    """The resolved, validated run config; nothing is trained or written.
+
+    Args:
+        method: a method name (``ardbench list methods``); may come from the recipe instead.
+        protocol: a named protocol (``ardbench list protocols``); default: the recipe's, else
+            the method's own faithful protocol, else ``standard-<dataset>``.
+        recipe: a recipe name (``baselines/<method>/``, ``baselines/common/``, a built-in
+            preset) or a YAML path. ``preset``: a built-in preset only (e.g. ``"demo"``).
+        teacher, student: model specs (``ARCH``, ``ARCH:PATH``, ``PATH.pt2``,
+            ``robustbench:ID``, ``run:RUN_ID``, ``demo``).
+        sets: ``--set`` strings, ``"train.lr=0.05"``.
+        **overrides: any config key as ``--set`` takes it, as a Python value: a bare key that
+            exists in one place (``beta=6``, ``train_subset=256``, ``lr=0.05``) or a section
+            with a mapping (``train={"lr": 0.05, "milestones": [5]}``, ``attack={"steps": 3}``,
+            ``method_config={...}``).
+
+    Example::
+
+        >>> cfg = ardbench.config(method="trades", preset="demo", epochs=2, beta=3)
+        >>> cfg.train.epochs, cfg.method_config["beta"]
+        (2, 3.0)
+    """
+    from .recipes import resolve_config
+
+    cli: dict[str, Any] = {}
+    for key, value in (
+        ("dataset", dataset),
+        ("data_dir", data_dir),
+        ("teacher", teacher),
+        ("student", student),
+        ("device", device),
+    ):
+        if value is not None:
+            cli[key] = value
+    if download:
+        cli["download"] = True
+    train_layer = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
+    if train_layer:
+        cli["train"] = train_layer
+    return resolve_config(
+        method,
+        protocol=protocol,
+        preset=preset,
+        recipe=recipe,
+        cli=cli,
+        sets=list(sets),
+        overrides=overrides,
+    )
+
+
+def train(
+    method: str | None = None,
+    *,
+    protocol: str | None = None,
+    recipe: str | None = None,
+    preset: str | None = None,
+    teacher: str | None = None,
+    student: str | None = None,
+    seed: int | None = None,
+    epochs: int | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+    download: bool = False,
+    sets: Iterable[str] = (),
+    runs: str | Path = "runs",
+    progress: bool = True,
+    threads: int | None = None,
+    tensorboard: bool = False,
+    console: Console | None = None,
+    **overrides: Any,
+) -> Run:
+    """Train a student, evaluate it, write ``<runs>/<run_id>/`` with its record; return the
+    :class:`Run`.
+
+    The arguments are :func:`config`'s, plus: ``runs`` (the directory of run directories),
+    ``progress`` (an epoch line per epoch, a live bar on a terminal), ``threads`` (torch's CPU
+    threads; default ``OMP_NUM_THREADS`` if set, else the physical cores), ``tensorboard``
+    (also log each epoch to ``<run>/tensorboard/``; needs the ``tensorboard`` package).
+
+    Example (the demo's teacher is trained once and cached; about a minute on a laptop)::
+
+        >>> run = ardbench.train(method="rslad", preset="demo", seed=0, epochs=2,
+        ...                      train_subset=256)
+        >>> run.completed, sorted(run.metrics)
+        (True, ['clean', 'pgd20'])
+        >>> run.log()[-1]["probe"]["pgd10"]     # the per-epoch probe, for curves
+        0.21
+    """
+    cfg = config(
+        method,
+        protocol=protocol,
+        recipe=recipe,
+        preset=preset,
+        teacher=teacher,
+        student=student,
+        seed=seed,
+        epochs=epochs,
+        dataset=dataset,
+        data_dir=data_dir,
+        device=device,
+        download=download,
+        sets=sets,
+        **overrides,
+    )
+    return train_config(
+        cfg,
+        runs=runs,
+        progress=progress,
+        threads=threads,
+        tensorboard=tensorboard,
+        console=console,
+    )
+
+
+def train_config(
+    cfg: RunConfig,
+    *,
+    runs: str | Path = "runs",
+    progress: bool = True,
+    threads: int | None = None,
+    tensorboard: bool = False,
+    console: Console | None = None,
+) -> Run:
+    """:func:`train` for a config resolved already (:func:`config`; ``Run.config``)."""
+    from .threads import set_threads
+    from .train.trainer import train as run_trainer
+
+    hook = _tensorboard_hook(tensorboard)
+    set_threads(threads)
+    try:
+        result = run_trainer(cfg, runs_dir=runs, progress=progress, console=console, on_epoch=hook)
+    finally:
+        if hook is not None:
+            hook.close()
+    return Run(result.run_dir)
+
+
+def _tensorboard_hook(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from .tensorboard import TensorBoardLogger
+
+    return TensorBoardLogger()
+
+
+def resume(
+    run: Run | str | Path,
+    *,
+    progress: bool = True,
+    threads: int | None = None,
+    tensorboard: bool = False,
+    console: Console | None = None,
+) -> Run:
+    """Continue an interrupted run from its last checkpoint, with its saved config (to the
+    same weights as an uninterrupted run).
+
+    Example::
+
+        >>> run = ardbench.resume("runs/rslad-small_cnn-s0-20260101-120000-ab12")
+    """
+    from .threads import set_threads
+    from .train.trainer import resume as resume_dir
+
+    directory = run.directory if isinstance(run, Run) else Path(run)
+    hook = _tensorboard_hook(tensorboard)
+    set_threads(threads)
+    try:
+        result = resume_dir(directory, progress=progress, console=console, on_epoch=hook)
+    finally:
+        if hook is not None:
+            hook.close()
+    return Run(result.run_dir)
+
+
+def evaluate(
+    model: nn.Module | Run | str,
+    *,
+    dataset: str,
+    eps: float | str = "8/255",
+    attacks: str | Sequence[str] = ("clean", "pgd20"),
+    n_examples: int | None = None,
+    norm: str = "Linf",
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int | str = "auto",
+    aa_batch_size: int = 256,
+    data_dir: str | None = None,
+    download: bool = False,
+    runs: str | Path = "runs",
+    progress: bool = False,
+    threads: int | None = None,
+) -> EvalResult:
+    """Evaluate a model on the first ``n_examples`` test points of ``dataset`` (all by
+    default) with the benchmark's evaluator; return its
+    :class:`~ardbench.eval.result.EvalResult` (``accuracy`` by column as fractions,
+    ``per_class``, ``settings``, ``to_dict()``).
+
+    Args:
+        model: an ``nn.Module`` (images in [0, 1], NCHW, logits out), a :class:`Run`, or a
+            model spec (``ARCH:PATH``, ``PATH.pt2``, ``robustbench:ID``, ``run:RUN_ID``).
+        attacks: columns among ``clean, fgsm, pgd20, cw, aa`` (a comma-separated string or a
+            sequence); default clean and PGD-20. ``aa`` is AutoAttack standard (slow).
+        eps: the L-inf (or L2, ``norm="L2"``) radius, ``"8/255"`` or a float.
+        seed: seeds the random starts (drawn per point: the batch size changes only speed).
+
+    Example::
+
+        >>> res = ardbench.evaluate(run.model(), dataset="digits", eps="8/255",
+        ...                         attacks="clean,fgsm,pgd20")
+        >>> res.accuracy
+        {'clean': 0.52, 'fgsm': 0.36, 'pgd20': 0.31}
+    """
+    import warnings
+
+    from .data import load_dataset
+    from .device import resolve_device
+    from .eval import ComplianceWarning, evaluate_model, evaluate_spec
+    from .threads import set_threads
+
+    set_threads(threads)
+    if isinstance(model, (Run, str)):
+        spec = f"run:{model.directory}" if isinstance(model, Run) else model
+        return evaluate_spec(
+            spec,
+            dataset,
+            data_dir=data_dir,
+            download=download,
+            n_examples=n_examples,
+            attacks=attacks,
+            eps=eps,
+            norm=norm,
+            batch_size=batch_size,
+            aa_batch_size=aa_batch_size,
+            seed=seed,
+            device=device,
+            runs_dir=runs,
+            progress=progress,
+        )
+    dev = resolve_device(device)
+    ds = load_dataset(dataset, data_dir=data_dir, download=download)
+    x, y = ds.test_subset(n_examples, device=dev)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ComplianceWarning)  # recorded in result.warnings
+        result = evaluate_model(
+            model,
+            x,
+            y,
+            attacks=attacks,
+            eps=eps,
+            norm=norm,
+            batch_size=batch_size,
+            aa_batch_size=aa_batch_size,
+            seed=seed,
+            device=dev,
+            num_classes=ds.num_classes,
+            progress=progress,
+        )
+    result.data = {
+        "spec": dataset,
+        "fingerprint": ds.fingerprint,
+        "test_fingerprint": ds.test_fingerprint,
+        "first_n_test_points": len(x),
+    }
+    return result
+
+
+def check_teacher(
+    teacher: str,
+    *,
+    method: str | None = None,
+    protocol: str | None = None,
+    recipe: str | None = None,
+    n: int = 2048,
+    runs: str | Path = "runs",
+    **settings: Any,
+) -> TeacherCheck:
+    """The teacher check a run does before training, alone: ``teacher``'s accuracy on up to
+    ``n`` training inputs as a run of ``protocol``/``recipe`` would feed them to the students
+    (its augmentation and seed), on the same inputs unaugmented, and on the first ``n`` test
+    points. ``settings`` are :func:`config`'s (``dataset``, ``sets``, ...). The method only
+    selects a faithful protocol when none is named (default: ``kd``, whose protocol is the
+    standard one).
+
+    Example::
+
+        >>> chk = ardbench.check_teacher("demo", preset="demo")
+        >>> chk.augmented, chk.unaugmented, chk.warnings
+    """
+    from .errors import ConfigError
+    from .train.setup import teacher_check_alone
+
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    try:
+        cfg = config(method, protocol=protocol, recipe=recipe, teacher=teacher, **settings)
+    except ConfigError:
+        if method is not None:
+            raise
+        cfg = config("kd", protocol=protocol, recipe=recipe, teacher=teacher, **settings)
+    return teacher_check_alone(cfg, runs_dir=Path(runs), n=n)
+
+
+def results(*paths: str | Path | Run) -> pd.DataFrame:
+    """Every finished run's record under ``paths`` as a pandas DataFrame, one tidy row per run.
+
+    ``paths``: run directories, record files, or directories searched recursively (``runs/``,
+    a sweep directory, ``leaderboard/runs``); default ``runs``. A run found twice counts
+    once. Later evaluations filed beside a record (``ardbench leaderboard --attach``, e.g. the
+    AA column) are merged in and named in ``later_columns``.
+
+    Columns (:data:`ardbench.results.tidy.TIDY_COLUMNS`): ``run_id, method, recipe, protocol,
+    teacher, student, seed, clean, fgsm, pgd20, cw, aa`` (accuracies as fractions, NaN where
+    not evaluated), ``epochs, dataset, norm, eps, n_examples, split, later_columns,
+    aa_unreliable``, the full specs and hashes (``config_hash``; ``recipe_hash``: runs with
+    the same hash differ only by seed), ``wall_time_s, finished_at, code, run_dir``.
+
+    Example::
+
+        >>> df = ardbench.results("runs")
+        >>> df.groupby(["method", "recipe"])[["clean", "pgd20"]].agg(["mean", "std"])
+    """
+    from .results.leaderboard import collect_records
+    from .results.records import RecordError
+    from .results.tidy import tidy_frame
+
+    records: dict[str, dict[str, Any]] = {}
+    for path in paths or ("runs",):
+        root = path.directory if isinstance(path, Run) else Path(path)
+        for record in collect_records(root):
+            rid = record["run_id"]
+            if rid in records and records[rid] != record:
+                raise RecordError(
+                    "run_id", f"{rid!r} names two different records under {paths}", source=root
+                )
+            records[rid] = record
+    return tidy_frame(records.values())
