@@ -26,7 +26,7 @@ AMP_MODES = ("none", "bf16")
 EVAL_COLUMNS = ("clean", "fgsm", "pgd20", "cw", "aa")
 CHECKPOINT_RULES = ("last", "best-on-holdout", "swa")
 CROP_PADDINGS = ("zero", "reflect", "none")  # how the pad-4 random crop fills the border
-TEACHER_CHECKS = ("warn", "strict", "off")
+TEACHER_CHECKS = ("warn", "strict", "skip")
 
 AutoBool = typing.Literal["auto", True, False]
 """A speed switch: ``auto`` (resolved per device by ``ardbench.train.speed``), true or false."""
@@ -146,7 +146,7 @@ class TrainConfig:
     # training images (0: off); for progress lines and curves, never for selection on test
     probe: int = 256
     # what a teacher whose accuracy on the students' inputs fails the check does before
-    # training: warn (default), strict (an error, nothing written), off (not measured)
+    # training: warn (default), strict (an error, nothing written), skip (not measured)
     teacher_check: str = "warn"
     # Speed features that keep the computation (see ardbench/train/speed.py, SPEED_KEYS);
     # ``auto`` = on where it helps on CUDA, off on CPU (share_teacher: on everywhere).
