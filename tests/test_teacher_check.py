@@ -134,8 +134,8 @@ def test_check_warns_on_a_teacher_that_never_saw_the_crop():
     chk = check_teacher(teacher, loader, x[:50], y[:50], num_classes=10, n=100)
     assert chk.unaugmented == 100.0 and chk.test == 100.0 and chk.n_train == 100
     assert chk.augmented < 20.0  # only the few uncropped, unflipped draws are recognised
-    assert chk.warnings and "less accurate on the inputs as the students see them" in (
-        chk.warnings[0]
+    assert (
+        chk.warnings and "less accurate on the inputs as the students see them" in (chk.warnings[0])
     )
     assert "zero-padded random crop + flip" == chk.augmentation
     plain = DeviceLoader(x, y, batch_size=32, seed=0, augment=False)
@@ -221,12 +221,17 @@ def test_strict_refuses_a_failing_teacher_before_writing(npz, random_teacher, tm
     with pytest.raises(TrainingError, match="teacher check failed"):
         train(cfg, runs_dir=runs, progress=False)
     assert not runs.exists() or not any(runs.iterdir())
-    off = train(_cfg(npz, random_teacher, "train.teacher_check=skip"), runs_dir=runs, progress=False)
+    off = train(
+        _cfg(npz, random_teacher, "train.teacher_check=skip"), runs_dir=runs, progress=False
+    )
     assert "check" not in off.record["teacher"]
-    assert off.record["method"]["config_hash"] == (
-        train(_cfg(npz, random_teacher), runs_dir=runs, progress=False).record["method"][
-            "config_hash"
-        ]
+    assert (
+        off.record["method"]["config_hash"]
+        == (
+            train(_cfg(npz, random_teacher), runs_dir=runs, progress=False).record["method"][
+                "config_hash"
+            ]
+        )
     )
 
 
