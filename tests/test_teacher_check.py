@@ -269,3 +269,28 @@ def test_cli_check_teacher(npz, random_teacher, tmp_path, capsys):
     )
     assert rc == 2 and "teacher check failed" in " ".join(capsys.readouterr().err.split())
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_leaderboard_states_the_check():
+    from ardbench.results.render import _teacher_check_text
+
+    chk = {
+        "augmentation": "flip",
+        "n_train": 2048,
+        "augmented": 80.27,
+        "unaugmented": 80.86,
+        "n_test": 1017,
+        "test": 77.29,
+        "chance": 10.0,
+        "warnings": [],
+    }
+    with_check = {"teacher": {"spec": "t.pt2", "check": chk}}
+    old = {"teacher": {"spec": "t.pt2"}}
+    text = _teacher_check_text([with_check, with_check])
+    assert "80.27 % on 2048 training inputs as the students see them (flip)" in text
+    assert "77.29 % on 1017 test points" in text and "warned" not in text
+    warned = {"teacher": {"spec": "t.pt2", "check": {**chk, "warnings": ["x"]}}}
+    assert "It warned in 1 of 2 runs" in _teacher_check_text([with_check, warned])
+    assert "1 runs predate" in _teacher_check_text([with_check, old])
+    assert "not recorded" in _teacher_check_text([old])
+    assert _teacher_check_text([{"teacher": None}]) == ""

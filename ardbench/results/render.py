@@ -101,6 +101,33 @@ _SETTINGS_KEYS = (
 )
 
 
+def _teacher_check_text(recs: list[dict[str, Any]]) -> str:
+    """The teacher check's figures as the runs recorded them (they agree when the runs share
+    the protocol's augmentation and seed), or why there are none."""
+    with_teacher = [r for r in recs if r.get("teacher")]
+    if not with_teacher:
+        return ""
+    checks = [r["teacher"].get("check") for r in with_teacher]
+    found = [c for c in checks if isinstance(c, dict)]
+    if not found:
+        return " Teacher check: not recorded (these runs predate it)."
+    figures = sorted(
+        {
+            f"{c['augmented']:.2f} % on {c['n_train']} training inputs as the students see "
+            f"them ({md_text(c['augmentation'])}), {c['unaugmented']:.2f} % unaugmented"
+            + (f", {c['test']:.2f} % on {c['n_test']} test points" if c.get("test") else "")
+            for c in found
+        }
+    )
+    warned = sum(bool(c.get("warnings")) for c in found)
+    text = " Teacher check before training: " + "; ".join(figures) + "."
+    if warned:
+        text += f" **It warned in {warned} of {len(found)} runs.**"
+    if len(found) < len(checks):
+        text += f" ({len(checks) - len(found)} runs predate the check.)"
+    return text
+
+
 def _settings_line(settings: Mapping[str, Any]) -> str:
     parts = [f"{k}={_fmt_value(settings[k])}" for k in _SETTINGS_KEYS if k in settings]
     return ", ".join(parts) if parts else "(no settings recorded)"
@@ -186,7 +213,8 @@ def _header(t: Table) -> list[str]:
             ", ".join(md_code(s) for s in teachers) + f"; weights `sha256:{t.teacher_sha}`."
             if t.teacher_sha
             else "none (the methods in this table train without one)."
-        ),
+        )
+        + _teacher_check_text(recs),
         "",
         f"**Student.** {md_code(t.student)}.",
         "",
