@@ -98,7 +98,7 @@ def test_small_track_protocols():
     old, new = get_protocol("cifar10-exact-linf2"), get_protocol("cifar10-exact-linf2-flip")
     assert (old.train.crop, old.train.flip) == ("zero", True)
     assert (new.train.crop, new.train.flip) == ("none", True)
-    assert "RETIRED" in old.description
+    assert "cifar10-exact-linf2-flip" in old.retired and not new.retired
     assert old.identity() != new.identity()
     assert describe_augmentation(True, "none", True) == "flip"
     assert describe_augmentation(False, "zero", True) == "no augmentation"
@@ -294,3 +294,13 @@ def test_leaderboard_states_the_check():
     assert "1 runs predate" in _teacher_check_text([with_check, old])
     assert "not recorded" in _teacher_check_text([old])
     assert _teacher_check_text([{"teacher": None}]) == ""
+
+
+def test_the_retired_track_says_so_in_its_tables():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "leaderboard"
+    index = (root / "README.md").read_text()
+    assert "| cifar10-exact-linf2 (retired) |" in index
+    table = next((root / "cifar10-exact-linf2").glob("*.md")).read_text()
+    assert "**Retired**: it misleads" in table and "62.8 %" in table

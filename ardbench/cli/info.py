@@ -74,7 +74,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         table = Table("protocol", "kind", "method", "eps", "epochs")
         order = {"standard": 0, "track": 1, "demo": 2, "base": 3, "faithful": 4}
         for p in sorted(all_protocols(), key=lambda p: (order[p.kind], p.name)):
-            table.add_row(p.name, p.kind, p.method or "", str(p.attack.eps), str(p.train.epochs))
+            kind = f"{p.kind} (retired)" if p.retired else p.kind
+            table.add_row(p.name, kind, p.method or "", str(p.attack.eps), str(p.train.epochs))
         console.print(table)
         console.print(
             "Details: ardbench list protocols NAME. Use: ardbench run --method M --protocol "

@@ -91,13 +91,16 @@ SMALL_TRACK_ZERO_CROP = register_protocol(
     Protocol(
         name="cifar10-exact-linf2",
         description=(
-            "RETIRED small track, kept so its records stay comparable: it misleads. The exact "
-            "CIFAR-10 images of ../shared/data (8,068 training images, the first 1,017 test "
-            "images), Linf 2/255, PGD-10 step 0.5/255; 8 epochs, batch 128, lr 0.1, wd 5e-4, "
-            "x0.1 at 5 and 7; zero-padded crop + flip; Clean/FGSM/PGD-20/CW; last epoch. Its "
-            "ResNet-4B teacher is 81 % right on the training images but 63 % on them after the "
-            "zero-padded crop, so the distilled students learn a wrong answer on a third of "
-            "their inputs and rank below plain training. Use cifar10-exact-linf2-flip."
+            "The first small track (CPU scale): the exact CIFAR-10 images of ../shared/data "
+            "(8,068 training images, the first 1,017 test images), Linf 2/255, PGD-10 step "
+            "0.5/255; 8 epochs, batch 128, lr 0.1, wd 5e-4, x0.1 at 5 and 7; zero-padded crop "
+            "+ flip; Clean/FGSM/PGD-20/CW; last epoch."
+        ),
+        retired=(
+            "it misleads: its ResNet-4B teacher is 80.9 % right on the training images but "
+            "62.8 % on them after the zero-padded crop (ardbench check-teacher), so the "
+            "distilled students learn a wrong answer on a third of their inputs and rank below "
+            "plain training. Use cifar10-exact-linf2-flip."
         ),
         dataset=SMALL_TRACK_DATA,
         data_fingerprint=SMALL_TRACK_FINGERPRINT,

@@ -88,6 +88,9 @@ class Protocol:
     default_for_method: bool = True  # the method's protocol when a run names none
     source: str = ""  # where the values come from (official code @ commit, a decision)
     base: str | None = None  # the protocol this one was derived from
+    # why the protocol should no longer be used, and what to use instead ("" = current); a
+    # retired protocol stays registered so its records keep their tables
+    retired: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -117,6 +120,7 @@ class Protocol:
             "method": self.method,
             "source": self.source,
             "base": self.base,
+            "retired": self.retired,
             "per_method": list(self.per_method),
             "data_fingerprint": self.data_fingerprint,
             **self.sections(),
@@ -187,7 +191,7 @@ def derive(base: Protocol, name: str, description: str, **changes: Any) -> Proto
             fields[key] = build_section(SECTIONS[key], merged, f"protocol {name}: {key}")
         else:
             fields[key] = value
-    defaults = {"method": None, "source": "", "default_for_method": True}
+    defaults = {"method": None, "source": "", "default_for_method": True, "retired": ""}
     return dataclasses.replace(base, **{**defaults, **fields})
 
 

@@ -156,9 +156,10 @@ def _protocol_lines(t: Table) -> list[str]:
         same = (
             f" Runs named {', '.join(md_code(n) for n in also)}: the same values." if also else ""
         )
+        retired = f" **Retired**: {md_text(p.retired)}" if p.retired else ""
         return [
             f"**Protocol `{pk.name}`** ({p.kind}; identity `{pk.identity}`). "
-            f"{md_text(p.description)} Source: {md_text(p.source)}.{same}",
+            f"{md_text(p.description)} Source: {md_text(p.source)}.{same}{retired}",
         ]
     base = f" from {', '.join(md_code(n) for n in named)}" if named else ""
     return [
@@ -373,6 +374,13 @@ def _scatter_link(t: Table) -> list[str]:
     ]
 
 
+def _retired(t: Table) -> bool:
+    from ..protocols import PROTOCOLS
+
+    pk = t.key.protocol
+    return not pk.modified and pk.name in PROTOCOLS and bool(PROTOCOLS.get(pk.name).retired)
+
+
 def render_index(tables: Sequence[Table]) -> str:
     """``README.md`` of the output directory: one line per table."""
     lines = [
@@ -406,7 +414,7 @@ def render_index(tables: Sequence[Table]) -> str:
         )
         official = "" if all(r["track"]["official"] for r in t.records) else " (npz copy)"
         cells = [
-            md_text(t.key.protocol.label),
+            md_text(t.key.protocol.label) + (" (retired)" if _retired(t) else ""),
             f"{md_text(label)}{official} · {norm} {eps} · `{fp[:8]}`"
             + (" · holdout" if split != "test" else ""),
             md_text(_teacher_title(t).removeprefix("teacher ")),
