@@ -433,3 +433,11 @@ def test_teacherless_methods_are_reference_rows_of_the_teacher_tables():
     alone = build_tables([rec("pgd_at", 0, {"clean": 0.7, "pgd20": 0.45}, teacher=None)])
     assert len(alone) == 1 and "no-teacher__resnet18" in alone[0].relpath
     assert "no teacher (reference row)" not in alone[0].rows[0].notes
+
+
+def test_teacherless_rows_say_what_they_are():
+    from ardbench.results.tables import _teacherless_note
+
+    assert _teacherless_note("pgd_at") == "no teacher (reference row)"
+    assert "peer" in _teacherless_note("peeraid")  # a method, not a reference row
+    assert _teacherless_note("not_installed_here") == "no teacher (reference row)"

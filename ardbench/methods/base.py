@@ -83,6 +83,8 @@ class Method(nn.Module):
 
     - ``needs_teacher``: a robust teacher is required (``--teacher``).
     - ``teacher_in_attack``: the inner maximisation calls the teacher (shown on the leaderboard).
+    - ``teacherless_note``: what the leaderboard says of a method without a teacher (default:
+      a reference row, as natural, PGD-AT and TRADES are).
     - ``paper``: citation shown in listings.
 
     Host reads: ``losses`` and the attack objectives it builds must not read tensor values on
@@ -98,6 +100,7 @@ class Method(nn.Module):
     teacher_in_attack: ClassVar[bool] = False
     paper: ClassVar[str] = ""
     unofficial: ClassVar[bool] = False  # no official code: the leaderboard says so
+    teacherless_note: ClassVar[str] = "no teacher (reference row)"
     # speed features (ardbench/train/speed.py) a method can opt out of:
     supports_compile: ClassVar[bool] = True  # False: never torch.compile (e.g. double backward)
     share_teacher_outputs: ClassVar[bool] = True  # False: no memo of no-grad teacher calls

@@ -73,6 +73,8 @@ class PeerAiD(Method):
     features cover the student and frozen networks).
     """
 
+    teacherless_note = "no fixed teacher: distils from a peer trained with it"
+
     paper = "Jung et al., CVPR 2024 (arXiv 2403.06668)"
     needs_teacher = False
     teacher_in_attack = False  # the attack's target is the peer's clean logits, a constant

@@ -217,6 +217,17 @@ def _stat(values: pd.Series) -> Stat:
     return Stat(mean, std, n)
 
 
+def _teacherless_note(method: str) -> str:
+    """The method's own words for a row without a teacher (PeerAiD distils from a peer);
+    a reference row for the others and for methods not installed here."""
+    from ..methods import METHODS
+
+    try:
+        return METHODS.get(method).teacherless_note
+    except Exception:  # a record of a method this installation does not have
+        return "no teacher (reference row)"
+
+
 def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
     out = []
     for (method, recipe, protocol, checkpoint), g in df.groupby(
@@ -226,7 +237,7 @@ def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
         g = g.sort_values("run_id", kind="mergesort")
         notes = []
         if (g["teacher_sha"] == "").all() and g.attrs.get("with_teacher"):
-            notes.append("no teacher (reference row)")
+            notes.append(_teacherless_note(str(method)))
         if g["unofficial"].any():
             notes.append("unofficial re-implementation")
         if g["teacher_in_attack"].any():
