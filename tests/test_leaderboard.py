@@ -145,13 +145,19 @@ def test_one_seed_shows_a_dash_and_sorts_by_pgd20_without_aa():
     assert "Not evaluated in this table: FGSM, CW∞, AA." in text
 
 
-def test_rows_without_aa_follow_and_the_header_says_so():
+def test_aa_on_some_rows_only_orders_by_pgd20_and_the_header_says_so():
+    # AA first, then the rest, would rank ard above a kd row far stronger on every column
+    # both have, only because ard was attacked longer
     records = [
         rec("kd", 0, {"clean": 0.9, "pgd20": 0.60}),
         rec("ard", 0, {"clean": 0.8, "pgd20": 0.4, "aa": 0.3}),
     ]
     text = render_leaderboard(records)[TABLE]
-    assert "rows without AA follow, by PGD-20" in text
+    assert "AutoAttack is missing for some rows, so it cannot order the table" in text
+    assert text.index("| 1 | kd") < text.index("| 2 | ard")
+    records[0]["eval"]["accuracy"]["aa"] = 0.2
+    text = render_leaderboard(records)[TABLE]
+    assert "Sorted by AA (mean, descending)." in text
     assert text.index("| 1 | ard") < text.index("| 2 | kd")
 
 

@@ -255,8 +255,11 @@ def _header(t: Table) -> list[str]:
         lines.append(f"- Not evaluated in this table: {', '.join(missing)}.")
     if t.sort_by == "aa":
         order = "AA (mean, descending)"
-        if any(r.stats["aa"].mean is None for r in t.rows):
-            order += "; rows without AA follow, by PGD-20"
+    elif any(r.stats["aa"].mean is not None for r in t.rows):
+        order = (
+            "PGD-20 (mean, descending): AutoAttack is missing for some rows, so it cannot "
+            "order the table"
+        )
     else:
         order = "PGD-20 (mean, descending): no row has AutoAttack"
     lines += [

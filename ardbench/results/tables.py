@@ -309,7 +309,9 @@ def _replace_recipe_cell(row: Row, cell: str) -> Row:
 
 
 def _sort_rows(rows: list[Row]) -> tuple[list[Row], str]:
-    by = "aa" if any(r.stats["aa"].mean is not None for r in rows) else "pgd20"
+    """By AA when every row has it, else by PGD-20: an order that put the rows with AA first
+    would rank a row above a stronger one only because it was attacked longer."""
+    by = "aa" if rows and all(r.stats["aa"].mean is not None for r in rows) else "pgd20"
 
     def key(r: Row) -> tuple:
         primary = r.stats[by].mean
