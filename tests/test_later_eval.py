@@ -115,8 +115,9 @@ def test_attach_files_beside_the_record_and_the_table_shows_aa(tmp_path, capsys)
     (table,) = [t for name, t in render_leaderboard(collect_records(runs)).items() if "__" in name]
     assert table != next(t for n, t in before.items() if "__" in n)
     assert "45.00" in table and "AA from a later evaluation of the same checkpoint" in table
-    # pgd_at (with AA) ranks first although trades has the higher PGD-20: sorted by AA
-    assert table.index("| pgd_at |") < table.index("| trades |")
+    # AA on one row only cannot order the table: trades (higher PGD-20) ranks first
+    assert table.index("| trades |") < table.index("| pgd_at |")
+    assert "AutoAttack is missing for some rows" in table
     assert main(["leaderboard", "--runs", str(runs), "--out", str(out), "--check"]) == 0
 
     # attaching the same file again is a no-op; a different one is refused
