@@ -63,6 +63,7 @@ def config(
     device: str | None = None,
     download: bool = False,
     sets: Iterable[str] = (),
+    _default_method: str | None = None,
     **overrides: Any,
 ) -> RunConfig:
     """The resolved, validated run config; nothing is trained or written.
@@ -112,6 +113,7 @@ def config(
         cli=cli,
         sets=list(sets),
         overrides=overrides,
+        default_method=_default_method,
     )
 
 
@@ -359,12 +361,14 @@ def check_teacher(
 
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
-    try:
-        cfg = config(method, protocol=protocol, recipe=recipe, teacher=teacher, **settings)
-    except ConfigError:
-        if method is not None:
-            raise
-        cfg = config("kd", protocol=protocol, recipe=recipe, teacher=teacher, **settings)
+    cfg = config(
+        method,
+        protocol=protocol,
+        recipe=recipe,
+        teacher=teacher,
+        _default_method="kd",
+        **settings,
+    )
     return teacher_check_alone(cfg, runs_dir=Path(runs), n=n)
 
 

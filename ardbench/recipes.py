@@ -235,11 +235,13 @@ def resolve_config(
     cli: dict[str, Any] | None = None,
     sets: Iterable[str] = (),
     overrides: Mapping[str, Any] | None = None,
+    default_method: str | None = None,
 ) -> RunConfig:
     """Merge the layers into a validated RunConfig (method_config checked by the method).
 
     ``overrides`` are ``--set`` as Python values (``{"train.lr": 0.05, "beta": 6}``; the Python
-    API's keyword arguments), applied after ``sets``."""
+    API's keyword arguments), applied after ``sets``. ``default_method``: the method when
+    neither ``method`` nor the recipe names one."""
     if preset and recipe:
         raise ConfigError("pass either --preset or --recipe, not both")
     layer: dict[str, Any] = {}
@@ -254,7 +256,7 @@ def resolve_config(
             provenance = _recipe_name(found)
         else:
             layer, provenance = dict(found), f"preset:{name}"
-    method = method or layer.get("method")
+    method = method or layer.get("method") or default_method
     if method is None:
         raise ConfigError("no method given", hint="pass --method NAME (ardbench list methods)")
     if layer.get("method") not in (None, method):

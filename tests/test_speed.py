@@ -349,17 +349,6 @@ def test_compiled_run_in_the_trainer(tiny_npz, tmp_path):
 # ------------------------------------------------------------ in the trainer: records, bf16
 
 
-@pytest.fixture
-def tiny_npz(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "tiny.npz"
-    y = rng.integers(0, 10, 48)
-    x = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8) // 4 + y[:, None, None, None] * 20
-    x = x.astype(np.uint8)
-    np.savez(path, x_train=x, y_train=y, x_test=x[:16], y_test=y[:16])
-    return path
-
-
 def tiny_cfg(method, npz, epochs=2, *sets):
     return resolve_config(
         method,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,28 +169,15 @@ def test_check_restores_the_mode_and_reads_no_gradients():
 
 
 @pytest.fixture
-def npz(tmp_path):
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 10, 48)
-    x = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=x, y_train=y, x_test=x[:16], y_test=y[:16])
-    return path
+def random_teacher(teacher_file):
+    return f"small_cnn:{teacher_file}"
 
 
-@pytest.fixture
-def random_teacher(tmp_path):
-    torch.manual_seed(1)
-    path = tmp_path / "teacher.pt"
-    torch.save(build_arch("small_cnn", 10).state_dict(), path)
-    return f"small_cnn:{path}"
-
-
-def _cfg(npz, teacher, *sets):
+def _cfg(tiny_npz, teacher, *sets):
     return resolve_config(
         "kd",
         cli={
-            "dataset": f"npz:{npz}",
+            "dataset": f"npz:{tiny_npz}",
             "student": "small_cnn",
             "teacher": teacher,
             "train": {"epochs": 1},
@@ -200,8 +186,8 @@ def _cfg(npz, teacher, *sets):
     )
 
 
-def test_run_records_the_check(npz, random_teacher, tmp_path):
-    result = train(_cfg(npz, random_teacher), runs_dir=tmp_path / "runs", progress=False)
+def test_run_records_the_check(tiny_npz, random_teacher, tmp_path):
+    result = train(_cfg(tiny_npz, random_teacher), runs_dir=tmp_path / "runs", progress=False)
     check = result.record["teacher"]["check"]
     assert check["n_train"] == 48 and check["n_test"] == 16
     assert check["augmentation"] == "zero-padded random crop + flip"
@@ -215,29 +201,29 @@ def test_run_records_the_check(npz, random_teacher, tmp_path):
         validate_record(bad)
 
 
-def test_strict_refuses_a_failing_teacher_before_writing(npz, random_teacher, tmp_path):
+def test_strict_refuses_a_failing_teacher_before_writing(tiny_npz, random_teacher, tmp_path):
     runs = tmp_path / "runs"
-    cfg = _cfg(npz, random_teacher, "train.teacher_check=strict")
+    cfg = _cfg(tiny_npz, random_teacher, "train.teacher_check=strict")
     with pytest.raises(TrainingError, match="teacher check failed"):
         train(cfg, runs_dir=runs, progress=False)
     assert not runs.exists() or not any(runs.iterdir())
     off = train(
-        _cfg(npz, random_teacher, "train.teacher_check=skip"), runs_dir=runs, progress=False
+        _cfg(tiny_npz, random_teacher, "train.teacher_check=skip"), runs_dir=runs, progress=False
     )
     assert "check" not in off.record["teacher"]
     assert (
         off.record["method"]["config_hash"]
         == (
-            train(_cfg(npz, random_teacher), runs_dir=runs, progress=False).record["method"][
+            train(_cfg(tiny_npz, random_teacher), runs_dir=runs, progress=False).record["method"][
                 "config_hash"
             ]
         )
     )
 
 
-def test_cli_check_teacher(npz, random_teacher, tmp_path, capsys):
+def test_cli_check_teacher(tiny_npz, random_teacher, tmp_path, capsys):
     out = tmp_path / "check.json"
-    args = ["check-teacher", random_teacher, "--dataset", f"npz:{npz}", "--json", str(out)]
+    args = ["check-teacher", random_teacher, "--dataset", f"npz:{tiny_npz}", "--json", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "as the students see them" in text and "near chance" in " ".join(text.split())
@@ -254,7 +240,7 @@ def test_cli_check_teacher(npz, random_teacher, tmp_path, capsys):
             "--method",
             "kd",
             "--dataset",
-            f"npz:{npz}",
+            f"npz:{tiny_npz}",
             "--teacher",
             random_teacher,
             "--student",

@@ -2,35 +2,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
-from ardbench.models import build_arch
 from ardbench.protocols import TrainConfig
 from ardbench.recipes import resolve_config
 from ardbench.train.schedule import lr_at
 from ardbench.train.trainer import TrainingError, resume, train
-
-
-@pytest.fixture
-def tiny_npz(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "tiny.npz"
-    y_train = rng.integers(0, 10, 48)
-    x_train = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
-    # make the labels learnable: brightness encodes the class
-    x_train = (x_train // 4 + (y_train[:, None, None, None] * 20)).astype(np.uint8)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_train[:16], y_test=y_train[:16])
-    return path
-
-
-@pytest.fixture
-def teacher_file(tmp_path):
-    torch.manual_seed(1)
-    path = tmp_path / "teacher.pt"
-    torch.save(build_arch("small_cnn", 10).state_dict(), path)
-    return path
 
 
 def tiny_cfg(method, npz, teacher=None, epochs=3, **sets):

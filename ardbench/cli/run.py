@@ -39,9 +39,7 @@ def add_run_parser(sub: Any) -> None:
         help="a named protocol (ardbench list protocols); default: the recipe's, else the "
         "method's own faithful protocol, else standard-<dataset>",
     )
-    p.add_argument("--dataset", help="digits | cifar10 | cifar100 | npz:PATH[+PATH]")
-    p.add_argument("--data-dir", help="where cifar10/cifar100 live (torchvision layout)")
-    p.add_argument("--download", action="store_true", help="allow downloading data/models")
+    add_data_arguments(p)
     p.add_argument(
         "--teacher",
         help="model spec: ARCH:PATH, PATH.safetensors, PATH.pt2, robustbench:ID, run:RUN_ID",
@@ -50,13 +48,8 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. train.lr=0.05, attack.eps=8/255, adv_weight=0.5",
+    add_set_argument(
+        p, "override any config key, e.g. train.lr=0.05, attack.eps=8/255, adv_weight=0.5"
     )
     p.add_argument("--runs", default="runs", help="directory of run directories (default ./runs)")
     p.add_argument(
@@ -87,6 +80,20 @@ def add_run_parser(sub: Any) -> None:
     )
     add_threads_argument(p)
     p.set_defaults(func=_cmd_run)
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """``--dataset``, ``--data-dir``, ``--download`` (run, check-teacher)."""
+    p.add_argument("--dataset", help="digits | cifar10 | cifar100 | npz:PATH[+PATH]")
+    p.add_argument("--data-dir", help="where cifar10/cifar100 live (torchvision layout)")
+    p.add_argument("--download", action="store_true", help="allow downloading data/models")
+
+
+def add_set_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, help: str) -> None:
+    """``--set KEY=VALUE``, repeatable (run, sweep, check-teacher)."""
+    p.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
 
 
 def add_threads_argument(p: argparse.ArgumentParser, default: str = "the physical cores") -> None:

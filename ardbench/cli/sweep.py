@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from .console import console, err_console
-from .run import add_threads_argument
+from .run import add_set_argument, add_threads_argument
 
 EPILOG = """\
 examples:
@@ -53,14 +53,7 @@ def add_sweep_parser(sub: Any) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda")
     g.add_argument("--epochs", type=int)
     g.add_argument("--download", action="store_true", default=None)
-    g.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an override for every point, as ardbench run --set",
-    )
+    add_set_argument(g, "an override for every point, as ardbench run --set")
     p.add_argument("--dir", default="sweep", help="the sweep directory (default ./sweep)")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
     p.add_argument(

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .console import console
+from .run import add_data_arguments, add_set_argument
 
 
 def _line(text: str) -> None:
@@ -70,18 +71,9 @@ def add_check_teacher_parser(sub) -> None:
     g.add_argument("--protocol", help="a named protocol (ardbench list protocols)")
     g.add_argument("--recipe", help="a recipe name or YAML path (its protocol and data)")
     p.add_argument("--method", help="pick the method's faithful protocol (default: standard)")
-    p.add_argument("--dataset", help="digits | cifar10 | cifar100 | npz:PATH[+PATH]")
-    p.add_argument("--data-dir", help="where cifar10/cifar100 live (torchvision layout)")
+    add_data_arguments(p)
     p.add_argument("--device", help="auto (default), cpu, cuda, ...")
-    p.add_argument("--download", action="store_true", help="allow downloading data/models")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key, e.g. train.crop=reflect, train.flip=false, train.seed=1",
-    )
+    add_set_argument(p, "override a key, e.g. train.crop=reflect, train.flip=false, train.seed=1")
     p.add_argument("-n", type=int, default=2048, help="points per figure (default 2048)")
     p.add_argument("--runs", default="runs", help="where run:RUN_ID teachers live")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")

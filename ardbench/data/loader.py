@@ -168,6 +168,9 @@ class DeviceLoader:
                 x[sl] = augment_batch(x[sl], offsets[sl], flips[sl], crop=self.crop, flip=self.flip)
         return x, self.y.index_select(0, order), order
 
+    def _augment(self, x: Tensor, offsets: Tensor, flips: Tensor) -> Tensor:
+        return augment_batch(x, offsets, flips, crop=self.crop, flip=self.flip)
+
     def epoch_head(self, epoch: int, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """The first ``n`` images of the epoch as :meth:`epoch_data` builds them (augmented),
         the same images plain, and their labels; on the device, in the dataset's dtype."""
@@ -177,13 +180,7 @@ class DeviceLoader:
         plain = self.x.index_select(0, idx)
         seen = plain
         if self.augment:
-            seen = augment_batch(
-                plain,
-                offsets[:n].to(self.device),
-                flips[:n].to(self.device),
-                crop=self.crop,
-                flip=self.flip,
-            )
+            seen = self._augment(plain, offsets[:n].to(self.device), flips[:n].to(self.device))
         return seen, plain, self.y.index_select(0, idx)
 
     def epoch_batches(self, epoch: int) -> Iterator[Batch]:

@@ -221,10 +221,11 @@ def _teacherless_note(method: str) -> str:
     """The method's own words for a row without a teacher (PeerAiD distils from a peer);
     a reference row for the others and for methods not installed here."""
     from ..methods import METHODS
+    from ..registry import UnknownNameError
 
     try:
         return METHODS.get(method).teacherless_note
-    except Exception:  # a record of a method this installation does not have
+    except UnknownNameError:  # a record of a method this installation does not have
         return "no teacher (reference row)"
 
 

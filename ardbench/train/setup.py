@@ -25,7 +25,7 @@ from ..protocols import RunConfig
 from .selection import Probe
 from .speed import SpeedPlan, resolve_speed
 from .step import freeze
-from .teacher_check import TeacherCheck, check_teacher
+from .teacher_check import CHECK_POINTS, TeacherCheck, check_teacher
 
 
 class TrainingError(ArdbenchError, RuntimeError):
@@ -88,6 +88,35 @@ def _load(spec: str, cfg: RunConfig, ds: Dataset, runs_dir: Path, device) -> Loa
     )
 
 
+def load_training_data(cfg: RunConfig) -> tuple[torch.device, Dataset, Split]:
+    """The device, the dataset (which must have training arrays) and its training split."""
+    device = check_device(cfg.device)
+    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
+    if not ds.has_train:
+        raise TrainingError(f"dataset {cfg.dataset!r} has no training arrays (x_train, y_train)")
+    return device, ds, split_train(ds, cfg)
+
+
+def load_frozen(
+    what: str, spec: str, cfg: RunConfig, ds: Dataset, runs_dir: Path, images: Tensor
+) -> LoadedModel:
+    """A teacher-like network: loaded, frozen (eval mode, no gradients), checked on ``images``."""
+    model = _load(spec, cfg, ds, runs_dir, images.device)
+    freeze(model.module)
+    check_model_fits(model.module, images, ds.max_label, f"{what} {spec!r}")
+    return model
+
+
+def first_test_points(
+    cfg: RunConfig, ds: Dataset, device: torch.device, cap: int
+) -> tuple[Tensor | None, Tensor | None]:
+    """At most ``cap`` of the test points the run evaluates (the first ``eval.n_examples``),
+    or (None, None) for a dataset without a test split."""
+    if not ds.num_test:
+        return None, None
+    return ds.test_subset(min(cfg.eval.n_examples or ds.num_test, cap), device)
+
+
 def make_probe(cfg: RunConfig, split: Split, device: torch.device) -> Probe | None:
     if split.x_hold is not None:
         x, y, where = split.x_hold, split.y_hold, f"holdout ({len(split.y_hold)} training examples)"
@@ -125,9 +154,7 @@ def run_teacher_checks(
     strict`` a failed one stops the run here (nothing written yet)."""
     if cfg.train.teacher_check == "skip" or not networks:
         return {}
-    x_test, y_test = (ds.x_test, ds.y_test) if ds.num_test else (None, None)
-    if x_test is not None and cfg.eval.n_examples is not None:
-        x_test, y_test = x_test[: cfg.eval.n_examples], y_test[: cfg.eval.n_examples]
+    x_test, y_test = first_test_points(cfg, ds, loader.device, CHECK_POINTS)
     checks = {}
     for name, model in networks.items():
         check = check_teacher(
@@ -152,17 +179,10 @@ def teacher_check_alone(cfg: RunConfig, *, runs_dir: Path, n: int) -> TeacherChe
     run (``ardbench check-teacher``)."""
     if not cfg.teacher:
         raise TrainingError("no teacher to check", hint="name one: ardbench check-teacher SPEC")
-    device = check_device(cfg.device)
-    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
-    if not ds.has_train:
-        raise TrainingError(f"dataset {cfg.dataset!r} has no training arrays (x_train, y_train)")
-    split = split_train(ds, cfg)
-    teacher = _load(cfg.teacher, cfg, ds, runs_dir, device)
-    freeze(teacher.module)
-    check_model_fits(
-        teacher.module, to_float01(split.x[:2].to(device)), ds.max_label, f"{cfg.teacher!r}"
-    )
-    x_test, y_test = (ds.x_test, ds.y_test) if ds.num_test else (None, None)
+    device, ds, split = load_training_data(cfg)
+    images = to_float01(split.x[:2].to(device))
+    teacher = load_frozen("teacher", cfg.teacher, cfg, ds, runs_dir, images)
+    x_test, y_test = first_test_points(cfg, ds, device, n)
     return check_teacher(
         teacher.module,
         make_loader(cfg, split, device),
@@ -175,11 +195,7 @@ def teacher_check_alone(cfg: RunConfig, *, runs_dir: Path, n: int) -> TeacherChe
 
 def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
     """Load and check everything the run needs; nothing is written."""
-    device = check_device(cfg.device)
-    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
-    if not ds.has_train:
-        raise TrainingError(f"dataset {cfg.dataset!r} has no training arrays (x_train, y_train)")
-    split = split_train(ds, cfg)
+    device, ds, split = load_training_data(cfg)
     if cfg.checkpoint.rule == "best-on-holdout" and split.x_hold is None:
         raise TrainingError(
             "checkpoint.rule best-on-holdout selects on a held-out training slice",
@@ -211,9 +227,7 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
                 hint="pass --teacher SPEC (ARCH:PATH, PATH.safetensors, PATH.pt2, "
                 "robustbench:ID, run:RUN_ID)",
             )
-        teacher = _load(cfg.teacher, cfg, ds, runs_dir, device)
-        freeze(teacher.module)
-        check_model_fits(teacher.module, images, ds.max_label, f"teacher {cfg.teacher!r}")
+        teacher = load_frozen("teacher", cfg.teacher, cfg, ds, runs_dir, images)
     extras = {}
     for name, spec in method.extra_models().items():
         if not spec:
@@ -222,9 +236,7 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
                 "names none",
                 hint=f"set it as baselines/{cfg.method}/README.md says (a model spec)",
             )
-        extras[name] = _load(spec, cfg, ds, runs_dir, device)
-        freeze(extras[name].module)
-        check_model_fits(extras[name].module, images, ds.max_label, f"{name} {spec!r}")
+        extras[name] = load_frozen(name, spec, cfg, ds, runs_dir, images)
     t_dim = None
     if teacher is not None:
         try:
