@@ -100,7 +100,6 @@ METHODS = test_speed.METHODS
 TRAIN = test_speed.TRAIN  # lr 0.1, momentum 0.9, wd 5e-4; speed flags "auto"
 ATTACK = test_speed.ATTACK  # eps 8/255, step 2/255, 2 steps, uniform start
 COMPILED_METHODS = ("rslad", "trades", "kdiga")
-tiny_npz = test_speed.tiny_npz  # fixture: 48 uint8 32x32 images, 10 classes
 
 LOSS_RTOL, LOSS_ATOL = 1e-2, 1e-4  # TF32 convolutions, different kernels on the two sides
 GRAD_REL = 2e-2  # relative norm error: each gradient, each weight's change over the steps

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import test_speed
 import torch
 import torch.nn.functional as F
 from test_speed import METHODS, TRAIN, step_values, tiny_cfg, tiny_runner
@@ -38,7 +37,6 @@ from ardbench.train.speed import (
 from ardbench.train.trainer import resume, train
 
 WARMUP = 2
-tiny_npz = test_speed.tiny_npz  # fixture: 48 uint8 32x32 images, 10 classes
 
 
 def plans() -> tuple[SpeedPlan, SpeedPlan]:

@@ -14,8 +14,6 @@ from ardbench.protocols import RunConfig
 from ardbench.recipes import resolve_config
 from ardbench.train.trainer import TrainingError, resume, train
 
-tiny_npz = test_trainer.tiny_npz  # fixtures: 48 uint8 32x32 images; a small_cnn state dict
-teacher_file = test_trainer.teacher_file
 tiny_cfg = test_trainer.tiny_cfg
 
 
