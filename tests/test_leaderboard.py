@@ -159,6 +159,11 @@ def test_aa_on_some_rows_only_orders_by_pgd20_and_the_header_says_so():
     text = render_leaderboard(records)[TABLE]
     assert "Sorted by AA (mean, descending)." in text
     assert text.index("| 1 | ard") < text.index("| 2 | kd")
+    # AA on one of two seeds still orders, and the header says the mean is of fewer runs
+    records.append(rec("kd", 1, {"clean": 0.9, "pgd20": 0.62}))
+    text = render_leaderboard(records)[TABLE]
+    assert "Sorted by AA (mean over the runs that have it, descending;" in text
+    assert "| 20.00 ± — (1 of 2 runs) |" in text
 
 
 def test_other_data_and_overrides_get_their_own_table_and_row():

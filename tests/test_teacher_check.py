@@ -270,11 +270,16 @@ def test_leaderboard_states_the_check():
         "chance": 10.0,
         "warnings": [],
     }
-    with_check = {"teacher": {"spec": "t.pt2", "check": chk}}
-    old = {"teacher": {"spec": "t.pt2"}}
+    with_check = {"seed": 0, "teacher": {"spec": "t.pt2", "check": chk}}
+    old = {"seed": 0, "teacher": {"spec": "t.pt2"}}
     text = _teacher_check_text([with_check, with_check])
-    assert "80.27 % on 2048 training inputs as the students see them (flip)" in text
+    assert "seed 0: 80.27 % on 2048 training inputs as the students see them (flip)" in text
     assert "77.29 % on 1017 test points" in text and "warned" not in text
+    # another seed draws other epoch-0 images: its figures are listed under its own seeds
+    other = {"seed": 2, "teacher": {"spec": "t.pt2", "check": {**chk, "augmented": 82.03}}}
+    again = {**with_check, "seed": 1}
+    text = _teacher_check_text([other, with_check, again])
+    assert text.index("seeds 0, 1: 80.27 %") < text.index("seed 2: 82.03 %")
     warned = {"teacher": {"spec": "t.pt2", "check": {**chk, "warnings": ["x"]}}}
     assert "It warned in 1 of 2 runs" in _teacher_check_text([with_check, warned])
     assert "1 runs predate" in _teacher_check_text([with_check, old])

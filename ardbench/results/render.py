@@ -102,29 +102,39 @@ _SETTINGS_KEYS = (
 
 
 def _teacher_check_text(recs: list[dict[str, Any]]) -> str:
-    """The teacher check's figures as the runs recorded them (they agree when the runs share
-    the protocol's augmentation and seed), or why there are none."""
+    """The teacher check's figures as the runs recorded them, each with the seeds that gave
+    it (runs that share the protocol and the seed see the same epoch-0 inputs and agree;
+    another seed draws other images), or why there are none."""
     with_teacher = [r for r in recs if r.get("teacher")]
     if not with_teacher:
         return ""
-    checks = [r["teacher"].get("check") for r in with_teacher]
-    found = [c for c in checks if isinstance(c, dict)]
+    found = [r for r in with_teacher if isinstance(r["teacher"].get("check"), dict)]
     if not found:
         return " Teacher check: not recorded (these runs predate it)."
-    figures = sorted(
-        {
+    seeds: dict[str, set[str]] = {}
+    for r in found:
+        c = r["teacher"]["check"]
+        figure = (
             f"{c['augmented']:.2f} % on {c['n_train']} training inputs as the students see "
             f"them ({md_text(c['augmentation'])}), {c['unaugmented']:.2f} % unaugmented"
             + (f", {c['test']:.2f} % on {c['n_test']} test points" if c.get("test") else "")
-            for c in found
-        }
-    )
-    warned = sum(bool(c.get("warnings")) for c in found)
-    text = " Teacher check before training: " + "; ".join(figures) + "."
+        )
+        seeds.setdefault(figure, set()).add(md_text(str(r.get("seed", "?"))))
+
+    def seed_key(s: str) -> tuple[int, str]:
+        return (int(s), "") if s.isdigit() else (1 << 62, s)
+
+    def label(figure: str) -> str:
+        ss = sorted(seeds[figure], key=seed_key)
+        return ("seed " if len(ss) == 1 else "seeds ") + ", ".join(ss)
+
+    order = sorted(seeds, key=lambda f: min(seed_key(s) for s in seeds[f]))
+    text = " Teacher check before training: " + "; ".join(f"{label(f)}: {f}" for f in order) + "."
+    warned = sum(bool(r["teacher"]["check"].get("warnings")) for r in found)
     if warned:
         text += f" **It warned in {warned} of {len(found)} runs.**"
-    if len(found) < len(checks):
-        text += f" ({len(checks) - len(found)} runs predate the check.)"
+    if len(found) < len(with_teacher):
+        text += f" ({len(with_teacher) - len(found)} runs predate the check.)"
     return text
 
 
@@ -253,7 +263,12 @@ def _header(t: Table) -> list[str]:
     missing = [COLUMN_TITLES[c] for c in COLUMNS if c not in present]
     if missing:
         lines.append(f"- Not evaluated in this table: {', '.join(missing)}.")
-    if t.sort_by == "aa":
+    if t.sort_by == "aa" and any(r.stats["aa"].n < r.runs for r in t.rows):
+        order = (
+            "AA (mean over the runs that have it, descending; a cell marked (k of n runs) has "
+            "AA on fewer runs than its other columns)"
+        )
+    elif t.sort_by == "aa":
         order = "AA (mean, descending)"
     elif any(r.stats["aa"].mean is not None for r in t.rows):
         order = (
