@@ -199,6 +199,9 @@ def test_other_data_and_overrides_get_their_own_table_and_row():
     # another learning rate is another protocol: its own (modified) table
     (lr_table,) = [f for f in files if "lr-run" in files[f] and f != "README.md"]
     assert lr_table.startswith("standard-cifar10+") and lr_table != npz_table
+    # a modified table says what was changed, and from which protocol
+    assert "Changed from `standard-cifar10`: train.lr = 0.05 (registered 0.1)." in files[lr_table]
+    assert "Changed from `standard-cifar10`: the data (below)." in files[npz_table]
     # another method config is the same protocol: the same table, its own row
     main_table = files[TABLE]
     assert main_table.count("| ard | standard (config ") == 2  # two method configs, two rows

@@ -20,6 +20,7 @@ from .protocol import (
     faithful_protocol,
     get_protocol,
     identity_of,
+    protocol_changes,
     protocol_ref,
     register_protocol,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "format_eps",
     "get_protocol",
     "identity_of",
+    "protocol_changes",
     "parse_eps",
     "parse_number",
     "protocol_ref",

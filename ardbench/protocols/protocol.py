@@ -131,14 +131,13 @@ class Protocol:
         return identity_of(self.sections(), self.per_method, self.data_fingerprint)
 
 
-def identity_of(
+def _identity_body(
     config: Mapping[str, Any],
     per_method: Iterable[str] = (),
     data_fingerprint: str | None = None,
-) -> str:
-    """The identity hash (12 hex digits) of a protocol, or of a run's resolved config (a dict
-    with ``dataset``, ``attack``, ``train``, ``eval`` and optionally ``checkpoint``): values are
-    parsed through the typed sections first, so ``8/255`` and ``0.0313725...`` hash alike."""
+) -> dict[str, Any]:
+    """The values an identity hashes: the data and every section parsed through its type,
+    without the keys that are not part of an identity and the per-method ones."""
     skip: dict[str, set[str]] = {s: set(keys) for s, keys in _NOT_IDENTITY.items()}
     for key in per_method:
         section, _, sub = key.partition(".")
@@ -152,8 +151,40 @@ def identity_of(
         body[section] = {k: v for k, v in parsed.items() if k not in skip.get(section, ())}
     for section in SECTIONS:
         drop_later_defaults(section, body[section])
+    return body
+
+
+def identity_of(
+    config: Mapping[str, Any],
+    per_method: Iterable[str] = (),
+    data_fingerprint: str | None = None,
+) -> str:
+    """The identity hash (12 hex digits) of a protocol, or of a run's resolved config (a dict
+    with ``dataset``, ``attack``, ``train``, ``eval`` and optionally ``checkpoint``): values are
+    parsed through the typed sections first, so ``8/255`` and ``0.0313725...`` hash alike."""
+    body = _identity_body(config, per_method, data_fingerprint)
     blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def protocol_changes(
+    config: Mapping[str, Any], protocol: Protocol, data_fingerprint: str | None = None
+) -> list[tuple[str, Any, Any]]:
+    """What a run's resolved config changed in ``protocol``'s identity: ``(key, the run's
+    value, the protocol's)`` per differing ``section.key`` (``data`` for the data), sorted;
+    empty when the run followed the protocol."""
+    fingerprint = data_fingerprint if protocol.data_fingerprint else None
+    mine = _identity_body(config, protocol.per_method, fingerprint)
+    theirs = _identity_body(protocol.sections(), protocol.per_method, protocol.data_fingerprint)
+    out: list[tuple[str, Any, Any]] = []
+    if mine["data"] != theirs["data"]:
+        out.append(("data", mine["data"], theirs["data"]))
+    for section in SECTIONS:
+        a, b = mine[section], theirs[section]
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                out.append((f"{section}.{key}", a.get(key), b.get(key)))
+    return out
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol", hyphens=True)

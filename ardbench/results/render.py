@@ -174,8 +174,39 @@ def _protocol_lines(t: Table) -> list[str]:
     base = f" from {', '.join(md_code(n) for n in named)}" if named else ""
     return [
         f"**Modified protocol** (identity `{pk.identity}`): the runs' values match no "
-        f"registered protocol (modified{base}); compare them only with each other.",
+        f"registered protocol (modified{base}); compare them only with each other."
+        + "".join(_changes_text(t.records, n) for n in named if n in PROTOCOLS),
     ]
+
+
+def _changes_text(recs: Sequence[Mapping[str, Any]], name: str) -> str:
+    """The values the table's runs changed in the named protocol (they share an identity,
+    so the first run that can be read says it for all)."""
+    from ..errors import ArdbenchError
+    from ..protocols import PROTOCOLS, protocol_changes
+
+    for r in recs:
+        if (r.get("protocol") or {}).get("name") != name or not isinstance(r.get("config"), dict):
+            continue
+        try:
+            changes = protocol_changes(
+                r["config"], PROTOCOLS.get(name), (r.get("track") or {}).get("data_fingerprint")
+            )
+        except (ArdbenchError, TypeError, ValueError):  # a record's config this build cannot parse
+            continue
+        if changes:
+            # the data as the Data line below names it: a record's path stays out of tables
+            return (
+                f" Changed from {md_code(name)}: "
+                + "; ".join(
+                    "the data (below)"
+                    if k == "data"
+                    else f"{md_text(k)} = {_fmt_value(mine)} (registered {_fmt_value(theirs)})"
+                    for k, mine, theirs in changes
+                )
+                + "."
+            )
+    return ""
 
 
 def _header(t: Table) -> list[str]:
