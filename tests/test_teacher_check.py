@@ -280,7 +280,7 @@ def test_leaderboard_states_the_check():
     again = {**with_check, "seed": 1}
     text = _teacher_check_text([other, with_check, again])
     assert text.index("seeds 0, 1: 80.27 %") < text.index("seed 2: 82.03 %")
-    warned = {"teacher": {"spec": "t.pt2", "check": {**chk, "warnings": ["x"]}}}
+    warned = {"seed": 0, "teacher": {"spec": "t.pt2", "check": {**chk, "warnings": ["x"]}}}
     assert "It warned in 1 of 2 runs" in _teacher_check_text([with_check, warned])
     assert "1 runs predate" in _teacher_check_text([with_check, old])
     assert "not recorded" in _teacher_check_text([old])

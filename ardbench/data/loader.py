@@ -165,7 +165,7 @@ class DeviceLoader:
             offsets, flips = packed[1:3].T, packed[3].bool()
             for start in range(0, n, EPOCH_CHUNK):
                 sl = slice(start, start + EPOCH_CHUNK)
-                x[sl] = augment_batch(x[sl], offsets[sl], flips[sl], crop=self.crop, flip=self.flip)
+                x[sl] = self._augment(x[sl], offsets[sl], flips[sl])
         return x, self.y.index_select(0, order), order
 
     def _augment(self, x: Tensor, offsets: Tensor, flips: Tensor) -> Tensor:

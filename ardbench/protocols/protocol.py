@@ -171,20 +171,25 @@ def protocol_changes(
     config: Mapping[str, Any], protocol: Protocol, data_fingerprint: str | None = None
 ) -> list[tuple[str, Any, Any]]:
     """What a run's resolved config changed in ``protocol``'s identity: ``(key, the run's
-    value, the protocol's)`` per differing ``section.key`` (``data`` for the data), sorted;
-    empty when the run followed the protocol."""
+    value, the protocol's)`` per differing ``section.key`` (``data`` for the data), sorted by
+    key; empty when the run followed the protocol."""
     fingerprint = data_fingerprint if protocol.data_fingerprint else None
-    mine = _identity_body(config, protocol.per_method, fingerprint)
-    theirs = _identity_body(protocol.sections(), protocol.per_method, protocol.data_fingerprint)
-    out: list[tuple[str, Any, Any]] = []
-    if mine["data"] != theirs["data"]:
-        out.append(("data", mine["data"], theirs["data"]))
-    for section in SECTIONS:
-        a, b = mine[section], theirs[section]
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                out.append((f"{section}.{key}", a.get(key), b.get(key)))
-    return out
+
+    def flat(body: dict[str, Any]) -> dict[str, Any]:
+        out = {"data": body["data"]}
+        for section in SECTIONS:
+            out.update({f"{section}.{k}": v for k, v in body[section].items()})
+        return out
+
+    mine = flat(_identity_body(config, protocol.per_method, fingerprint))
+    theirs = flat(
+        _identity_body(protocol.sections(), protocol.per_method, protocol.data_fingerprint)
+    )
+    return [
+        (k, mine.get(k), theirs.get(k))
+        for k in sorted(set(mine) | set(theirs))
+        if mine.get(k) != theirs.get(k)
+    ]
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol", hyphens=True)

@@ -111,7 +111,7 @@ def _teacher_check_text(recs: list[dict[str, Any]]) -> str:
     found = [r for r in with_teacher if isinstance(r["teacher"].get("check"), dict)]
     if not found:
         return " Teacher check: not recorded (these runs predate it)."
-    seeds: dict[str, set[str]] = {}
+    seeds: dict[str, set[int]] = {}  # figure -> the seeds (validated ints) that gave it
     for r in found:
         c = r["teacher"]["check"]
         figure = (
@@ -119,17 +119,13 @@ def _teacher_check_text(recs: list[dict[str, Any]]) -> str:
             f"them ({md_text(c['augmentation'])}), {c['unaugmented']:.2f} % unaugmented"
             + (f", {c['test']:.2f} % on {c['n_test']} test points" if c.get("test") else "")
         )
-        seeds.setdefault(figure, set()).add(md_text(str(r.get("seed", "?"))))
-
-    def seed_key(s: str) -> tuple[int, str]:
-        return (int(s), "") if s.isdigit() else (1 << 62, s)
-
-    def label(figure: str) -> str:
-        ss = sorted(seeds[figure], key=seed_key)
-        return ("seed " if len(ss) == 1 else "seeds ") + ", ".join(ss)
-
-    order = sorted(seeds, key=lambda f: min(seed_key(s) for s in seeds[f]))
-    text = " Teacher check before training: " + "; ".join(f"{label(f)}: {f}" for f in order) + "."
+        seeds.setdefault(figure, set()).add(r["seed"])
+    parts = []
+    for figure in sorted(seeds, key=lambda f: min(seeds[f])):
+        ss = sorted(seeds[figure])
+        label = ("seed " if len(ss) == 1 else "seeds ") + ", ".join(map(str, ss))
+        parts.append(f"{label}: {figure}")
+    text = " Teacher check before training: " + "; ".join(parts) + "."
     warned = sum(bool(r["teacher"]["check"].get("warnings")) for r in found)
     if warned:
         text += f" **It warned in {warned} of {len(found)} runs.**"
