@@ -46,9 +46,11 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.4")
+    """ruff, then mypy with pyproject.toml's [tool.mypy] (strict for the core packages)."""
+    _install(session)
     session.run("ruff", "check", "ardbench", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "ardbench", "tests", "noxfile.py")
+    session.run("mypy")
 
 
 @nox.session
