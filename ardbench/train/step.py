@@ -282,7 +282,8 @@ class TrainStep:
         self._clear()
         try:
             with autocast(self.plan):
-                terms = self.method.losses(self.student, self.teacher, batch, ctx)
+                teacher = self.method.teacher_for(self.teacher)
+                terms = self.method.losses(self.student, teacher, batch, ctx)
             if not _terms_ok(terms):
                 check_losses(terms, self.method_name)  # raises with the contract's message
             stats.add(terms, size)
