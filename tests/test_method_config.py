@@ -62,6 +62,11 @@ def test_choices_are_literal_types_checked_by_the_base():
         get_method("peeraid").Config(student_adv_forwards=3)
 
 
+def test_checks_across_keys_say_where():
+    with pytest.raises(ConfigError, match=r"^method_config of 'iad': alpha1 \+ alpha2 must"):
+        resolve_config("iad", recipe="demo", sets=["alpha1=0.8", "alpha2=0.5"])
+
+
 def test_every_builtin_config_default_passes_its_own_checks():
     from ardbench.methods import METHODS
 
@@ -108,7 +113,7 @@ def test_subclass_checks_run_after_the_base_checks():
         _ToyConfig(weight=math.inf)
     with pytest.raises(ConfigError, match=r"must be a number"):
         _ToyConfig(tau="fast")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="mode b needs mix"):
+    with pytest.raises(ConfigError, match="^_ToyConfig: mode b needs mix$"):
         _ToyConfig(mode="b")
     with pytest.raises(ConfigError, match=r"^toy: mode b needs mix"):
         _ToyConfig.from_dict({"mode": "b"}, where="toy")

@@ -135,7 +135,13 @@ def _checked(post_init: Callable[[Any], None]) -> Callable[[Any], None]:
     @functools.wraps(post_init)
     def run(self: MethodConfig) -> None:
         self._check_keys()
-        post_init(self)
+        try:
+            post_init(self)
+        except ConfigError as exc:  # a check across keys: say whose
+            where = type(self).where or type(self).__qualname__
+            if exc.message.startswith(where):
+                raise
+            raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
 
     run.__ardbench_checked__ = True  # type: ignore[attr-defined]
     return run
@@ -170,8 +176,10 @@ class MethodConfig:
             check_config_value(cls, k, v, f"{where}.{k}")
         try:
             return cls(**kwargs)
-        except ConfigError as exc:  # a check across keys: say where
+        except ConfigError as exc:  # a check across keys: named by ``where``
             msg = exc.message
+            own = f"{cls.where or cls.__qualname__}: "
+            msg = msg[len(own) :] if msg.startswith(own) else msg
             raise ConfigError(
                 msg if msg.startswith(where) else f"{where}: {msg}", hint=exc.hint
             ) from None

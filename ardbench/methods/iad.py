@@ -40,9 +40,11 @@ class IADConfig(MethodConfig):
     run_zero_weight_branches: bool = True
 
     def __post_init__(self) -> None:
+        if self.alpha1 + self.alpha2 > 1.0:  # the CE term's weight is 1 - alpha1 - alpha2
+            raise ConfigError(f"alpha1 + alpha2 must be <= 1; got {self.alpha1} + {self.alpha2}")
         if self.variant == "II" and not self.natural_teacher:
             raise ConfigError(
-                "iad: variant II needs a naturally trained teacher: set "
+                "variant II needs a naturally trained teacher: set "
                 "method_config.natural_teacher to a model spec (e.g. run:ID of a `natural` "
                 "run, or resnet18:PATH)"
             )

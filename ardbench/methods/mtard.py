@@ -42,7 +42,7 @@ class MTARDConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         if not self.temp_min <= self.temp_init <= self.temp_max:
-            raise ConfigError("mtard: need 0 < temp_min <= temp_init <= temp_max")
+            raise ConfigError("need 0 < temp_min <= temp_init <= temp_max")
 
 
 @register_method("mtard")
