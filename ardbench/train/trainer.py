@@ -120,6 +120,7 @@ def open_run_dir(cfg: RunConfig, runs_dir: Path, run_dir: Path | None, resume: b
 
 def build_loop(parts: RunParts, run_dir: Path, resume: bool, console: Console) -> Loop:
     cfg, plan = parts.cfg, parts.plan
+    assert plan is not None and parts.loader is not None  # set by setup_run
     student, method = parts.student.module, parts.method
     teacher = parts.teacher.module if parts.teacher else None
     extras = {k: m.module for k, m in parts.extras.items()}
@@ -151,6 +152,7 @@ def build_loop(parts: RunParts, run_dir: Path, resume: bool, console: Console) -
     if rule.rule == "best-on-holdout":
         loop.best = BestOnHoldout()
     if rule.rule == "swa":
+        assert rule.swa_start is not None  # CheckpointConfig requires it for swa
         loop.swa = SWA(student, rule.swa_start)
     if resume:
         _restore(loop, console)
@@ -178,6 +180,7 @@ def _restore(loop: Loop, console: Console) -> None:
             f"{run_dir / 'checkpoint.pt'} does not fit this run's networks ({first_line(exc)})",
             hint="it was edited or comes from another run; start a new run",
         ) from None
+    assert parts.plan is not None
     set_optimizer_impl(loop.optimizer, parts.plan)
     truncate_log(run_dir, loop.start_epoch)
     console.print(
@@ -232,7 +235,7 @@ def run_epoch(loop: Loop, epoch: int, reporter: Reporter) -> dict[str, Any]:
     if loop.swa is not None:
         loop.swa.after_epoch(epoch, student)
     row["epoch_time_s"] = round(time.perf_counter() - t0, 3)
-    row["speed"] = loop.parts.plan.to_dict()
+    row["speed"] = loop.parts.plan.to_dict() if loop.parts.plan is not None else {}
     return row
 
 
@@ -255,6 +258,7 @@ def run_epochs(
     loop: Loop, end_epoch: int, reporter: Reporter, on_epoch: EpochHook | None = None
 ) -> None:
     cfg, plan = loop.parts.cfg, loop.parts.plan
+    assert plan is not None
     with cudnn_settings(plan, cfg.train.deterministic), compile_settings(plan, cfg.train.compile):
         for epoch in range(loop.start_epoch, end_epoch):
             t0 = time.perf_counter()
@@ -301,7 +305,7 @@ def _eval_points(parts: RunParts):
     out training data and selects no checkpoint on it, that held-out slice (the test set is
     then never looked at: hyper-parameter sweeps)."""
     cfg, split = parts.cfg, parts.split
-    if split.x_hold is None or cfg.checkpoint.rule == "best-on-holdout":
+    if split.x_hold is None or split.y_hold is None or cfg.checkpoint.rule == "best-on-holdout":
         x, y = parts.dataset.test_subset(cfg.eval.n_examples, parts.device)
         return x, y, "test"
     n = cfg.eval.n_examples or len(split.y_hold)
@@ -375,6 +379,7 @@ def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime
         checkpoints={kind: {**files[kind], "eval": blocks[kind]} for kind in others},
         teacher_checks={k: c.to_dict() for k, c in parts.teacher_checks.items()},
     )
+    assert parts.plan is not None
     record["hardware"]["speed"] = parts.plan.to_dict()
     validate_record(record)
     write_record(loop.run_dir, record)
