@@ -46,7 +46,7 @@ def _ticks(lo: float, hi: float, n: int = 6) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=10 * mag)
     first = math.ceil(lo / step - 1e-9) * step
-    out = []
+    out: list[float] = []
     v = first
     while v <= hi + 1e-9 and len(out) < 20:
         out.append(round(v, 10))
