@@ -17,6 +17,7 @@ from .data import RunInfo, method_page, table_page
 from .html import DASH, definition_list, esc, fmt_pct, link, page, scrub
 from .run_config import config_section, teacher_section
 from .run_curves import curves_section
+from .titles import table_title
 
 __all__ = ["render_run_page"]
 
@@ -162,16 +163,15 @@ def _verification(info: RunInfo) -> str:
 
 def _summary(info: RunInfo) -> str:
     m = info.model
-    tables = " · ".join(
-        link("../" + table_page(t), t.key.protocol.label + " / " + t.relpath.split("/")[-1][:-3])
-        for t in info.tables
-    )
+    tables = "<br>".join(link("../" + table_page(t), table_title(t)) for t in info.tables)
+    teacher = display_spec(m.teacher.spec) if m.teacher else "none"
     items = [
         ("Method", link("../" + method_page(m.method.name), m.method.name)),
+        ("Teacher → student", f"<code>{esc(teacher)}</code> → <code>{esc(m.student.arch)}</code>"),
         ("Seed", f'<span id="seed">{m.seed}</span>'),
         ("Epochs", str(m.epochs)),
         ("Protocol", esc((m.protocol.name if m.protocol else None) or "(not named)")),
-        ("Tables", tables or "none"),
+        ("In the tables", tables or "none"),
     ]
     return definition_list(items)
 

@@ -130,25 +130,51 @@ def _overlaps(a: Box, b: Box) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _place(x: float, y: float, text: str, taken: list[Box]) -> tuple[float, float, str] | None:
-    """(x, y, anchor) of a label near (x, y) that overlaps nothing in ``taken``."""
+Spot = tuple[float, float, str, Box, bool]  # x, y, anchor, box, needs a leader line
+
+
+def _gap(box: Box, x: float, y: float) -> float:
+    return math.hypot(x - min(max(x, box[0]), box[2]), y - min(max(y, box[1]), box[3]))
+
+
+def _place(
+    x: float, y: float, text: str, taken: list[Box], others: Sequence[tuple[float, float]]
+) -> Spot | None:
+    """(x, y, anchor, box) of a label near (x, y) that overlaps nothing in ``taken``, every
+    side at the nearest distance first, then farther out; first only where the label is
+    nearer its own point than any other (so it cannot be read as another's)."""
     w, h = len(text) * CHAR_W, 12.0
-    for dx, dy in ((8, 4), (-8, 4), (0, -9), (0, 17), (8, -8), (-8, -8), (8, 16), (-8, 16)):
-        for scale in (1, 2, 3):
-            ax, ay = (
-                x + dx * scale,
-                y + (dy if scale == 1 else dy + math.copysign(12, dy) * (scale - 1)),
-            )
-            anchor = "start" if dx > 0 else "end" if dx < 0 else "middle"
-            left = ax if anchor == "start" else ax - w if anchor == "end" else ax - w / 2
-            box = (left, ay - h + 2, left + w, ay + 2)
-            inside = (
-                box[0] >= LEFT and box[2] <= W - RIGHT and box[1] >= TOP and box[3] <= H - BOTTOM
-            )
-            if inside and not any(_overlaps(box, t) for t in taken):
+    for strict in (True, False):
+        for scale in (1, 2, 3, 4, 5):
+            for dx, dy in ((8, 4), (-8, 4), (0, -9), (0, 17), (8, -8), (-8, -8), (8, 16), (-8, 16)):
+                ax = x + dx * scale
+                ay = y + (dy if scale == 1 else dy + math.copysign(12, dy) * (scale - 1))
+                anchor = "start" if dx > 0 else "end" if dx < 0 else "middle"
+                left = ax if anchor == "start" else ax - w if anchor == "end" else ax - w / 2
+                box = (left, ay - h + 2, left + w, ay + 2)
+                inside = (
+                    box[0] >= LEFT
+                    and box[2] <= W - RIGHT
+                    and box[1] >= TOP
+                    and box[3] <= H - BOTTOM
+                )
+                if not inside or any(_overlaps(box, t) for t in taken):
+                    continue
+                if strict and any(_gap(box, ox, oy) <= _gap(box, x, y) for ox, oy in others):
+                    continue
                 taken.append(box)
-                return ax, ay, anchor
+                return ax, ay, anchor, box, not strict or scale > 2
     return None
+
+
+def _leader(x: float, y: float, box: Box) -> str:
+    """A thin line from a point to a label placed away from it (so that it is clear whose)."""
+    lx = min(max(x, box[0]), box[2])
+    ly = min(max(y, box[1]), box[3])
+    return (
+        f'<line x1="{_fmt(x)}" y1="{_fmt(y)}" x2="{_fmt(lx)}" y2="{_fmt(ly)}" '
+        'stroke="#5b6673" stroke-width="1"/>'
+    )
 
 
 def scatter(points: Sequence[Point], x_title: str, y_title: str, label: str) -> str:
@@ -160,9 +186,14 @@ def scatter(points: Sequence[Point], x_title: str, y_title: str, label: str) -> 
         _padded([p.y for p in points], [p.y_err for p in points]),
     )
     body = f.axes(x_title, y_title)
-    taken: list[Box] = [
-        (f.px(p.x) - 4, f.py(p.y) - 4, f.px(p.x) + 4, f.py(p.y) + 4) for p in points
-    ]
+    taken: list[Box] = []
+    for p in points:  # points and error bars are obstacles for the labels
+        cx, cy = f.px(p.x), f.py(p.y)
+        taken.append((cx - 4, cy - 4, cx + 4, cy + 4))
+        if p.x_err > 0:
+            taken.append((f.px(p.x - p.x_err), cy - 1, f.px(p.x + p.x_err), cy + 1))
+        if p.y_err > 0:
+            taken.append((cx - 1, f.py(p.y + p.y_err), cx + 1, f.py(p.y - p.y_err)))
     for p in points:
         cx, cy = f.px(p.x), f.py(p.y)
         if p.x_err > 0:
@@ -181,13 +212,16 @@ def scatter(points: Sequence[Point], x_title: str, y_title: str, label: str) -> 
         )
     for p in points:  # labels after every point, so that no label hides one
         cx, cy = f.px(p.x), f.py(p.y)
+        others = [(f.px(q.x), f.py(q.y)) for q in points if q is not p]
         text = p.label
-        spot = _place(cx, cy, text, taken)
+        spot = _place(cx, cy, text, taken, others)
         if spot is None:
             text = p.mark
-            spot = _place(cx, cy, text, taken)
+            spot = _place(cx, cy, text, taken, others)
         if spot is None:
             continue
+        if spot[4]:
+            body.append(_leader(cx, cy, spot[3]))
         body.append(
             f'<text x="{_fmt(spot[0])}" y="{_fmt(spot[1])}" font-size="11" '
             f'text-anchor="{spot[2]}" fill="#1d232b">{esc(text)}</text>'
