@@ -29,7 +29,7 @@ h2 { font-size: 17px; margin: 22px 0 6px; border-bottom: 1px solid var(--line); 
 h3 { font-size: 15px; margin: 16px 0 4px; }
 a { color: var(--accent); }
 code { font: 12.5px "Liberation Mono", Menlo, monospace; background: var(--soft);
-  padding: 0 3px; border-radius: 3px; overflow-wrap: anywhere; }
+  padding: 0 3px; border-radius: 3px; overflow-wrap: break-word; }
 pre { background: var(--soft); padding: 8px; overflow-x: auto; font-size: 12.5px; }
 p.lead { color: var(--muted); max-width: 1000px; margin: 4px 0 10px; }
 .explain { background: #f0f5fb; border-left: 3px solid var(--accent); padding: 8px 12px;
