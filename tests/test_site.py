@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,29 @@ def test_markdown_subset_is_safe():
     assert "| &amp; &lt;" in html
     assert "<td><code>x | y</code></td>" in html and '<td class="num">1</td>' in html
     assert "<ul><li>one</li><li>two</li></ul>" in html
+
+
+def test_verification_and_logs_from_other_folders(tmp_path):
+    """A failed verification beside a committed record marks its run and its row; --logs
+    finds a run directory's log.jsonl for a record that has none beside it."""
+    runs = tmp_path / "records"
+    table = next(p for p in sorted(COMMITTED.iterdir()) if p.name == "cifar10-exact-linf2")
+    shutil.copytree(table, runs / table.name)
+    rid = "kd-small_cnn-s0-20261122-042211-dce4"
+    record = next(runs.rglob(f"{rid}.json"))
+    (record.parent / f"{rid}.verify.json").write_text(
+        '{"state": "failed", "note": "AA 3 points lower"}'
+    )
+    logs = tmp_path / "logs" / rid
+    logs.mkdir(parents=True)
+    rows = [{"epoch": e, "losses": {"kl": 1.0 / e}, "probe": {"clean": 0.1 * e}} for e in (1, 2)]
+    (logs / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"epo')
+    out = tmp_path / "site"
+    build_site(runs, out, (tmp_path / "logs",))
+    page = (out / "runs" / f"{rid}.html").read_text()
+    assert 'id="verification">failed</span> AA 3 points lower' in page
+    assert (
+        page.count("<polyline") == 2 and '<td class="num">10.00</td>' in page
+    )  # torn line dropped
+    board = next((out / "tables").glob("*.html")).read_text()
+    assert '<span class="tag failed">failed</span>' in board and "1 of 1 runs failed" in board

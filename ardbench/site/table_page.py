@@ -27,7 +27,7 @@ __all__ = ["markdown_parts", "render_table_page", "stat_cell"]
 def markdown_parts(t: Table) -> tuple[str, list[str], str]:
     """(header markdown, rank cell per row, paper footnotes markdown) of the table's markdown."""
     lines = render_table(t).split("\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith("| #"))
+    start = next((i for i, line in enumerate(lines) if line.startswith("| ")), len(lines))
     header = [
         line
         for line in lines[1:start]
@@ -38,7 +38,8 @@ def markdown_parts(t: Table) -> tuple[str, list[str], str]:
         if not line.startswith("|"):
             break
         ranks.append(line[1:].split("|", 1)[0].strip())
-    if len(ranks) != len(t.rows):  # a format this page does not know: the order then
+    first = lines[start][1:].split("|", 1)[0].strip() if start < len(lines) else ""
+    if len(ranks) != len(t.rows) or first not in ("#", "Rank"):  # unknown format: the order
         ranks = [str(i) for i in range(1, len(t.rows) + 1)]
     notes: list[str] = []
     if "Paper-reported figures (percent):" in lines:
@@ -200,7 +201,10 @@ def _explain(t: Table) -> str:
         f"seeds ({DASH} with one run). Rows are ranked by {esc(by)}. "
         "<em>AA (paper)</em> is the authors' published figure, tagged with how far it can be "
         "trusted; it was measured under their own protocol, not necessarily this one. Click a "
-        "column's header to sort by it; click again to reverse.</p></div>"
+        "column's header to sort by it; click again to reverse.</p><p><em>Verified</em>: "
+        '<span class="tag unverified">unverified</span> means no one has re-evaluated the '
+        "row's checkpoints yet (<code>ardbench verify</code> files the result beside each "
+        "record); the figures are then the runs' own claim.</p></div>"
     )
 
 
