@@ -42,7 +42,7 @@ th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: lef
 thead th { background: var(--soft); position: sticky; top: 0; font-weight: bold;
   border-bottom: 2px solid var(--line); vertical-align: bottom; white-space: nowrap; }
 svg { max-width: 100%; height: auto; }
-td.notes { min-width: 300px; font-size: 12px; color: var(--muted); }
+td.notes { min-width: 440px; font-size: 12px; color: var(--muted); }
 th.num, td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 table.sortable th[data-kind] { cursor: pointer; }
 table.sortable th[data-kind]::after { content: " \\2195"; color: #9aa4ae; }
