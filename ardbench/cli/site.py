@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from .console import console
@@ -42,7 +43,7 @@ def _cmd_site(args: argparse.Namespace) -> int:
     console.print(
         f"site in {args.out}: {report.pages} pages ({report.tables} tables, {report.runs} runs); "
         f"{report.written} files written, {report.unchanged} unchanged, {report.removed} removed "
-        f"in {time.perf_counter() - start:.1f} s; open {args.out}/index.html",
+        f"in {time.perf_counter() - start:.1f} s; open {Path(args.out) / 'index.html'}",
         highlight=False,
         soft_wrap=True,
     )
