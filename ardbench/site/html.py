@@ -90,10 +90,6 @@ class Cell:
         return f"<{tag}{attrs}>{self.html}</{tag}>"
 
 
-def text_cell(value: Any, cls: str = "") -> Cell:
-    return Cell(esc(value), sort=str(value), cls=cls)
-
-
 def html_table(
     head: Sequence[tuple[str, str, str]],
     rows: Iterable[Sequence[Cell]],
