@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -360,6 +361,27 @@ def save_models(run_dir: Path, parts: RunParts, models: dict) -> dict[str, dict[
     return files
 
 
+def _cost(loop: Loop) -> dict[str, float]:
+    """Training throughput and peak memory for the record's hardware block (the site's cost
+    columns): CUDA's peak allocation on a GPU, the process's peak resident size on a CPU."""
+    cost = {
+        "train_images_per_s": round(
+            loop.loader.num_examples * loop.parts.cfg.train.epochs / max(loop.elapsed, 1e-9), 1
+        )
+    }
+    device = loop.parts.device
+    if device.type == "cuda":
+        cost["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    else:
+        try:
+            import resource
+        except ImportError:  # Windows
+            return cost
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS
+        cost["peak_memory_mb"] = round(kib / (2**20 if sys.platform == "darwin" else 2**10), 1)
+    return cost
+
+
 def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime) -> dict[str, Any]:
     parts = loop.parts
     chosen, *others = list(files)
@@ -381,6 +403,7 @@ def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime
     )
     assert parts.plan is not None
     record["hardware"]["speed"] = parts.plan.to_dict()
+    record["hardware"].update(_cost(loop))
     validate_record(record)
     write_record(loop.run_dir, record)
     return record
