@@ -71,6 +71,7 @@ class StepContext:
     log: Callable[[str, Tensor | float], None] = _no_log
     num_classes: int = 10
     extras: dict[str, nn.Module] = field(default_factory=dict)  # e.g. IAD-II natural teacher
+    steps_per_epoch: int | None = None  # optimiser steps per epoch (ADR's per-step annealing)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class CheckResult:
 
 
 TOTAL_EPOCHS = 200  # the tiny runs' nominal length: checks look at its first and last epoch
+TINY_STEPS_PER_EPOCH = 4  # the tiny runs' nominal epoch length (per-step schedules)
 TINY_ATTACK = AttackConfig(eps=Eps(8, 255), step=Eps(2, 255), steps=2)
 
 Setup = tuple[Method[Any], nn.Module, nn.Module, dict[str, nn.Module], Batch]
@@ -101,6 +102,7 @@ def tiny_context(
         log=log or (lambda k, v: None),
         num_classes=num_classes,
         extras=extras,
+        steps_per_epoch=TINY_STEPS_PER_EPOCH,
     )
 
 
@@ -294,6 +296,7 @@ def _tiny_step(method_name: str, cuda_graph: bool) -> tuple[TrainStep, Batch]:
         plan=plan,
         num_classes=10,
         total_epochs=200,
+        steps_per_epoch=TINY_STEPS_PER_EPOCH,
         graph_backend=EagerReplay(),
     )
     if step.graph is not None:

@@ -206,6 +206,7 @@ class TrainStep:
         plan: SpeedPlan,
         num_classes: int,
         total_epochs: int,
+        steps_per_epoch: int | None = None,
         features: Callable = logits_and_features,
         stats: EpochStats | None = None,
         graph_backend: Backend | None = None,
@@ -225,6 +226,7 @@ class TrainStep:
         self.attack_cfg = attack_cfg
         self.num_classes = num_classes
         self.total_epochs = total_epochs
+        self.steps_per_epoch = steps_per_epoch
         self.features = features
         self.stats = stats or EpochStats(torch.device(plan.device))
         self._compile_verified = not plan.compile
@@ -273,6 +275,7 @@ class TrainStep:
             log=lambda key, value: stats.log(key, value, size),
             num_classes=self.num_classes,
             extras=self.extras,
+            steps_per_epoch=self.steps_per_epoch,
         )
         if reads is None:
             ctx = StepContext(**fields)

@@ -146,6 +146,7 @@ def build_loop(parts: RunParts, run_dir: Path, resume: bool, console: Console) -
         plan=plan,
         num_classes=parts.dataset.num_classes,
         total_epochs=cfg.train.epochs,
+        steps_per_epoch=len(loader),
         features=logits_and_features,
     )
     loop = Loop(parts, run_dir, optimizer, loader, step)
