@@ -369,3 +369,36 @@ for _ds in ("cifar10", "cifar100"):
         train={"epochs": 300, "lr_schedule": "multistep", "milestones": (214, 259, 284)},
         checkpoint={"rule": "swa", "swa_start": 214},
     )
+
+_faithful(
+    "saad",
+    "cifar10",
+    "HongsinLee/saad@295121c saad.py, attacks.py, main.sh",
+    "SAAD as coded: 0.001-Gaussian start, attack in eval mode; 200 epochs, x0.1 after "
+    "epochs 100 and 150, wd 2e-4 (hard-coded), seed 0; the reported model is the SWA of the "
+    "end-of-epoch students from 1-based epoch 95 (0-based 94; parameters averaged, BatchNorm "
+    "recomputed).",
+    ARD_LINEAGE_CIFAR10,
+    attack={"random_start": "gaussian_0.001", "student_mode": "eval"},
+    train={"lr_schedule": "multistep"},
+    checkpoint={"rule": "swa", "swa_start": 94},
+)
+_faithful(
+    "adr",
+    "cifar10",
+    "yuyuwu5/ADR@515da0e src/advTrainer.py, config/cifar10/resnet18_pgd_sgd_adr.gin",
+    "ADR (PGD-AT base) as coded: uniform start clamped to [0,1], attack in train mode; 200 "
+    "epochs, SGD 0.9 with Nesterov, wd 5e-4, x0.1 at 100 and 150, seed 0; last epoch (no "
+    "teacher).",
+    ARD_LINEAGE_CIFAR10,
+    attack={"clamp_start": True, "student_mode": "train"},
+    train={"weight_decay": 5e-4, "nesterov": True, "lr_schedule": "multistep"},
+)
+_faithful(
+    "adr",
+    "cifar100",
+    "yuyuwu5/ADR@515da0e src/advTrainer.py, config/cifar100/resnet18_pgd_sgd_adr.gin",
+    "ADR (PGD-AT base) on cifar100 as coded: the CIFAR-10 protocol (tau 1.5 -> 1.0 is the "
+    "recipe's method_config).",
+    PROTOCOLS.get("adr-cifar10"),
+)
