@@ -133,14 +133,16 @@ class ADR(Method[ADRConfig]):
         looked up at each call (moving the method or the student replaces buffer tensors)."""
         cfg = self.config
         started = self.steps_done > 0
-        one = torch.ones((), dtype=torch.float32, device=self.steps_done.device)
+        one = torch.ones((), dtype=_STATE, device=self.steps_done.device)
         decay = torch.where(started, one * cfg.ema_decay, one)
         rest = torch.where(started, one * (1.0 - cfg.ema_decay), one * 0.0)
         own = {k.removeprefix("_orig_mod."): v for k, v in student.state_dict().items()}
         for name, ema_v in ema.state_dict(keep_vars=True).items():
             model_v = own[name].detach()
             if name in self._param_names or cfg.adr_ema_buffers:
-                ema_v.copy_(ema_v * decay + rest * model_v)
+                # each entry in its own dtype, as timm's python-float decay
+                dt = ema_v.dtype if ema_v.is_floating_point() else torch.float32
+                ema_v.copy_(ema_v * decay.to(dt) + rest.to(dt) * model_v)
             else:
                 ema_v.copy_(model_v)
 
