@@ -31,6 +31,7 @@ def runner_for(method, student, teacher, extras) -> TrainStep:
         plan=plan,
         num_classes=10,
         total_epochs=200,
+        steps_per_epoch=4,  # per-step schedules (adr)
     )
 
 
