@@ -9,7 +9,6 @@ still does. ``ARDBENCH_UPDATE_GOLDEN=1`` rewrites them (review the diff).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,17 @@ def builtin_protocols() -> dict[str, Any]:
 CURRENT = {"protocols": builtin_protocols, "method_configs": builtin_method_configs}
 
 
+def update_golden(name: str) -> None:
+    """Rewrite the golden file ``name`` from the registries (``ARDBENCH_UPDATE_GOLDEN=1``; only
+    ``test_golden`` calls it, never a test that edits the registries first)."""
+    now = json.loads(json.dumps(CURRENT[name]()))
+    (GOLDEN / f"{name}.json").write_text(json.dumps(now, indent=2, sort_keys=True) + "\n")
+
+
 def golden_problems(name: str) -> list[str]:
     """What differs between the golden file ``name`` and the registries now (empty: none)."""
-    path = GOLDEN / f"{name}.json"
     now = json.loads(json.dumps(CURRENT[name]()))
-    if os.environ.get("ARDBENCH_UPDATE_GOLDEN"):
-        path.write_text(json.dumps(now, indent=2, sort_keys=True) + "\n")
-    golden = json.loads(path.read_text())
+    golden = json.loads((GOLDEN / f"{name}.json").read_text())
     problems = [
         f"built-in {key!r} was removed or renamed" for key in sorted(set(golden) - set(now))
     ]

@@ -9,8 +9,10 @@ in the diff. Only the built-ins are pinned (``tests/goldens.py``): a submitted m
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from goldens import golden_problems
+from goldens import golden_problems, update_golden
 
 from ardbench.methods import METHODS
 from ardbench.protocols import all_protocols
@@ -18,6 +20,8 @@ from ardbench.protocols import all_protocols
 
 @pytest.mark.parametrize("name", ["protocols", "method_configs"])
 def test_golden(name):
+    if os.environ.get("ARDBENCH_UPDATE_GOLDEN"):
+        update_golden(name)
     assert golden_problems(name) == []
 
 
