@@ -369,3 +369,47 @@ for _ds in ("cifar10", "cifar100"):
         train={"epochs": 300, "lr_schedule": "multistep", "milestones": (214, 259, 284)},
         checkpoint={"rule": "swa", "swa_start": 214},
     )
+
+# Fair-ARD (CIFAR-10 only): one protocol per base script, all with Nesterov SGD; the method's
+# default (base ard) is fair-ard-cifar10, the others are named by their recipes
+_FAIR = "NISP-official/Fair-ARD@910c8cd"
+_faithful(
+    "fair_ard",
+    "cifar10",
+    f"{_FAIR} Fair-ARD.py",
+    "Fair-ARD as coded: the ARD-lineage base (uniform start, train-mode attack, one lr decay "
+    "at 100) with Nesterov SGD; no seed in the script (ardbench: 0).",
+    ARD_LINEAGE_CIFAR10,
+    train={"nesterov": True},
+)
+_faithful(
+    "fair_ard",
+    "cifar10",
+    f"{_FAIR} Fair-IAD.py",
+    "Fair-IAD as coded: the ARD-lineage base with Nesterov SGD, seed 1, deterministic.",
+    ARD_LINEAGE_CIFAR10,
+    name="fair-iad-cifar10",
+    default_for_method=False,
+    train={"nesterov": True, "seed": 1, "deterministic": True},
+)
+for _base in ("rslad", "mtard"):
+    _faithful(
+        "fair_ard",
+        "cifar10",
+        f"{_FAIR} Fair-{_base.upper()}.py",
+        f"Fair-{_base.upper()} as coded: RSLAD's protocol (0.001-Gaussian start, eval-mode "
+        "attack; 300 epochs, x0.1 after 215, 260, 285, wd 2e-4, seed 0) with Nesterov SGD.",
+        PROTOCOLS.get("rslad-cifar10"),
+        name=f"fair-{_base}-cifar10",
+        default_for_method=False,
+        train={"nesterov": True},
+    )
+_faithful(
+    "absld",
+    "cifar10",
+    "zhaoshiji123/ABSLD@7407c3a resnet18_absld_cifar10.py",
+    "ABSLD as coded: RSLAD's protocol (0.001-Gaussian start, eval-mode attack; 300 epochs, "
+    "x0.1 after 215, 260, 285, SGD 0.9 without Nesterov, wd 2e-4, seed 0, deterministic).",
+    PROTOCOLS.get("rslad-cifar10"),
+    train={"deterministic": True},
+)
