@@ -135,6 +135,8 @@ class ABSLD(Method[ABSLDConfig]):
     ) -> dict[str, Tensor]:
         cfg = self.config
         self._rollover(ctx.epoch)
+        ctx.log("absld_tau_adv_min", self.temps[0].min().detach())
+        ctx.log("absld_tau_nat_min", self.temps[1].min().detach())
         x, y = batch.x, batch.y
         with torch.no_grad():
             t = teacher(x)

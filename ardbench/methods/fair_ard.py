@@ -212,6 +212,8 @@ class FairARD(Method[FairARDConfig]):
         with torch.no_grad():
             self.seen.add_(batch.y.shape[0])
         w = self.class_w[batch.y].to(batch.x.dtype)
+        ctx.log("fair_w_min", self.class_w.min().detach())
+        ctx.log("fair_w_max", self.class_w.max().detach())
         run = {"ard": self._ard, "iad": self._iad, "rslad": self._rslad, "mtard": self._mtard}
         return run[self.config.base](student, teacher, batch, ctx, w)
 
