@@ -210,3 +210,35 @@ def test_absld_first_epoch_keeps_temperatures_one(su):
     batch = Batch(x=su.x, y=su.y, index=torch.arange(B))
     m.losses(su.student, su.teacher, batch, su.ctx(0))
     assert m.temps.tolist() == [[1.0] * 10] * 2
+
+
+@pytest.mark.parametrize(
+    "method,cfg,epoch,student_seq,teacher_seq",
+    [
+        ("fair_ard", {"base": "ard"}, 0, "ax", "x"),  # Fair-ARD.py:133-137
+        ("fair_ard", {"base": "iad"}, 0, "axa", "xa"),  # Fair-IAD.py:163-171 (basicop, guide)
+        ("fair_ard", {"base": "iad"}, 60, "axa", "xa"),
+        (
+            "fair_ard",
+            {"base": "iad", "base_config": {"run_zero_weight_branches": False}},
+            0,
+            "a",
+            "x",
+        ),
+        ("fair_ard", {"base": "rslad"}, 0, "ax", "x"),  # Fair-RSLAD.py:118-125
+        ("fair_ard", {"base": "mtard"}, 0, "ax", "a"),  # Fair-MTARD.py:133-139, N(x) not run
+        ("absld", {}, 0, "ax", "x"),  # resnet18_absld_cifar10.py:94-106
+    ],
+)
+def test_forwards_in_the_scripts_order(su, method, cfg, epoch, student_seq, teacher_seq):
+    """The train-mode student forwards after the attack, in order (BatchNorm's running
+    statistics follow it), and the teacher's inputs: a = x', x = the clean batch."""
+    su.student.inputs.clear()
+    su.teacher.inputs.clear()
+    build_method(method, cfg).losses(su.student, su.teacher, su.batch, su.ctx(epoch))
+
+    def seq(inputs):
+        return "".join("a" if t is su.x_adv else "x" if t is su.x else "?" for t in inputs)
+
+    assert seq(su.student.inputs) == student_seq
+    assert seq(su.teacher.inputs) == teacher_seq
