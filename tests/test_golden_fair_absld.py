@@ -242,3 +242,26 @@ def test_forwards_in_the_scripts_order(su, method, cfg, epoch, student_seq, teac
 
     assert seq(su.student.inputs) == student_seq
     assert seq(su.teacher.inputs) == teacher_seq
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_fair_counts_the_start_and_not_the_final_iterate(su, mode):
+    """A real PGD with no random start in a 1e-9 ball: every iterate is x up to 1e-9 (far from
+    any decision boundary of these nets), so kappa_i is the number of objective calls (K = 3, the start counted, the final iterate not) times
+    [argmax S(x) = y] in the attack's BatchNorm mode."""
+    from ardbench.protocols import Eps
+    from ardbench.protocols.sections import AttackConfig
+    from ardbench.train.step import make_attack_fn
+
+    tiny = Eps(1, 10**9)
+    attack = AttackConfig(eps=tiny, step=tiny, steps=3, random_start="none", student_mode=mode)
+    m = build_method("fair_ard", {"base": "ard"})
+    ctx = su.ctx(0, attack_fn=make_attack_fn(su.student, attack))
+    with torch.no_grad():
+        su.student.train(mode == "train")
+        right = (su.student(su.x).argmax(1) == su.y).long()
+        su.student.train()
+    m.losses(su.student, su.teacher, su.batch, ctx)
+    assert 0 < int(right.sum()) < B  # both cases occur
+    want = torch.zeros(10, dtype=torch.int64).index_add_(0, su.y, 3 * right)
+    assert m.kappa_sum.tolist() == want.tolist()
