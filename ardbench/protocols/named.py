@@ -402,3 +402,47 @@ _faithful(
     "recipe's method_config).",
     PROTOCOLS.get("adr-cifar10"),
 )
+# Fair-ARD (CIFAR-10 only): one protocol per base script, all with Nesterov SGD; the method's
+# default (base ard) is fair-ard-cifar10, the others are named by their recipes
+_FAIR = "NISP-official/Fair-ARD@910c8cd"
+_faithful(
+    "fair_ard",
+    "cifar10",
+    f"{_FAIR} Fair-ARD.py",
+    "Fair-ARD as coded: the ARD-lineage base (uniform start, train-mode attack, one lr decay "
+    "at 100) with Nesterov SGD; no seed in the script (ardbench: 0).",
+    ARD_LINEAGE_CIFAR10,
+    train={"nesterov": True},
+)
+_faithful(
+    "fair_ard",
+    "cifar10",
+    f"{_FAIR} Fair-IAD.py",
+    "Fair-IAD as coded: the ARD-lineage base with Nesterov SGD, seed 1 (cuDNN's deterministic "
+    "mode, run-to-run determinism only, is left to train.deterministic as for iad-cifar10).",
+    ARD_LINEAGE_CIFAR10,
+    name="fair-iad-cifar10",
+    default_for_method=False,
+    train={"nesterov": True, "seed": 1},
+)
+for _base in ("rslad", "mtard"):
+    _faithful(
+        "fair_ard",
+        "cifar10",
+        f"{_FAIR} Fair-{_base.upper()}.py",
+        f"Fair-{_base.upper()} as coded: RSLAD's protocol (0.001-Gaussian start, eval-mode "
+        "attack; 300 epochs, x0.1 after 215, 260, 285, wd 2e-4, seed 0) with Nesterov SGD.",
+        PROTOCOLS.get("rslad-cifar10"),
+        name=f"fair-{_base}-cifar10",
+        default_for_method=False,
+        train={"nesterov": True},
+    )
+_faithful(
+    "absld",
+    "cifar10",
+    "zhaoshiji123/ABSLD@7407c3a resnet18_absld_cifar10.py",
+    "ABSLD as coded: RSLAD's protocol (0.001-Gaussian start, eval-mode attack; 300 epochs, "
+    "x0.1 after 215, 260, 285, SGD 0.9 without Nesterov, wd 2e-4, seed 0; cuDNN's "
+    "deterministic mode left to train.deterministic as for rslad-cifar10).",
+    PROTOCOLS.get("rslad-cifar10"),
+)
