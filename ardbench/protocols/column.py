@@ -41,8 +41,9 @@ class SettingsContext:
 class PointContext:
     """What a per-batch attack gets beside the model and the points: the threat model, the
     seed, the index of the batch's first point (per-point random starts) and the column's
-    recorded settings (steps, step, loss...)."""
+    recorded settings (steps, step, loss...). ``column`` (the key) seeds per-point starts."""
 
+    column: str
     eps: float
     norm: str
     seed: int
