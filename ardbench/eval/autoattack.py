@@ -137,7 +137,8 @@ def load_aa_flags(path: Path, sha256: str | None = None, n: int | None = None) -
         return None
     if flags is None or flags.dim() != 1 or (n is not None and len(flags) != n):
         return None
-    return flags.to("cpu", torch.bool)
+    out: Tensor = flags.to("cpu", torch.bool)
+    return out
 
 
 @dataclass

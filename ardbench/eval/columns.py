@@ -170,7 +170,8 @@ def adversarial_examples(
 def predict(model: nn.Module, x: Tensor) -> Tensor:
     """Top-1 labels of ``x`` (no gradients)."""
     with torch.no_grad():
-        return model(x).argmax(1)
+        labels: Tensor = model(x).argmax(1)
+    return labels
 
 
 def ball_violation(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> float:

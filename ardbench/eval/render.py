@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..protocols.eps import format_eps
 from ..protocols.columns import COLUMN_TITLES, COLUMNS, get_column
+from ..protocols.eps import format_eps
 from .result import EvalResult
 
 __all__ = ["render_eval"]

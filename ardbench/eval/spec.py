@@ -52,10 +52,6 @@ def evaluate_spec(
     (``eval-<key>.json``). ``cross_check="robustbench"`` also runs
     :func:`robustbench_cross_check` on the same model and points.
     """
-    from ..data import load_dataset
-    from ..models import load_model
-    from ..models.probe import check_model_fits
-
     if spec is None:
         settings.setdefault("attacks", DEFAULT_ATTACKS)
     spec = as_spec(spec, settings)
@@ -64,18 +60,9 @@ def evaluate_spec(
     if model_info_out is not None and "aa" not in spec.attacks:
         raise ConfigError("--model-info needs the AutoAttack column (--attacks ...,aa)")
     dev = check_device(device)
-    ds = load_dataset(dataset_spec, data_dir=data_dir, download=download)
-    loaded = load_model(
-        model_spec,
-        num_classes=ds.num_classes,
-        dataset=_rb_dataset(ds),
-        runs_dir=runs_dir,
-        model_dir=model_dir,
-        download=download,
-        device=dev,
-    )
+    ds, loaded = _load(model_spec, dataset_spec, data_dir, download, runs_dir, model_dir, dev)
     x, y = ds.test_subset(spec.n_examples, device=dev)
-    check_model_fits(loaded.module, x[:2], ds.max_label, f"model {model_spec!r}")
+    _check_fits(loaded.module, x, ds.max_label, model_spec)
     state_path = _state_path(state_dir, spec, [loaded.sha256, ds.fingerprint, len(x)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ComplianceWarning)  # render_eval shows them
@@ -102,16 +89,9 @@ def evaluate_spec(
     if cross_check == "robustbench":
         with fp32_math(dev):  # the same arithmetic as ardbench's own run
             cc = robustbench_cross_check(
-                loaded.module,
-                x,
-                y,
-                eps=spec.eps,
-                norm=spec.norm,
-                batch_size=spec.aa_batch_size,
-                seed=spec.seed,
-                dataset=_rb_dataset(ds),
-                device=dev,
-            )
+                loaded.module, x, y, eps=spec.eps, norm=spec.norm, batch_size=spec.aa_batch_size,
+                seed=spec.seed, dataset=_rb_dataset(ds), device=dev,
+            )  # fmt: skip
         result.cross_check = _compare(cc, result)
     if json_out is not None:
         write_json_atomic(json_out, result.to_dict())
@@ -124,6 +104,38 @@ def evaluate_spec(
         )
         write_json_atomic(model_info_out, info, sort_keys=False)  # RobustBench's field order
     return result
+
+
+def _check_fits(module: Any, x: torch.Tensor, max_label: int, model_spec: str) -> None:
+    from ..models.probe import check_model_fits
+
+    check_model_fits(module, x[:2], max_label, f"model {model_spec!r}")
+
+
+def _load(
+    model_spec: str,
+    dataset_spec: str,
+    data_dir: str | Path | None,
+    download: bool,
+    runs_dir: str | Path,
+    model_dir: str | Path | None,
+    dev: torch.device,
+) -> tuple[Any, Any]:
+    """The dataset and the model (with its sha256, arch and source) on ``dev``."""
+    from ..data import load_dataset
+    from ..models import load_model
+
+    ds = load_dataset(dataset_spec, data_dir=data_dir, download=download)
+    loaded = load_model(
+        model_spec,
+        num_classes=ds.num_classes,
+        dataset=_rb_dataset(ds),
+        runs_dir=runs_dir,
+        model_dir=model_dir,
+        download=download,
+        device=dev,
+    )
+    return ds, loaded
 
 
 def data_block(dataset_spec: str, ds: Any, n: int) -> dict[str, Any]:

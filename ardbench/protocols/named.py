@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .eps import Eps
 from .protocol import Protocol, derive
 from .sections import AttackConfig, EvalConfig, TrainConfig
 
@@ -118,9 +119,9 @@ SMALL_TRACK_ZERO_CROP = register_protocol(
         ),
         dataset=SMALL_TRACK_DATA,
         data_fingerprint=SMALL_TRACK_FINGERPRINT,
-        attack=AttackConfig(eps="2/255", step="0.5/255", steps=10),
+        attack=AttackConfig(eps=Eps(2, 255), step=Eps(1, 510), steps=10),
         train=TrainConfig(epochs=8, batch_size=128, weight_decay=5e-4, milestones=(5, 7), seed=0),
-        eval=EvalConfig(attacks=("clean", "fgsm", "pgd20", "cw"), eps="2/255"),
+        eval=EvalConfig(attacks=("clean", "fgsm", "pgd20", "cw"), eps=Eps(2, 255)),
         per_method=METHOD_ATTACK_KEYS,
         source="ardbench decision (baselines/common/cifar10_exact_linf2_resnet4b.yaml names the teacher)",
     )

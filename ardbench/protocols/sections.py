@@ -222,7 +222,7 @@ class EvalConfig:
                 raise ConfigError(
                     f"eval.batch_size must be auto or an integer; got {bs!r}"
                 ) from None
-        if self.batch_size != "auto" and self.batch_size < 1:
+        if isinstance(self.batch_size, int) and self.batch_size < 1:
             raise ConfigError("eval.batch_size must be auto or >= 1")
         if self.aa_batch_size < 1:
             raise ConfigError("eval.aa_batch_size must be >= 1")
