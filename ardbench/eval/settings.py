@@ -61,12 +61,11 @@ class EvalSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attacks", parse_columns(self.attacks))
-        eps = parse_number(self.eps)
-        try:
-            check_radius("eps", Eps(eps))
+        try:  # on the exact value as given ("1e-400" is not 0)
+            check_radius("eps", Eps(self.eps))
         except ConfigError as exc:
             raise SettingError("eps", exc.message.removeprefix("eps "), hint=exc.hint) from None
-        object.__setattr__(self, "eps", eps)
+        object.__setattr__(self, "eps", parse_number(self.eps))
         if self.norm not in ("Linf", "L2"):
             raise SettingError("norm", f"must be Linf or L2, got {self.norm!r}")
         if self.aa_version not in AA_VERSIONS:
@@ -100,7 +99,8 @@ class EvalSpec:
                 f"unknown evaluation setting {unknown[0]!r}",
                 hint=f"known: {', '.join(sorted(known))}",
             )
-        return cls(attacks=tuple(parse_columns(attacks)), eps=parse_number(eps), **settings)
+        # both parsed by __post_init__ (eps checked on its exact value first)
+        return cls(attacks=attacks, eps=eps, **settings)  # type: ignore[arg-type]
 
     def settings_context(self, chunk_size: int | None) -> SettingsContext:
         """What the columns' recorded settings see (``chunk_size`` as resolved for the run)."""
