@@ -261,8 +261,10 @@ def evaluate(
     Args:
         model: an ``nn.Module`` (images in [0, 1], NCHW, logits out), a :class:`Run`, or a
             model spec (``ARCH:PATH``, ``PATH.pt2``, ``robustbench:ID``, ``run:RUN_ID``).
-        attacks: columns among ``clean, fgsm, pgd20, cw, aa`` (a comma-separated string or a
-            sequence); default clean and PGD-20. ``aa`` is AutoAttack standard (slow).
+        attacks: registered columns (built-ins: ``clean, fgsm, pgd20, cw, aa``; a
+            comma-separated string or a sequence); default clean and PGD-20. ``aa`` is
+            AutoAttack standard (slow). The settings become one validated
+            :class:`~ardbench.eval.settings.EvalSpec`.
         eps: the L-inf (or L2, ``norm="L2"``) radius, ``"8/255"`` or a float.
         seed: seeds the random starts (drawn per point: the batch size changes only speed).
 
