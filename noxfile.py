@@ -1,4 +1,4 @@
-"""Sessions: tests (the CI suite, CPU), demo, lint, gpu.
+"""Sessions: tests (the CI suite, CPU), demo, lint, gpu, site.
 
 torch is pinned to the release this project is developed against (a range that 2.14.1
 satisfies is declared in pyproject.toml); installing it first keeps pip from resolving a newer
@@ -58,3 +58,10 @@ def gpu(session: nox.Session) -> None:
     """Tests that need CUDA (run on a machine with a GPU)."""
     _install(session)
     session.run("pytest", "-m", "gpu", *session.posargs)
+
+
+@nox.session
+def site(session: nox.Session) -> None:
+    """The leaderboard as a static website in site/ (open site/index.html; publish the folder)."""
+    _install(session)
+    session.run("ardbench", "site", *(session.posargs or ["--out", "site"]))

@@ -103,7 +103,7 @@ def recipe_teachers() -> dict[tuple[str, str], list[str]]:
             continue
         dataset = recipe.get("dataset")
         protocol = recipe.get("protocol")
-        if dataset is None and protocol in PROTOCOLS:
+        if dataset is None and isinstance(protocol, str) and protocol in PROTOCOLS:
             dataset = get_protocol(protocol).dataset
         key = (teacher.partition(":")[2], str(dataset or "cifar10"))
         out.setdefault(key, []).append(f"{method}/{name}")

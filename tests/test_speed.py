@@ -255,6 +255,8 @@ def test_non_finite_term_and_gradient_are_flagged_on_the_device():
     with the step it first happened at; the trainer reads it once per epoch and stops."""
 
     class NaNMethod(Method):
+        needs_teacher = False  # run with teacher=None below
+
         class Config(MethodConfig):
             pass
 

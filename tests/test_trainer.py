@@ -66,6 +66,8 @@ def test_run_writes_log_checkpoint_model_record(tiny_npz, teacher_file, tmp_path
     assert rec["teacher"]["sha256"] and len(rec["teacher"]["sha256"]) == 64
     assert set(rec["eval"]["accuracy"]) == {"clean", "pgd20"}
     assert rec["track"]["data_fingerprint"]
+    # the site's cost columns: throughput and the process's peak memory (CPU: max RSS)
+    assert rec["hardware"]["peak_memory_mb"] > 10 and rec["hardware"]["train_images_per_s"] > 0
     assert json.loads((d / "config.json").read_text())["method"] == "kd"
 
 

@@ -30,6 +30,7 @@ from .info import add_check_parser, add_list_parser
 from .plot import add_plot_parser
 from .results import add_compare_parser, add_leaderboard_parser
 from .run import add_run_parser
+from .site import add_site_parser
 from .sweep import add_sweep_parser
 from .teachers import add_check_teacher_parser
 
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_parser(sub)
     add_plot_parser(sub)
     add_analyze_parser(sub)
+    add_site_parser(sub)
     return parser
 
 

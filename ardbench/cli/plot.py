@@ -95,7 +95,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         if not args.runs:
             raise ArdbenchError("nothing to plot", hint="give RUN directories or --table PAIR")
         runs = expand_runs(args.runs)
-        out = Path(args.out) if args.out else (runs[0].directory if len(runs) == 1 else "plots")
+        out = (
+            Path(args.out) if args.out else (runs[0].directory if len(runs) == 1 else Path("plots"))
+        )
         png, csv = plot_curves(runs, out, name=args.name)
         console.print(f"{len(runs)} run(s)", highlight=False)
     console.print(f"wrote {png}\nwrote {csv}", highlight=False, soft_wrap=True)

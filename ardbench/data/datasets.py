@@ -80,7 +80,7 @@ def fingerprint_arrays(
         arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
         shape = ",".join(str(s) for s in arr.shape)
         h.update(f"{name}:{arr.dtype.str}:{shape}\n".encode())
-        h.update(memoryview(arr).cast("B"))
+        h.update(arr.data.cast("B"))
     return h.hexdigest()
 
 

@@ -12,18 +12,27 @@ from .base import (
     Batch,
     Method,
     MethodConfig,
+    SetupContext,
     StepContext,
     build_method,
     check_losses,
     get_method,
     register_method,
 )
+from .config import Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Range
 
 __all__ = [
     "METHODS",
     "Batch",
+    "Fraction",
     "Method",
     "MethodConfig",
+    "NonNegative",
+    "NonNegativeInt",
+    "Positive",
+    "PositiveInt",
+    "Range",
+    "SetupContext",
     "StepContext",
     "build_method",
     "check_losses",
@@ -33,7 +42,7 @@ __all__ = [
 
 
 # modules of this package that hold no method
-_SUPPORT_MODULES = {"base", "contrib", "losses"}
+_SUPPORT_MODULES = {"base", "config", "contrib", "losses"}
 
 
 def _import_builtins() -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
 from .base import Batch, Method, MethodConfig, Objective, StepContext, register_method
-from .losses import KL_REDUCTIONS, kl_div, kl_per_sample
+from .config import Fraction
+from .losses import kl_div, kl_per_sample
 
-ADAAD_REDUCTIONS = ("per_dataset", *KL_REDUCTIONS)
+AdaADReduction = Literal["per_dataset", "batchmean", "mean_all", "rslad"]
+ADAAD_REDUCTIONS: tuple[str, ...] = typing.get_args(AdaADReduction)
 
 # boyellow/AdaAD@9e5c6e5 main.py as its README runs it: piecewise lr 0.1 / 0.01 / 0.001 set at
 # the start of 0-based epochs < 100 / < 150 / else, SGD 0.9 with wd 5e-4, seed 42
@@ -42,8 +45,16 @@ def adaad_objective(student: nn.Module, teacher: nn.Module, teacher_grad: bool =
     return objective
 
 
+@dataclass(frozen=True)
+class AdaADConfig(MethodConfig):
+    alpha: Fraction = 1.0
+    kl_reduction: AdaADReduction = "per_dataset"
+    run_zero_weight_branches: bool = True
+    attack_teacher_grad: bool = True
+
+
 @register_method("adaad")
-class AdaAD(Method):
+class AdaAD(Method[AdaADConfig]):
     """Boosting Accuracy and Robustness of Student Models via Adaptive Adversarial Distillation
     (Huang et al., CVPR 2023). Official code: boyellow/AdaAD@9e5c6e5
     (``main.py --method AdaAD``, ``AT_helper.py``).
@@ -83,27 +94,10 @@ class AdaAD(Method):
     needs_teacher = True
     teacher_in_attack = True
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        alpha: float = 1.0
-        kl_reduction: str = "per_dataset"
-        run_zero_weight_branches: bool = True
-        attack_teacher_grad: bool = True
-
-        def __post_init__(self) -> None:
-            if self.kl_reduction not in ADAAD_REDUCTIONS:
-                raise ConfigError(
-                    f"adaad: kl_reduction must be one of {', '.join(ADAAD_REDUCTIONS)}; "
-                    f"got {self.kl_reduction!r}"
-                )
-
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
-        if teacher is None:
-            raise ValueError("adaad needs a teacher (--teacher)")
         cfg = self.config
-        assert isinstance(cfg, AdaAD.Config)
         x = batch.x
         x_adv = ctx.attack_fn(x, adaad_objective(student, teacher, cfg.attack_teacher_grad))
         natural = cfg.alpha != 1.0 or cfg.run_zero_weight_branches

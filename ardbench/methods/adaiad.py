@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from .adaad import ADAAD_REDUCTIONS, adaad_objective, resolve_reduction
+from .adaad import AdaADReduction, adaad_objective, resolve_reduction
 from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .config import Fraction, NonNegative, NonNegativeInt, Positive
 from .iad import trust_weights
 from .losses import kl_div, kl_per_sample
 
 
+@dataclass(frozen=True)
+class AdaIADConfig(MethodConfig):
+    tau: Positive = 30.0
+    alpha: Fraction = 1.0
+    beta: NonNegative = 0.1
+    begin: NonNegativeInt = 60
+    pre_begin_loss: Literal["iad_tau30", "adaad"] = "iad_tau30"
+    adaad_kl_reduction: AdaADReduction = "per_dataset"  # pre_begin_loss: adaad only
+    introspection_target_detach: bool = False
+    iad1_weight_teacher_term: bool = False
+    run_zero_weight_branches: bool = True
+    attack_teacher_grad: bool = True
+
+
 @register_method("adaiad")
-class AdaIAD(Method):
+class AdaIAD(Method[AdaIADConfig]):
     """AdaIAD: AdaAD's attack with an IAD-I style loss (Huang et al., CVPR 2023). Official code:
     boyellow/AdaAD@9e5c6e5 (``main.py --method AdaAD_with_IAD1``).
 
@@ -57,36 +72,10 @@ class AdaIAD(Method):
     needs_teacher = True
     teacher_in_attack = True
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        tau: float = 30.0
-        alpha: float = 1.0
-        beta: float = 0.1
-        begin: int = 60
-        pre_begin_loss: str = "iad_tau30"
-        adaad_kl_reduction: str = "per_dataset"  # pre_begin_loss: adaad only
-        introspection_target_detach: bool = False
-        iad1_weight_teacher_term: bool = False
-        run_zero_weight_branches: bool = True
-        attack_teacher_grad: bool = True
-
-        def __post_init__(self) -> None:
-            for key, value, allowed in (
-                ("pre_begin_loss", self.pre_begin_loss, ("iad_tau30", "adaad")),
-                ("adaad_kl_reduction", self.adaad_kl_reduction, ADAAD_REDUCTIONS),
-            ):
-                if value not in allowed:
-                    raise ConfigError(
-                        f"adaiad: {key} must be one of {', '.join(allowed)}; got {value!r}"
-                    )
-
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
-        if teacher is None:
-            raise ValueError("adaiad needs a teacher (--teacher)")
         cfg = self.config
-        assert isinstance(cfg, AdaIAD.Config)
         x, y = batch.x, batch.y
         introspect = ctx.epoch >= cfg.begin
         x_adv = ctx.attack_fn(x, adaad_objective(student, teacher, cfg.attack_teacher_grad))

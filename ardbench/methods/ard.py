@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import ce_objective
-from ..errors import ConfigError
-from .base import (
-    Batch,
-    Method,
-    MethodConfig,
-    StepContext,
-    register_method,
-)
-from .losses import KL_REDUCTIONS, kl_div
+from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .config import Fraction, Positive
+from .losses import KLReduction, kl_div
+
+
+@dataclass(frozen=True)
+class ARDConfig(MethodConfig):
+    alpha: Fraction = 1.0
+    tau: Positive = 30.0
+    kl_reduction: KLReduction = "mean_all"
+    teacher_input: Literal["clean", "adv"] = "clean"
+    run_zero_weight_branches: bool = True
 
 
 @register_method("ard")
-class ARD(Method):
+class ARD(Method[ARDConfig]):
     """Adversarially Robust Distillation (Goldblum, Fowl, Feizi, Goldstein, AAAI 2020,
     https://arxiv.org/abs/1905.09747). Official code: goldblum/AdversariallyRobustDistillation@779ade3
     (``main.py``).
@@ -60,32 +64,10 @@ class ARD(Method):
     needs_teacher = True
     teacher_in_attack = False
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        alpha: float = 1.0
-        tau: float = 30.0
-        kl_reduction: str = "mean_all"
-        teacher_input: str = "clean"
-        run_zero_weight_branches: bool = True
-
-        def __post_init__(self) -> None:
-            if self.kl_reduction not in KL_REDUCTIONS:
-                raise ConfigError(
-                    f"ard: kl_reduction must be one of {', '.join(KL_REDUCTIONS)}; "
-                    f"got {self.kl_reduction!r}"
-                )
-            if self.teacher_input not in ("clean", "adv"):
-                raise ConfigError(
-                    f"ard: teacher_input must be clean or adv; got {self.teacher_input!r}"
-                )
-
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
         cfg = self.config
-        assert isinstance(cfg, ARD.Config)
-        if teacher is None:
-            raise ValueError("ard needs a teacher (--teacher)")
         x, y = batch.x, batch.y
         x_adv = ctx.attack_fn(x, ce_objective(student, y, reduction="sum"))
         s_adv = student(x_adv)

@@ -7,17 +7,36 @@ model and never touches the data pipeline: the trainer does, from the run's reci
 
 from __future__ import annotations
 
-import dataclasses
+import functools
+import typing
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
 
 from ..data.batch import Batch
-from ..protocols import AttackConfig, ConfigError, coerce
+from ..errors import ConfigError
+from ..protocols import AttackConfig
 from ..registry import Registry
+from .config import MethodConfig
+
+__all__ = [
+    "METHODS",
+    "AttackFn",
+    "Batch",
+    "FeaturesFn",
+    "Method",
+    "MethodConfig",
+    "Objective",
+    "SetupContext",
+    "StepContext",
+    "build_method",
+    "check_losses",
+    "get_method",
+    "register_method",
+]
 
 Objective = Callable[[Tensor], Tensor]
 """objective(x_adv) -> scalar to *maximise*; the closure calls whatever networks it needs."""
@@ -31,27 +50,6 @@ still the one that config names."""
 
 FeaturesFn = Callable[[nn.Module, Tensor], "tuple[Tensor, Tensor]"]
 """features(model, x) -> (logits, penultimate pooled features), one forward."""
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """Base of every method's Config. Defaults reproduce the official code, quirks included."""
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], where: str = "method_config") -> MethodConfig:
-        kwargs = {k: coerce(cls, k, v, where) for k, v in values.items()}
-        try:
-            return cls(**kwargs)
-        except ConfigError:
-            raise
-        except (TypeError, ValueError) as exc:  # a Config's own checks (__post_init__)
-            raise ConfigError(f"{where}: {exc}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-            for f in dataclasses.fields(self)
-        }
 
 
 def _no_log(name: str, value: Tensor | float) -> None:
@@ -75,13 +73,60 @@ class StepContext:
     extras: dict[str, nn.Module] = field(default_factory=dict)  # e.g. IAD-II natural teacher
 
 
-class Method(nn.Module):
+@dataclass(frozen=True)
+class SetupContext:
+    """What ``Method.build`` gets, once, before the optimiser is made.
+
+    ``feature_dims`` = (student penultimate width, teacher penultimate width or None).
+    ``student_factory()`` builds a fresh, randomly initialised network of the student's
+    architecture on the student's device, initialised as the architecture initialises itself
+    (PeerAiD's peer); None where the caller cannot build one.
+    """
+
+    student: nn.Module
+    teacher: nn.Module | None
+    num_classes: int
+    feature_dims: tuple[int, int | None]
+    student_factory: Callable[[], nn.Module] | None = None
+
+
+class NoTeacher(nn.Module):
+    """What a method with ``needs_teacher = False`` gets as its teacher: calling it is a bug."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise RuntimeError(f"{self.method} declares needs_teacher = False but called the teacher")
+
+
+C = TypeVar("C", bound=MethodConfig)
+
+
+def _checks_teacher(losses: Callable[..., dict[str, Tensor]]) -> Callable[..., dict[str, Tensor]]:
+    """``losses`` behind the base's teacher rule (see ``Method.teacher_for``)."""
+
+    @functools.wraps(losses)
+    def run(
+        self: Method[Any], student: nn.Module, teacher: nn.Module | None, *args: Any, **kw: Any
+    ) -> dict[str, Tensor]:
+        return losses(self, student, self.teacher_for(teacher), *args, **kw)
+
+    run.__ardbench_checked__ = True  # type: ignore[attr-defined]
+    return run
+
+
+class Method(nn.Module, Generic[C]):
     """Base class of every distillation / adversarial-training objective.
 
-    Subclasses set ``Config`` (a frozen ``MethodConfig`` dataclass) and implement ``losses``.
-    Class attributes describe the method for the leaderboard and the trainer:
+    A subclass names its Config as the type argument, ``class RSLAD(Method[RSLADConfig])``
+    (so ``self.config`` is typed), and implements ``losses``; the base sets ``Config``,
+    checks every config key (``MethodConfig``) and the teacher rule. Class attributes describe
+    the method for the leaderboard and the trainer:
 
-    - ``needs_teacher``: a robust teacher is required (``--teacher``).
+    - ``needs_teacher``: a robust teacher is required (``--teacher``); ``losses`` called
+      without one stops with a one-line error before the method's code runs.
     - ``teacher_in_attack``: the inner maximisation calls the teacher (shown on the leaderboard).
     - ``teacherless_note``: what the leaderboard says of a method without a teacher (default:
       a reference row, as natural, PGD-AT and TRADES are).
@@ -108,13 +153,41 @@ class Method(nn.Module):
     # whose losses() keeps Python state that changes from step to step
     supports_cuda_graph: ClassVar[bool] = True
 
-    def __init__(self, config: MethodConfig | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            if typing.get_origin(base) is Method:
+                (config,) = typing.get_args(base)
+                if isinstance(config, type) and issubclass(config, MethodConfig):
+                    nested = cls.__dict__.get("Config")
+                    if nested is not None and nested is not config:
+                        raise TypeError(
+                            f"{cls.__qualname__}: Config {nested.__qualname__} is not the "
+                            f"type argument {config.__qualname__}; drop one"
+                        )
+                    cls.Config = config
+        own = cls.__dict__.get("losses")
+        if own is not None and not getattr(own, "__ardbench_checked__", False):
+            cls.losses = _checks_teacher(own)  # type: ignore[method-assign]
+
+    def __init__(self, config: C | None = None) -> None:
         super().__init__()
         if config is None:
-            config = self.Config()
+            config = cast(C, self.Config())
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} expects {self.Config.__qualname__}")
-        self.config = config
+        self.config: C = config
+
+    def teacher_for(self, teacher: nn.Module | None) -> nn.Module:
+        """The teacher ``losses`` receives: the given one; for a method with
+        ``needs_teacher = False`` given none, a stand-in that fails if called. A method that
+        needs a teacher and gets none stops here with a one-line error."""
+        if teacher is not None:
+            return teacher
+        name = self.registry_name or type(self).__name__
+        if self.needs_teacher:
+            raise ConfigError(f"{name} needs a teacher", hint="pass --teacher MODEL_SPEC")
+        return NoTeacher(name)
 
     def setup(
         self,
@@ -125,13 +198,11 @@ class Method(nn.Module):
         feature_dims: tuple[int, int | None],
         student_factory: Callable[[], nn.Module] | None = None,
     ) -> None:
-        """Build method-owned parameters (called once, before the optimiser is made).
+        """Called once by the trainer before the optimiser is made; calls :meth:`build`."""
+        self.build(SetupContext(student, teacher, num_classes, feature_dims, student_factory))
 
-        ``feature_dims`` = (student penultimate width, teacher penultimate width or None).
-        ``student_factory()`` builds a fresh, randomly initialised network of the student's
-        architecture on the student's device, initialised as the architecture initialises
-        itself (PeerAiD's peer); None where the caller cannot build one.
-        """
+    def build(self, ctx: SetupContext) -> None:
+        """Build method-owned parameters (projectors, peers) from ``ctx``; default: none."""
 
     def extra_models(self) -> dict[str, str | None]:
         """Extra frozen networks this config needs, as {name: model spec} (e.g. IAD-II).
@@ -155,8 +226,12 @@ class Method(nn.Module):
         return [{"params": params}] if params else []
 
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
+        """The method's loss terms for one batch (see the module docstring's contract).
+
+        Callers may pass ``teacher=None``: the base then applies :meth:`teacher_for`, so
+        ``teacher`` is always a module here."""
         raise NotImplementedError
 
     def capture_key(self, epoch: int) -> Hashable:
@@ -173,19 +248,30 @@ class Method(nn.Module):
         return None
 
 
-METHODS: Registry[type[Method]] = Registry("method", entry_point_group="ardbench.methods")
+METHODS: Registry[type[Method[Any]]] = Registry("method", entry_point_group="ardbench.methods")
 
 
-def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+M = TypeVar("M", bound="type[Method[Any]]")
+
+
+def register_method(name: str) -> Callable[[M], M]:
     """Class decorator: make a Method available as ``--method name``."""
-    return METHODS.register(name)
+    register = METHODS.register(name)
+
+    def decorator(cls: M) -> M:
+        register(cls)
+        if cls.Config is not MethodConfig and not cls.Config.where:
+            cls.Config.where = f"method_config of {name!r}"
+        return cls
+
+    return decorator
 
 
-def get_method(name: str) -> type[Method]:
+def get_method(name: str) -> type[Method[Any]]:
     return METHODS.get(name)
 
 
-def build_method(name: str, overrides: Mapping[str, Any] | None = None) -> Method:
+def build_method(name: str, overrides: Mapping[str, Any] | None = None) -> Method[Any]:
     cls = get_method(name)
     cfg = cls.Config.from_dict(overrides or {}, where=f"method_config of {name!r}")
     return cls(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -10,13 +11,8 @@ from torch import Tensor, nn
 
 from ..attacks import ce_objective
 from ..errors import ConfigError
-from .base import (
-    Batch,
-    Method,
-    MethodConfig,
-    StepContext,
-    register_method,
-)
+from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .config import Fraction, NonNegative, NonNegativeInt, Positive
 from .losses import kl_per_sample
 
 _DEFAULT_BEGIN = {"I": 60, "II": 40}
@@ -29,8 +25,37 @@ def trust_weights(teacher_adv_logits: Tensor, y: Tensor, beta: float) -> Tensor:
         return p_y.pow(beta)
 
 
+@dataclass(frozen=True)
+class IADConfig(MethodConfig):
+    variant: Literal["I", "II"] = "I"
+    alpha: Fraction = 1.0  # IAD-I
+    alpha1: Fraction = 0.5  # IAD-II, robust teacher
+    alpha2: Fraction = 0.25  # IAD-II, natural teacher
+    tau: Positive = 1.0
+    beta: NonNegative = 0.1
+    begin: NonNegativeInt | None = None  # None: 60 (I) / 40 (II)
+    natural_teacher: str | None = None  # model spec of N, required by IAD-II
+    iad1_weight_teacher_term: bool = False
+    introspection_target_detach: bool = False
+    run_zero_weight_branches: bool = True
+
+    def __post_init__(self) -> None:
+        if self.alpha1 + self.alpha2 > 1.0:  # the CE term's weight is 1 - alpha1 - alpha2
+            raise ConfigError(f"alpha1 + alpha2 must be <= 1; got {self.alpha1} + {self.alpha2}")
+        if self.variant == "II" and not self.natural_teacher:
+            raise ConfigError(
+                "variant II needs a naturally trained teacher: set "
+                "method_config.natural_teacher to a model spec (e.g. run:ID of a `natural` "
+                "run, or resnet18:PATH)"
+            )
+
+    @property
+    def warmup_end(self) -> int:
+        return _DEFAULT_BEGIN[self.variant] if self.begin is None else self.begin
+
+
 @register_method("iad")
-class IAD(Method):
+class IAD(Method[IADConfig]):
     """Reliable Adversarial Distillation with Unreliable Teachers (Zhu et al., ICLR 2022,
     https://arxiv.org/abs/2106.04928; Introspective Adversarial Distillation). Official code:
     ZFancy/IAD@a8091a8 (``IAD-I.py`` on ARD, ``IAD-II.py`` on AKD2).
@@ -83,37 +108,8 @@ class IAD(Method):
     needs_teacher = True
     teacher_in_attack = False
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        variant: str = "I"
-        alpha: float = 1.0  # IAD-I
-        alpha1: float = 0.5  # IAD-II, robust teacher
-        alpha2: float = 0.25  # IAD-II, natural teacher
-        tau: float = 1.0
-        beta: float = 0.1
-        begin: int | None = None  # None: 60 (I) / 40 (II)
-        natural_teacher: str | None = None  # model spec of N, required by IAD-II
-        iad1_weight_teacher_term: bool = False
-        introspection_target_detach: bool = False
-        run_zero_weight_branches: bool = True
-
-        def __post_init__(self) -> None:
-            if self.variant not in ("I", "II"):
-                raise ConfigError(f"iad: variant must be I or II; got {self.variant!r}")
-            if self.variant == "II" and not self.natural_teacher:
-                raise ConfigError(
-                    "iad: variant II needs a naturally trained teacher: set "
-                    "method_config.natural_teacher to a model spec (e.g. run:ID of a `natural` "
-                    "run, or resnet18:PATH)"
-                )
-
-        @property
-        def warmup_end(self) -> int:
-            return _DEFAULT_BEGIN[self.variant] if self.begin is None else self.begin
-
-    def extra_models(self) -> dict[str, str]:
+    def extra_models(self) -> dict[str, str | None]:
         cfg = self.config
-        assert isinstance(cfg, IAD.Config)
         if cfg.variant == "II":
             assert cfg.natural_teacher is not None
             return {"natural": cfg.natural_teacher}
@@ -121,23 +117,18 @@ class IAD(Method):
 
     def capture_key(self, epoch: int) -> bool:
         """The step's computation changes once, when introspection starts."""
-        cfg = self.config
-        assert isinstance(cfg, IAD.Config)
-        return epoch >= cfg.warmup_end
+        return epoch >= self.config.warmup_end
 
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
-        if teacher is None:
-            raise ValueError("iad needs a teacher (--teacher)")
         cfg = self.config
-        assert isinstance(cfg, IAD.Config)
         if cfg.variant == "I":
             return self._iad1(student, teacher, batch, ctx, cfg)
         return self._iad2(student, teacher, batch, ctx, cfg)
 
     def _introspection(
-        self, student: nn.Module, x: Tensor, s_adv: Tensor, w: Tensor, cfg: IAD.Config
+        self, student: nn.Module, x: Tensor, s_adv: Tensor, w: Tensor, cfg: IADConfig
     ) -> Tensor:
         """(1/B) sum_i (1 - w_i) KL_i(softmax(S(x)) || softmax(S(x'))), tau-free as coded."""
         target = student(x)
@@ -151,7 +142,7 @@ class IAD(Method):
         teacher: nn.Module,
         batch: Batch,
         ctx: StepContext,
-        cfg: IAD.Config,
+        cfg: IADConfig,
     ) -> dict[str, Tensor]:
         x, y = batch.x, batch.y
         introspect = ctx.epoch >= cfg.warmup_end
@@ -185,7 +176,7 @@ class IAD(Method):
         teacher: nn.Module,
         batch: Batch,
         ctx: StepContext,
-        cfg: IAD.Config,
+        cfg: IADConfig,
     ) -> dict[str, Tensor]:
         natural = ctx.extras.get("natural")
         if natural is None:

@@ -5,25 +5,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..protocols import AttackConfig, ConfigError
+from ..protocols import AttackConfig
 from .base import (
     Batch,
     Method,
     MethodConfig,
     Objective,
+    SetupContext,
     StepContext,
     build_method,
     get_method,
     register_method,
 )
+from .config import NonNegative, PositiveInt
 from .losses import kl_div
-
-IGDM_BASES = ("adaad", "ard", "rslad")
 
 # What the base is when base_config leaves a key out. adaad: the saad repository's adaad.py,
 # which igdm.py builds on (adversarial term only, batchmean on both datasets: official AdaAD
@@ -55,7 +55,7 @@ class _StudentTap(nn.Module):
             return getattr(self._modules["net"], name)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.net(x)
+        out: Tensor = self.net(x)
         if (
             self.seen is None
             and x is self.watch
@@ -67,8 +67,25 @@ class _StudentTap(nn.Module):
         return out
 
 
+@dataclass(frozen=True)
+class IGDMConfig(MethodConfig):
+    base: Literal["adaad", "ard", "rslad"] = "adaad"
+    base_config: dict[str, Any] = field(default_factory=dict)
+    alpha: NonNegative = 1.0
+    ramp_den: PositiveInt | None = 200  # None: the run's epochs
+    swapped_eps_step: bool = False
+    clamp_minus: bool = False
+
+    def __post_init__(self) -> None:
+        merged = {**BASE_DEFAULTS[self.base], **self.base_config}
+        base_cfg = get_method(self.base).Config.from_dict(
+            merged, where=f"igdm base_config ({self.base})"
+        )
+        object.__setattr__(self, "base_config", base_cfg.to_dict())
+
+
 @register_method("igdm")
-class IGDM(Method):
+class IGDM(Method[IGDMConfig]):
     """Indirect Gradient Matching for Adversarial Robust Distillation (Lee, Cho, Kim, ICLR 2025,
     https://arxiv.org/abs/2312.03286). Official code: HongsinLee/saad@295121c (``igdm.py`` on
     that repository's ``adaad.py``; ``attacks.py``).
@@ -115,36 +132,12 @@ class IGDM(Method):
     needs_teacher = True
     teacher_in_attack = True  # the default base (adaad) attacks through the teacher
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        base: str = "adaad"
-        base_config: dict[str, Any] = field(default_factory=dict)
-        alpha: float = 1.0
-        ramp_den: int | None = 200
-        swapped_eps_step: bool = False
-        clamp_minus: bool = False
-
-        def __post_init__(self) -> None:
-            if self.base not in IGDM_BASES:
-                raise ConfigError(
-                    f"igdm: base must be one of {', '.join(IGDM_BASES)}; got {self.base!r}"
-                )
-            if self.ramp_den is not None and self.ramp_den < 1:
-                raise ConfigError("igdm: ramp_den must be >= 1 (or null: the run's epochs)")
-            merged = {**BASE_DEFAULTS[self.base], **self.base_config}
-            base_cfg = get_method(self.base).Config.from_dict(
-                merged, where=f"igdm base_config ({self.base})"
-            )
-            object.__setattr__(self, "base_config", base_cfg.to_dict())
-
-    def __init__(self, config: MethodConfig | None = None) -> None:
+    def __init__(self, config: IGDMConfig | None = None) -> None:
         super().__init__(config)
-        cfg = self.config
-        assert isinstance(cfg, IGDM.Config)
-        self.base_method = build_method(cfg.base, cfg.base_config)
+        self.base_method = build_method(self.config.base, self.config.base_config)
 
-    def setup(self, **kwargs: Any) -> None:
-        self.base_method.setup(**kwargs)
+    def build(self, ctx: SetupContext) -> None:
+        self.base_method.build(ctx)
 
     def extra_models(self) -> dict[str, str | None]:
         return self.base_method.extra_models()
@@ -153,12 +146,9 @@ class IGDM(Method):
         return self.base_method.param_groups(defaults)
 
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
-        if teacher is None:
-            raise ValueError("igdm needs a teacher (--teacher)")
         cfg = self.config
-        assert isinstance(cfg, IGDM.Config)
         tap = _StudentTap(student)
         adv: list[Tensor] = []
 

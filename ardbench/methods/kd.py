@@ -18,52 +18,49 @@ ardbench uses the reference's CIFAR MobileNetV2 for every method).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Batch, Method, MethodConfig, StepContext, register_method
-from .losses import KL_REDUCTIONS, kl_div
+from .config import NonNegative, Positive
+from .losses import KLReduction, kl_div
 
-KD_PRESETS = {
+KD_PRESETS: dict[str, dict[str, float | str]] = {
     "ard_lineage": {"alpha": 0.5, "ce_weight": 0.5, "tau": 1.0, "kl_reduction": "mean_all"},
     "repdistiller": {"alpha": 0.9, "ce_weight": 0.1, "tau": 4.0, "kl_reduction": "batchmean"},
 }
 
 
+@dataclass(frozen=True)
+class KDConfig(MethodConfig):
+    kd_preset: Literal["ard_lineage", "repdistiller"] = "ard_lineage"
+    alpha: NonNegative | None = None  # KL weight; None = the preset's
+    ce_weight: NonNegative | None = None  # None = the preset's (1 - alpha in ard_lineage)
+    tau: Positive | None = None
+    kl_reduction: KLReduction | None = None
+
+    def resolved(self) -> dict[str, float | str]:
+        out: dict[str, float | str] = dict(KD_PRESETS[self.kd_preset])
+        if self.alpha is not None:
+            out["alpha"] = self.alpha
+            if self.ce_weight is None and self.kd_preset == "ard_lineage":
+                out["ce_weight"] = 1.0 - self.alpha
+        for key in ("ce_weight", "tau", "kl_reduction"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
 @register_method("kd")
-class KD(Method):
+class KD(Method[KDConfig]):
     paper = "Hinton et al., 2015 (arXiv 1503.02531)"
     needs_teacher = True
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        kd_preset: str = "ard_lineage"  # ard_lineage | repdistiller
-        alpha: float | None = None  # KL weight; None = the preset's
-        ce_weight: float | None = None  # None = the preset's (1 - alpha in ard_lineage)
-        tau: float | None = None
-        kl_reduction: str | None = None  # mean_all | batchmean | rslad
-
-        def __post_init__(self) -> None:
-            if self.kd_preset not in KD_PRESETS:
-                raise ValueError(f"kd_preset must be one of {', '.join(KD_PRESETS)}")
-            if self.kl_reduction is not None and self.kl_reduction not in KL_REDUCTIONS:
-                raise ValueError(f"kl_reduction must be one of {', '.join(KL_REDUCTIONS)}")
-
-        def resolved(self) -> dict[str, float | str]:
-            out = dict(KD_PRESETS[self.kd_preset])
-            if self.alpha is not None:
-                out["alpha"] = self.alpha
-                if self.ce_weight is None and self.kd_preset == "ard_lineage":
-                    out["ce_weight"] = 1.0 - self.alpha
-            for key in ("ce_weight", "tau", "kl_reduction"):
-                if getattr(self, key) is not None:
-                    out[key] = getattr(self, key)
-            return out
-
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
         p = self.config.resolved()
         tau = float(p["tau"])

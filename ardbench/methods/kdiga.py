@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import ce_objective
-from ..errors import ConfigError
-from .base import (
-    Batch,
-    Method,
-    MethodConfig,
-    StepContext,
-    register_method,
-)
-from .losses import KL_REDUCTIONS, kl_div
+from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .config import Fraction, NonNegative, Positive
+from .losses import KLReduction, kl_div
 
-IGA_NORMS = ("batch_l2", "per_sample_l2_mean", "per_sample_sq_mean")
+IGANorm = Literal["batch_l2", "per_sample_l2_mean", "per_sample_sq_mean"]
+IGA_NORMS: tuple[str, ...] = typing.get_args(IGANorm)
 
 
 def input_gradient_alignment(
@@ -45,15 +42,29 @@ def input_gradient_alignment(
     diff = s_grad - t_grad.detach()
     b = x.shape[0]
     if norm == "batch_l2":
-        return gamma / b * torch.linalg.vector_norm(diff)
+        whole: Tensor = torch.linalg.vector_norm(diff)
+        return gamma / b * whole
     per_sample = b * diff.flatten(1)
     if norm == "per_sample_l2_mean":
-        return gamma * torch.linalg.vector_norm(per_sample, dim=1).mean()
+        norms: Tensor = torch.linalg.vector_norm(per_sample, dim=1)
+        return gamma * norms.mean()
     return gamma * per_sample.pow(2).sum(dim=1).mean()
 
 
+@dataclass(frozen=True)
+class KDIGAConfig(MethodConfig):
+    variant: Literal["clean", "rs", "ard"] = "clean"
+    alpha: Fraction = 0.5
+    tau: Positive = 1.0
+    gamma: NonNegative = 0.5
+    kl_reduction: KLReduction = "mean_all"
+    iga_norm: IGANorm = "batch_l2"
+    rs_eps: NonNegative = 8 / 255  # variant rs: noise radius
+    teacher_input: Literal["adv", "clean"] = "adv"  # variant ard: T(x') (as coded) or T(x)
+
+
 @register_method("kdiga")
-class KDIGA(Method):
+class KDIGA(Method[KDIGAConfig]):
     """How and When Adversarial Robustness Transfers in Knowledge Distillation? (Shao, Yi,
     Chen, Hsieh, arXiv 2110.12072, https://arxiv.org/abs/2110.12072). Official code: the first
     author's fork RulinShao/AdversariallyRobustDistillation@12e774f (``main.py``, modes
@@ -105,36 +116,10 @@ class KDIGA(Method):
     teacher_in_attack = False
     supports_compile = False  # double backward through the student: torch.compile cannot
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        variant: str = "clean"
-        alpha: float = 0.5
-        tau: float = 1.0
-        gamma: float = 0.5
-        kl_reduction: str = "mean_all"
-        iga_norm: str = "batch_l2"
-        rs_eps: float = 8 / 255  # variant rs: noise radius
-        teacher_input: str = "adv"  # variant ard: T(x') (as coded) or T(x)
-
-        def __post_init__(self) -> None:
-            for key, value, allowed in (
-                ("variant", self.variant, ("clean", "rs", "ard")),
-                ("kl_reduction", self.kl_reduction, KL_REDUCTIONS),
-                ("iga_norm", self.iga_norm, IGA_NORMS),
-                ("teacher_input", self.teacher_input, ("adv", "clean")),
-            ):
-                if value not in allowed:
-                    raise ConfigError(
-                        f"kdiga: {key} must be one of {', '.join(allowed)}; got {value!r}"
-                    )
-
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
-        if teacher is None:
-            raise ValueError("kdiga needs a teacher (--teacher)")
         cfg = self.config
-        assert isinstance(cfg, KDIGA.Config)
         x, y = batch.x, batch.y
         kd_weight = cfg.alpha * cfg.tau**2
         if cfg.variant == "ard":

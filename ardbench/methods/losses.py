@@ -6,11 +6,16 @@ reductions of ``kl_reduction`` differ in scale and are not interchangeable (refe
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-KL_REDUCTIONS = ("batchmean", "mean_all", "rslad")
+KLReduction = Literal["batchmean", "mean_all", "rslad"]
+"""A ``kl_reduction`` config key's choices."""
+KL_REDUCTIONS: tuple[str, ...] = typing.get_args(KLReduction)
 
 
 def kl_per_sample(target_logits: Tensor, student_logits: Tensor, tau: float = 1.0) -> Tensor:

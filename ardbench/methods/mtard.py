@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,8 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .base import Batch, Method, MethodConfig, StepContext, register_method
-from .losses import KL_REDUCTIONS, kl_div
+from .config import Fraction, NonNegative, NonNegativeInt, Positive
+from .losses import KLReduction, kl_div
 
 _STATE = torch.float64  # the official weights are python floats (double precision)
 
@@ -22,8 +24,29 @@ def entropy_term(teacher_logits: Tensor) -> Tensor:
     return torch.mean(p * torch.log(p + 1e-5))
 
 
+@dataclass(frozen=True)
+class MTARDConfig(MethodConfig):
+    natural_teacher: str | None = None  # model spec of the clean teacher N (required)
+    kl_reduction: KLReduction = "rslad"
+    w_init: Fraction = 0.5
+    eta: NonNegative = 0.025
+    b: NonNegative = 1.0
+    eta_milestones: tuple[NonNegativeInt, ...] = (215, 260, 285)
+    eta_gamma: NonNegative = 0.1
+    init_loss: Literal["first_iteration", "each_epoch"] = "first_iteration"
+    b_mtard: bool = False
+    temp_lr: NonNegative = 0.001
+    temp_min: Positive = 1.0
+    temp_max: Positive = 10.0
+    temp_init: Positive = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.temp_min <= self.temp_init <= self.temp_max:
+            raise ConfigError("need 0 < temp_min <= temp_init <= temp_max")
+
+
 @register_method("mtard")
-class MTARD(Method):
+class MTARD(Method[MTARDConfig]):
     """Enhanced Accuracy and Robustness via Multi-Teacher Adversarial Distillation (Zhao et
     al., ECCV 2022; the B-MTARD extension is arXiv 2306.16170).
     Official code: zhaoshiji123/MTARD@6480a1b (``mtard/mtard_loss.py``,
@@ -91,60 +114,30 @@ class MTARD(Method):
     needs_teacher = True
     teacher_in_attack = False
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        natural_teacher: str | None = None  # model spec of the clean teacher N (required)
-        kl_reduction: str = "rslad"
-        w_init: float = 0.5
-        eta: float = 0.025
-        b: float = 1.0
-        eta_milestones: tuple[int, ...] = (215, 260, 285)
-        eta_gamma: float = 0.1
-        init_loss: str = "first_iteration"
-        b_mtard: bool = False
-        temp_lr: float = 0.001
-        temp_min: float = 1.0
-        temp_max: float = 10.0
-        temp_init: float = 1.0
+    w_nat: Tensor
+    loss_ref: Tensor
+    ref_epoch: Tensor
+    temps: Tensor
 
-        def __post_init__(self) -> None:
-            for key, value, allowed in (
-                ("kl_reduction", self.kl_reduction, KL_REDUCTIONS),
-                ("init_loss", self.init_loss, ("first_iteration", "each_epoch")),
-            ):
-                if value not in allowed:
-                    raise ConfigError(
-                        f"mtard: {key} must be one of {', '.join(allowed)}; got {value!r}"
-                    )
-            if not 0.0 <= self.w_init <= 1.0:
-                raise ConfigError(f"mtard: w_init must be in [0, 1]; got {self.w_init}")
-            if not 0.0 < self.temp_min <= self.temp_init <= self.temp_max:
-                raise ConfigError("mtard: need 0 < temp_min <= temp_init <= temp_max")
-
-    def __init__(self, config: MethodConfig | None = None) -> None:
+    def __init__(self, config: MTARDConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
-        assert isinstance(cfg, MTARD.Config)
         self.register_buffer("w_nat", torch.tensor(cfg.w_init, dtype=_STATE))
         self.register_buffer("loss_ref", torch.ones(2, dtype=_STATE))  # L_adv0, L_nat0
         self.register_buffer("ref_epoch", torch.tensor(-1, dtype=torch.int64))  # -1: unset
         self.register_buffer("temps", torch.full((2,), cfg.temp_init, dtype=_STATE))
 
     def extra_models(self) -> dict[str, str | None]:
-        cfg = self.config
-        assert isinstance(cfg, MTARD.Config)
-        return {"natural": cfg.natural_teacher}
+        return {"natural": self.config.natural_teacher}
 
     def _decay(self, epoch: int) -> float:
         cfg = self.config
-        assert isinstance(cfg, MTARD.Config)
         return cfg.eta_gamma ** sum(1 for m in cfg.eta_milestones if epoch >= m)
 
     @torch.no_grad()
     def _update_weights(self, losses: Tensor, epoch: int) -> None:
         """losses = (L_adv, L_nat) of this iteration; updates w_nat (and the reference)."""
         cfg = self.config
-        assert isinstance(cfg, MTARD.Config)
         losses = losses.to(_STATE)
         if cfg.init_loss == "first_iteration":
             first = self.ref_epoch < 0
@@ -160,7 +153,6 @@ class MTARD(Method):
     @torch.no_grad()
     def _update_temps(self, e_adv: Tensor, e_nat: Tensor, epoch: int) -> None:
         cfg = self.config
-        assert isinstance(cfg, MTARD.Config)
         e = torch.stack([e_adv, e_nat]).to(_STATE)
         step = cfg.temp_lr * self._decay(epoch)
         ratio = torch.stack([e[0] / e[1], e[1] / e[0]])
@@ -169,10 +161,8 @@ class MTARD(Method):
         )
 
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
-        if teacher is None:
-            raise ValueError("mtard needs the robust teacher (--teacher)")
         natural = ctx.extras.get("natural")
         if natural is None:
             raise ValueError(
@@ -180,7 +170,6 @@ class MTARD(Method):
                 "method_config.natural_teacher to a model spec (e.g. run:ID of a `natural` run)"
             )
         cfg = self.config
-        assert isinstance(cfg, MTARD.Config)
         x, y = batch.x, batch.y
         with torch.no_grad():
             n_nat = natural(x)

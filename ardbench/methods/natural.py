@@ -7,8 +7,6 @@ checkpoint; ardbench keeps the last epoch).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -16,17 +14,13 @@ from .base import Batch, Method, MethodConfig, StepContext, register_method
 
 
 @register_method("natural")
-class Natural(Method):
+class Natural(Method[MethodConfig]):
     """L = CE(S(x), y) with the student in train mode (key ``ce_nat``)."""
 
     paper = "standard training (IAD pre_train/ST.py)"
     needs_teacher = False
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        pass
-
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
         return {"ce_nat": F.cross_entropy(student(batch.x), batch.y)}

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from .base import Batch, Method, MethodConfig, StepContext, register_method
-from .losses import KL_REDUCTIONS, kl_div, kl_per_sample
+from .base import Batch, Method, MethodConfig, SetupContext, StepContext, register_method
+from .config import NonNegative, Positive
+from .losses import KLReduction, kl_div, kl_per_sample
+
+
+@dataclass(frozen=True)
+class PeerAiDConfig(MethodConfig):
+    temperature: Positive = 5.0
+    gamma1: NonNegative = 1.0
+    gamma2: NonNegative = 0.1  # CIFAR-100 scripts: 1.0
+    tau_r: Positive = 1.0
+    lambda1: NonNegative = 0.0
+    lambda2: NonNegative = 1.0
+    lambda3: NonNegative = 1.0
+    kl_reduction: KLReduction = "mean_all"
+    peer_target_detach: bool = False
+    nat_target_detach: bool = False
+    student_adv_forwards: Literal[1, 2] = 2
+    peer_lr_scale: NonNegative = 1.0
+    peer_momentum: NonNegative | None = None  # None: the recipe's
+    peer_weight_decay: NonNegative | None = None  # None: the recipe's
 
 
 @register_method("peeraid")
-class PeerAiD(Method):
+class PeerAiD(Method[PeerAiDConfig]):
     """PeerAiD: Improving Adversarial Distillation from a Specialized Peer Tutor (Jung et
     al., CVPR 2024, https://arxiv.org/abs/2403.06668). Official code:
     jaewonalive/PeerAiD@cd12e92 (``main.py --kd``, ``attack_function.py``, ``utils/SWA.py``,
@@ -79,59 +96,24 @@ class PeerAiD(Method):
     needs_teacher = False
     teacher_in_attack = False  # the attack's target is the peer's clean logits, a constant
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        temperature: float = 5.0
-        gamma1: float = 1.0
-        gamma2: float = 0.1  # CIFAR-100 scripts: 1.0
-        tau_r: float = 1.0
-        lambda1: float = 0.0
-        lambda2: float = 1.0
-        lambda3: float = 1.0
-        kl_reduction: str = "mean_all"
-        peer_target_detach: bool = False
-        nat_target_detach: bool = False
-        student_adv_forwards: int = 2
-        peer_lr_scale: float = 1.0
-        peer_momentum: float | None = None  # None: the recipe's
-        peer_weight_decay: float | None = None  # None: the recipe's
-
-        def __post_init__(self) -> None:
-            if self.kl_reduction not in KL_REDUCTIONS:
-                raise ConfigError(
-                    f"peeraid: kl_reduction must be one of {', '.join(KL_REDUCTIONS)}; "
-                    f"got {self.kl_reduction!r}"
-                )
-            if self.student_adv_forwards not in (1, 2):
-                raise ConfigError("peeraid: student_adv_forwards must be 1 or 2")
-
-    def __init__(self, config: MethodConfig | None = None) -> None:
+    def __init__(self, config: PeerAiDConfig | None = None) -> None:
         super().__init__(config)
         self.peer: nn.Module | None = None
 
-    def setup(
-        self,
-        *,
-        student: nn.Module,
-        teacher: nn.Module | None,
-        num_classes: int,
-        feature_dims: tuple[int, int | None],
-        student_factory: Callable[[], nn.Module] | None = None,
-    ) -> None:
-        if student_factory is None:
+    def build(self, ctx: SetupContext) -> None:
+        if ctx.student_factory is None:
             raise ValueError(
                 "peeraid builds its peer with setup(student_factory=...), a fresh network of "
                 "the student's architecture; the caller passed none"
             )
-        peer = student_factory()
-        param = next(student.parameters(), None)
+        peer = ctx.student_factory()
+        param = next(ctx.student.parameters(), None)
         if param is not None:
             peer.to(device=param.device, dtype=param.dtype)
         self.peer = peer.train()
 
     def param_groups(self, defaults: dict[str, Any]) -> list[dict[str, Any]]:
         cfg = self.config
-        assert isinstance(cfg, PeerAiD.Config)
         params = list(self.parameters())
         if not params:
             return []
@@ -145,13 +127,12 @@ class PeerAiD(Method):
         return [{"params": params, **own}]
 
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
         peer = self.peer
         if peer is None:
             raise ValueError("peeraid: setup() has not built the peer")
         cfg = self.config
-        assert isinstance(cfg, PeerAiD.Config)
         x, y = batch.x, batch.y
         peer.eval()
         with torch.no_grad():

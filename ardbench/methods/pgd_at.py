@@ -14,8 +14,6 @@ The attack maximises the summed CE (sign ascent is invariant to the 1/B of a mea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -23,18 +21,14 @@ from .base import Batch, Method, MethodConfig, StepContext, register_method
 
 
 @register_method("pgd_at")
-class PGDAT(Method):
+class PGDAT(Method[MethodConfig]):
     """L = CE(S(x'), y), x' = PGD on the student's CE (key ``ce_adv``)."""
 
     paper = "Madry et al., ICLR 2018 (arXiv 1706.06083)"
     needs_teacher = False
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        pass
-
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
         y = batch.y
         x_adv = ctx.attack_fn(batch.x, lambda xa: F.cross_entropy(student(xa), y, reduction="sum"))

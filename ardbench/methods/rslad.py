@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
 from .base import Batch, Method, MethodConfig, StepContext, register_method
-from .losses import KL_REDUCTIONS, kl_div, kl_per_sample
+from .config import NonNegative
+from .losses import KLReduction, kl_div, kl_per_sample
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
@@ -34,8 +35,18 @@ def kl_log_of_softmax(target_logits: Tensor, student_logits: Tensor, reduction: 
     return pointwise.mean()
 
 
+@dataclass(frozen=True)
+class RSLADConfig(MethodConfig):
+    adv_weight: NonNegative = 5 / 6
+    nat_weight: NonNegative = 1 / 6
+    kl_reduction: KLReduction = "rslad"
+    log_softmax_impl: Literal["auto", "log_softmax", "log_of_softmax"] = "auto"
+    teacher_norm_c100: Literal["cifar100_constants", "cifar10_constants"] = "cifar100_constants"
+    teacher_dtype_c100: Literal["fp32", "fp16"] = "fp32"
+
+
 @register_method("rslad")
-class RSLAD(Method):
+class RSLAD(Method[RSLADConfig]):
     """Revisiting Adversarial Robustness Distillation: Robust Soft Labels Make Student Better
     (Zi, Zhao, Ma, Jiang, ICCV 2021, https://arxiv.org/abs/2108.07969). Official code:
     zibojia/RSLAD@c40e04f (``rslad_loss.py``, ``resnet18_rslad_cifar{10,100}.py``,
@@ -79,38 +90,8 @@ class RSLAD(Method):
     needs_teacher = True
     teacher_in_attack = False  # the objective uses the constant T(x), computed once
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        adv_weight: float = 5 / 6
-        nat_weight: float = 1 / 6
-        kl_reduction: str = "rslad"
-        log_softmax_impl: str = "auto"
-        teacher_norm_c100: str = "cifar100_constants"
-        teacher_dtype_c100: str = "fp32"
-
-        def __post_init__(self) -> None:
-            for key, value, allowed in (
-                ("kl_reduction", self.kl_reduction, KL_REDUCTIONS),
-                (
-                    "log_softmax_impl",
-                    self.log_softmax_impl,
-                    ("auto", "log_softmax", "log_of_softmax"),
-                ),
-                (
-                    "teacher_norm_c100",
-                    self.teacher_norm_c100,
-                    ("cifar100_constants", "cifar10_constants"),
-                ),
-                ("teacher_dtype_c100", self.teacher_dtype_c100, ("fp32", "fp16")),
-            ):
-                if value not in allowed:
-                    raise ConfigError(
-                        f"rslad: {key} must be one of {', '.join(allowed)}; got {value!r}"
-                    )
-
     def _teacher_logits(self, teacher: nn.Module, x: Tensor, num_classes: int) -> Tensor:
         cfg = self.config
-        assert isinstance(cfg, RSLAD.Config)
         if num_classes == 100 and cfg.teacher_norm_c100 == "cifar10_constants":
             m10, s10, m100, s100 = (
                 torch.tensor(c, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
@@ -120,13 +101,12 @@ class RSLAD(Method):
         half = num_classes == 100 and cfg.teacher_dtype_c100 == "fp16"
         ctx = torch.autocast(x.device.type, dtype=torch.float16) if half else nullcontext()
         with torch.no_grad(), ctx:
-            logits = teacher(x)
+            logits: Tensor = teacher(x)
         return logits.to(x.dtype)
 
     def _kl(self, t_logits: Tensor, s_logits: Tensor) -> Tensor:
         cfg = self.config
-        assert isinstance(cfg, RSLAD.Config)
-        impl = cfg.log_softmax_impl
+        impl: str = cfg.log_softmax_impl
         if impl == "auto":
             impl = "log_of_softmax" if s_logits.shape[1] == 100 else "log_softmax"
         if impl == "log_of_softmax":
@@ -134,12 +114,9 @@ class RSLAD(Method):
         return kl_div(t_logits, s_logits, cfg.kl_reduction)
 
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
-        if teacher is None:
-            raise ValueError("rslad needs a teacher (--teacher)")
         cfg = self.config
-        assert isinstance(cfg, RSLAD.Config)
         x = batch.x
         t_nat = self._teacher_logits(teacher, x, ctx.num_classes)
         x_adv = ctx.attack_fn(x, lambda xa: kl_per_sample(t_nat, student(xa)).sum())

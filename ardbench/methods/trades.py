@@ -24,21 +24,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Batch, Method, MethodConfig, StepContext, register_method
+from .config import NonNegative
+
+
+@dataclass(frozen=True)
+class TRADESConfig(MethodConfig):
+    beta: NonNegative = 6.0
+    target_detach: bool = False
+    recompute_clean_in_attack: bool = True
 
 
 @register_method("trades")
-class TRADES(Method):
+class TRADES(Method[TRADESConfig]):
     paper = "Zhang et al., ICML 2019 (arXiv 1901.08573)"
     needs_teacher = False
 
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        beta: float = 6.0
-        target_detach: bool = False
-        recompute_clean_in_attack: bool = True
-
     def losses(
-        self, student: nn.Module, teacher: nn.Module | None, batch: Batch, ctx: StepContext
+        self, student: nn.Module, teacher: nn.Module, batch: Batch, ctx: StepContext
     ) -> dict[str, Tensor]:
         cfg = self.config
         x, y = batch.x, batch.y
@@ -69,6 +71,7 @@ def _clean_target_in_attack_mode(student: nn.Module, x: Tensor, ctx: StepContext
     student.train(ctx.attack.student_mode == "train")
     try:
         with torch.no_grad():
-            return student(x)
+            target: Tensor = student(x)
+            return target
     finally:
         student.train(was_training)

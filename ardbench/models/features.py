@@ -98,7 +98,7 @@ def count_parameters(
     finally:
         for h in handles:
             h.remove()
-    params_used = [p for p in model.parameters() if id(p) in hit]
+    params_used: list[torch.Tensor] = [p for p in model.parameters() if id(p) in hit]
     for m in used_modules:
         params_used.extend(m.parameters(recurse=False))
     return _numel_unique(params_used)
@@ -195,10 +195,10 @@ def _features_graph(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 

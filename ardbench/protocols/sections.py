@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import dataclass
@@ -278,9 +279,16 @@ def unknown_key(key: str, known: typing.Iterable[str], where: str) -> ConfigErro
     return ConfigError(f"unknown key {key!r} in {where}", hint=hint)
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` once per class: it evaluates every annotation string anew on
+    each call, which made grouping a few dozen records take tens of seconds (read-only)."""
+    return typing.get_type_hints(cls)
+
+
 def coerce(cls: type, name: str, value: Any, where: str) -> Any:
     """Convert a YAML/CLI value to the annotated type of ``cls.name``."""
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     if name not in hints:
         raise unknown_key(name, hints, where)
     return _coerce_type(hints[name], value, f"{where}.{name}")

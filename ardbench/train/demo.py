@@ -4,6 +4,7 @@ download and no file from elsewhere."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -54,7 +55,7 @@ def ensure_demo_teacher(console: Console | None = None, spec: str = "demo") -> s
 
 
 for _spec in DEMO_TEACHERS:
-    register_spec_alias(_spec, lambda spec=_spec: ensure_demo_teacher(spec=spec))
+    register_spec_alias(_spec, functools.partial(ensure_demo_teacher, spec=_spec))
 
 
 def teacher_record(spec: str | None) -> Path | None:

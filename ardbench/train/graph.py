@@ -74,16 +74,15 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from ..methods import Batch, Method, StepContext
 from .host_reads import count_host_reads
-
-if TYPE_CHECKING:  # the step imports this module, not the other way round
-    from .step import TrainStep
+from .speed import SpeedPlan
+from .stats import EpochStats
 
 __all__ = [
     "WARMUP_STEPS",
@@ -115,6 +114,7 @@ class WatchedContext(StepContext):
 
 class Captured(Protocol):
     executed: bool  # True: capturing also ran the step (EagerReplay)
+    outputs: dict[str, Tensor]  # the step's outputs (static: rewritten by every replay)
 
     def replay(self) -> dict[str, Tensor]: ...
 
@@ -213,7 +213,26 @@ class GraphCounts:
     keys: list[Any] = field(default_factory=list)  # capture keys, in capture order
 
 
-def _overrides_capture_key(method: Method) -> bool:
+class EagerStep(Protocol):
+    """What :class:`CapturedStep` drives: a training step that can run eagerly
+    (:class:`~ardbench.train.step.TrainStep`; a protocol, so that this module, which the step
+    imports, needs nothing from it)."""
+
+    plan: SpeedPlan
+    stats: EpochStats
+    method: Method[Any]
+    method_name: str
+    optimizer: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
+
+    def eager(self, batch: Batch, *, epoch: int, step: int) -> dict[str, Tensor]: ...
+
+    def _run(
+        self, batch: Batch, epoch: int, step: int, reads: set[str] | None = None
+    ) -> dict[str, Tensor]: ...
+
+
+def _overrides_capture_key(method: Method[Any]) -> bool:
     return type(method).capture_key is not Method.capture_key
 
 
@@ -221,7 +240,7 @@ class CapturedStep:
     """Drives a :class:`TrainStep` as warm-up, capture and replays (see the module doc)."""
 
     def __init__(
-        self, step: TrainStep, backend: Backend | None = None, warmup: int = WARMUP_STEPS
+        self, step: EagerStep, backend: Backend | None = None, warmup: int = WARMUP_STEPS
     ) -> None:
         self.step = step
         self.plan = step.plan

@@ -64,7 +64,13 @@ def split_train(ds: Dataset, cfg: RunConfig) -> Split:
     what remains."""
     tc = cfg.train
     x, y = ds.x_train, ds.y_train
-    x_hold = y_hold = None
+    if x is None or y is None:
+        raise TrainingError(
+            f"dataset {cfg.dataset!r} has no training split (x_train, y_train)",
+            hint="train on a dataset with training images",
+        )
+    x_hold: Tensor | None = None
+    y_hold: Tensor | None = None
     if tc.holdout:
         if tc.holdout >= len(y):
             raise TrainingError(
@@ -118,7 +124,7 @@ def first_test_points(
 
 
 def make_probe(cfg: RunConfig, split: Split, device: torch.device) -> Probe | None:
-    if split.x_hold is not None:
+    if split.x_hold is not None and split.y_hold is not None:
         x, y, where = split.x_hold, split.y_hold, f"holdout ({len(split.y_hold)} training examples)"
     elif cfg.train.probe:
         n = min(cfg.train.probe, len(split.y))
@@ -208,7 +214,8 @@ def prepare(cfg: RunConfig, *, runs_dir: Path, console: Console) -> RunParts:
             "test points",
             hint=f"set eval.n_examples to at most {ds.num_test}",
         )
-    if cfg.checkpoint.rule == "swa" and cfg.checkpoint.swa_start >= cfg.train.epochs:
+    swa_start = cfg.checkpoint.swa_start
+    if cfg.checkpoint.rule == "swa" and swa_start is not None and swa_start >= cfg.train.epochs:
         raise TrainingError(
             f"checkpoint.swa_start={cfg.checkpoint.swa_start} is not before the last epoch "
             f"(train.epochs={cfg.train.epochs})"

@@ -186,7 +186,8 @@ def compile_module(model: nn.Module, **kwargs: Any) -> None:
     ff = getattr(type(model), "forward_features", None)
     if callable(ff):
         # an instance attribute shadows the method; uncompile_module deletes it again
-        model.forward_features = torch.compile(model.forward_features, **kwargs)
+        compiled = torch.compile(getattr(model, "forward_features"), **kwargs)  # noqa: B009
+        setattr(model, "forward_features", compiled)  # noqa: B010 (nn.Module types it a Module)
 
 
 def uncompile_module(model: nn.Module) -> None:
@@ -268,14 +269,14 @@ def make_optimizer(
     kwargs: dict[str, Any] = {}
     if plan.fused_optimizer:
         kwargs["fused"] = True
-    params = [
+    groups: list[Any] = [  # all parameters or all groups, as given
         {**g, "lr": _lr_value(tc.lr * g["lr_scale"], plan)}
         if isinstance(g, dict) and "lr_scale" in g
         else g
         for g in params
     ]
     return torch.optim.SGD(
-        params,
+        groups,
         lr=_lr_value(tc.lr, plan),
         momentum=tc.momentum,
         weight_decay=tc.weight_decay,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -282,11 +282,12 @@ class TrainStep:
         self._clear()
         try:
             with autocast(self.plan):
-                terms = self.method.losses(self.student, self.teacher, batch, ctx)
+                teacher = self.method.teacher_for(self.teacher)
+                terms = self.method.losses(self.student, teacher, batch, ctx)
             if not _terms_ok(terms):
                 check_losses(terms, self.method_name)  # raises with the contract's message
             stats.add(terms, size)
-            total = sum(terms.values())
+            total = cast(Tensor, sum(terms.values()))  # 0 + t1 + ...: a tensor
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             stats.check_grads(self.params)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ def open_run_dir(cfg: RunConfig, runs_dir: Path, run_dir: Path | None, resume: b
 
 def build_loop(parts: RunParts, run_dir: Path, resume: bool, console: Console) -> Loop:
     cfg, plan = parts.cfg, parts.plan
+    assert plan is not None and parts.loader is not None  # set by setup_run
     student, method = parts.student.module, parts.method
     teacher = parts.teacher.module if parts.teacher else None
     extras = {k: m.module for k, m in parts.extras.items()}
@@ -151,6 +153,7 @@ def build_loop(parts: RunParts, run_dir: Path, resume: bool, console: Console) -
     if rule.rule == "best-on-holdout":
         loop.best = BestOnHoldout()
     if rule.rule == "swa":
+        assert rule.swa_start is not None  # CheckpointConfig requires it for swa
         loop.swa = SWA(student, rule.swa_start)
     if resume:
         _restore(loop, console)
@@ -178,6 +181,7 @@ def _restore(loop: Loop, console: Console) -> None:
             f"{run_dir / 'checkpoint.pt'} does not fit this run's networks ({first_line(exc)})",
             hint="it was edited or comes from another run; start a new run",
         ) from None
+    assert parts.plan is not None
     set_optimizer_impl(loop.optimizer, parts.plan)
     truncate_log(run_dir, loop.start_epoch)
     console.print(
@@ -232,7 +236,7 @@ def run_epoch(loop: Loop, epoch: int, reporter: Reporter) -> dict[str, Any]:
     if loop.swa is not None:
         loop.swa.after_epoch(epoch, student)
     row["epoch_time_s"] = round(time.perf_counter() - t0, 3)
-    row["speed"] = loop.parts.plan.to_dict()
+    row["speed"] = loop.parts.plan.to_dict() if loop.parts.plan is not None else {}
     return row
 
 
@@ -255,6 +259,7 @@ def run_epochs(
     loop: Loop, end_epoch: int, reporter: Reporter, on_epoch: EpochHook | None = None
 ) -> None:
     cfg, plan = loop.parts.cfg, loop.parts.plan
+    assert plan is not None
     with cudnn_settings(plan, cfg.train.deterministic), compile_settings(plan, cfg.train.compile):
         for epoch in range(loop.start_epoch, end_epoch):
             t0 = time.perf_counter()
@@ -301,7 +306,7 @@ def _eval_points(parts: RunParts):
     out training data and selects no checkpoint on it, that held-out slice (the test set is
     then never looked at: hyper-parameter sweeps)."""
     cfg, split = parts.cfg, parts.split
-    if split.x_hold is None or cfg.checkpoint.rule == "best-on-holdout":
+    if split.x_hold is None or split.y_hold is None or cfg.checkpoint.rule == "best-on-holdout":
         x, y = parts.dataset.test_subset(cfg.eval.n_examples, parts.device)
         return x, y, "test"
     n = cfg.eval.n_examples or len(split.y_hold)
@@ -356,6 +361,27 @@ def save_models(run_dir: Path, parts: RunParts, models: dict) -> dict[str, dict[
     return files
 
 
+def _cost(loop: Loop) -> dict[str, float]:
+    """Training throughput and peak memory for the record's hardware block (the site's cost
+    columns): CUDA's peak allocation on a GPU, the process's peak resident size on a CPU."""
+    cost = {
+        "train_images_per_s": round(
+            loop.loader.num_examples * loop.parts.cfg.train.epochs / max(loop.elapsed, 1e-9), 1
+        )
+    }
+    device = loop.parts.device
+    if device.type == "cuda":
+        cost["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    else:
+        try:
+            import resource
+        except ImportError:  # Windows
+            return cost
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS
+        cost["peak_memory_mb"] = round(kib / (2**20 if sys.platform == "darwin" else 2**10), 1)
+    return cost
+
+
 def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime) -> dict[str, Any]:
     parts = loop.parts
     chosen, *others = list(files)
@@ -375,7 +401,9 @@ def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime
         checkpoints={kind: {**files[kind], "eval": blocks[kind]} for kind in others},
         teacher_checks={k: c.to_dict() for k, c in parts.teacher_checks.items()},
     )
+    assert parts.plan is not None
     record["hardware"]["speed"] = parts.plan.to_dict()
+    record["hardware"].update(_cost(loop))
     validate_record(record)
     write_record(loop.run_dir, record)
     return record

@@ -1,0 +1,214 @@
+"""What the site is built from: the records (read by the leaderboard's own loader, later
+evaluations merged), the tables :func:`ardbench.results.tables.build_tables` makes of them,
+and per run its epoch log and verification result where they are on file.
+
+Where the files are looked for (``run_id`` = the record's run id):
+
+- epoch log: ``<run_id>.log.jsonl`` anywhere under the records' folder, or ``log.jsonl`` in a
+  folder named ``<run_id>`` there or directly under any ``--logs`` folder (the ``runs/``
+  folder that ``ardbench run`` writes);
+- verification (``ardbench verify``, not written yet by this version): ``<run_id>.verify.json``
+  beside the record, or ``verify.json`` in the run's folder.
+
+A log or verification file that cannot be read is not an error: the run page says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..results.leaderboard import collect_records
+from ..results.schema import RecordModel
+from ..results.tables import Row, Table, build_tables
+
+__all__ = [
+    "RunInfo",
+    "SiteData",
+    "Verification",
+    "as_model",
+    "load_site_data",
+    "read_epoch_log",
+    "method_page",
+    "row_verification",
+    "run_page",
+    "table_page",
+]
+
+VERIFIED, UNVERIFIED, FAILED = "verified", "unverified", "failed"
+UNVERIFIED_NOTE = (
+    "No re-evaluation of this checkpoint is on file (ardbench verify will write one beside "
+    "the record): the numbers are the run's own claim."
+)
+
+
+def as_model(record: Mapping[str, Any] | RecordModel) -> RecordModel:
+    """The record as the schema's pydantic model (the loader returns a dict today; a model
+    passes through)."""
+    if isinstance(record, RecordModel):
+        return record
+    return RecordModel.model_validate(dict(record))
+
+
+def as_dict(record: Mapping[str, Any] | RecordModel) -> dict[str, Any]:
+    """The record as plain JSON (what build_tables and the downloads take)."""
+    if isinstance(record, RecordModel):
+        return record.model_dump(mode="json", exclude_unset=True)
+    return dict(record)
+
+
+@dataclass(frozen=True)
+class Verification:
+    state: str  # verified | unverified | failed
+    note: str
+
+
+@dataclass
+class RunInfo:
+    model: RecordModel
+    record: dict[str, Any]
+    log: list[dict[str, Any]] = field(default_factory=list)
+    log_note: str = ""  # why there are no curves
+    verification: Verification = Verification(UNVERIFIED, UNVERIFIED_NOTE)
+    tables: list[Table] = field(default_factory=list)
+
+
+@dataclass
+class SiteData:
+    tables: list[Table]
+    runs: dict[str, RunInfo]
+
+    def methods(self) -> list[str]:
+        return sorted({r.model.method.name for r in self.runs.values()})
+
+
+def read_epoch_log(path: Path) -> tuple[list[dict[str, Any]], str]:
+    """(epoch rows, problem): rows whose ``epoch`` is an integer, in file order; a torn last
+    line (a killed writer) is dropped; anything else unreadable is reported, not raised."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], f"log not readable ({type(exc).__name__})"
+    rows: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            if i == len(lines) - 1:
+                break
+            return [], f"log line {i + 1} is not JSON"
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            return [], f"log line {i + 1} is not an epoch line"
+        rows.append(row)
+    return rows, ""
+
+
+def _read_verification(path: Path) -> Verification:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return Verification(UNVERIFIED, f"{path.name} is not readable JSON")
+    if not isinstance(data, dict):
+        return Verification(UNVERIFIED, f"{path.name} is not a JSON object")
+    state = next(
+        (data[k] for k in ("state", "status", "verdict") if isinstance(data.get(k), str)), ""
+    ).lower()
+    state = {"passed": VERIFIED, "pass": VERIFIED, "fail": FAILED}.get(state, state)
+    if state not in (VERIFIED, FAILED):
+        return Verification(UNVERIFIED, f"{path.name} states no verdict (verified or failed)")
+    note = next(
+        (data[k] for k in ("note", "message", "summary") if isinstance(data.get(k), str)), ""
+    )
+    default = "re-evaluated under its own protocol" if state == VERIFIED else "re-evaluation failed"
+    return Verification(state, note or default)
+
+
+def _index_files(runs_dir: Path, log_dirs: Sequence[Path], ids: set[str]) -> dict[str, Path]:
+    """{"log:<id>" | "verify:<id>": path} for the runs in ``ids`` (first found wins)."""
+    found: dict[str, Path] = {}
+    for path in sorted(runs_dir.rglob("*")) if runs_dir.is_dir() else []:
+        name = path.name
+        if name.endswith(".log.jsonl") and name[: -len(".log.jsonl")] in ids:
+            found.setdefault("log:" + name[: -len(".log.jsonl")], path)
+        elif name.endswith(".verify.json") and name[: -len(".verify.json")] in ids:
+            found.setdefault("verify:" + name[: -len(".verify.json")], path)
+        elif name in ("log.jsonl", "verify.json") and path.parent.name in ids:
+            kind = "log" if name == "log.jsonl" else "verify"
+            found.setdefault(f"{kind}:{path.parent.name}", path)
+    for folder in log_dirs:
+        for rid in sorted(ids):
+            path = folder / rid / "log.jsonl"
+            if path.is_file():
+                found.setdefault(f"log:{rid}", path)
+    return found
+
+
+NO_LOG = (
+    "No epoch log on file: the leaderboard keeps the records only. Build with "
+    "--logs RUNS_DIR (the folder ardbench run wrote) to draw the curves."
+)
+
+
+def load_site_data(runs_dir: str | Path, log_dirs: Sequence[str | Path] = ()) -> SiteData:
+    """Every record under ``runs_dir``, its tables, logs and verification results."""
+    runs_dir = Path(runs_dir)
+    raw = [as_dict(r) for r in collect_records(runs_dir)]
+    tables = build_tables(raw)
+    ids = {r["run_id"] for r in raw}
+    files = _index_files(runs_dir, [Path(d) for d in log_dirs], ids)
+    runs: dict[str, RunInfo] = {}
+    for record in raw:
+        rid = record["run_id"]
+        info = RunInfo(model=as_model(record), record=record)
+        if f"log:{rid}" in files:
+            info.log, problem = read_epoch_log(files[f"log:{rid}"])
+            info.log_note = problem
+        else:
+            info.log_note = NO_LOG
+        if f"verify:{rid}" in files:
+            info.verification = _read_verification(files[f"verify:{rid}"])
+        runs[rid] = info
+    for t in tables:
+        for row in t.rows:
+            for rid in row.run_ids:
+                if not any(x is t for x in runs[rid].tables):
+                    runs[rid].tables.append(t)
+    return SiteData(tables, runs)
+
+
+def table_page(t: Table) -> str:
+    """The table's page, relative to the site root (table names are slugs: see grouping)."""
+    return "tables/" + t.name.replace("/", "--") + ".html"
+
+
+def run_page(run_id: str) -> str:
+    return f"runs/{run_id}.html"  # run ids are validated ids (schema.ID_PATTERN)
+
+
+def method_page(name: str) -> str:
+    return f"methods/{name}.html"  # method names are validated snake_case
+
+
+def row_verification(row: Row, runs: Mapping[str, RunInfo]) -> Verification:
+    """A row is failed when any of its runs failed, verified when all were, else unverified."""
+    states = [runs[rid].verification.state for rid in row.run_ids]
+    if FAILED in states:
+        return Verification(FAILED, f"{states.count(FAILED)} of {len(states)} runs failed")
+    if states and all(s == VERIFIED for s in states):
+        return Verification(VERIFIED, "every run re-evaluated under its own protocol")
+    done = states.count(VERIFIED)
+    note = f"{done} of {len(states)} runs verified. " if done else ""
+    return Verification(UNVERIFIED, note + UNVERIFIED_NOTE)
+
+
+def finite(value: Any) -> float | None:
+    """A plain finite number from a log or record value, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
