@@ -22,7 +22,15 @@ from typing import Any
 
 from .column import Column, SettingsContext
 
-__all__ = ["AA_ATTACKS", "BUILTIN_COLUMNS", "CW_KAPPA", "POINTWISE", "PRECISION", "SEEDING"]
+__all__ = [
+    "AA_ATTACKS",
+    "BUILTIN_COLUMNS",
+    "CW_KAPPA",
+    "POINTWISE",
+    "PRECISION",
+    "SEEDING",
+    "pgd_settings",
+]
 
 # How the PGD / CW random starts are drawn: per point (in fixed blocks of 64 points, whatever
 # the batches), on the CPU, so the per-point results do not depend on the batch size, the
