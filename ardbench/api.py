@@ -20,9 +20,10 @@ validated before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import inspect
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .rundir import Run, RunNotFoundError
 
@@ -32,8 +33,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from .eval.result import EvalResult
+    from .eval.settings import EvalSpec
     from .protocols import RunConfig
     from .train.teacher_check import TeacherCheck
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "Run",
@@ -117,32 +121,37 @@ def config(
     )
 
 
+def _takes_config_parameters(func: F) -> F:
+    """``func(method, *, own keywords, **settings)`` passes ``settings`` to :func:`config`;
+    its signature (``help()``, IDEs) shows config's parameters in their place, stated once."""
+    own = inspect.signature(func)
+    shared = [
+        p for name, p in inspect.signature(config).parameters.items() if name != "_default_method"
+    ]
+    keyword = [p for p in own.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    func.__signature__ = own.replace(  # type: ignore[attr-defined]
+        parameters=[*shared[:-1], *keyword, shared[-1]]
+    )
+    return func
+
+
+@_takes_config_parameters
 def train(
     method: str | None = None,
     *,
-    protocol: str | None = None,
-    recipe: str | None = None,
-    preset: str | None = None,
-    teacher: str | None = None,
-    student: str | None = None,
-    seed: int | None = None,
-    epochs: int | None = None,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    device: str | None = None,
-    download: bool = False,
-    sets: Iterable[str] = (),
     runs: str | Path = "runs",
     progress: bool = True,
     threads: int | None = None,
     tensorboard: bool = False,
     console: Console | None = None,
-    **overrides: Any,
+    **settings: Any,
 ) -> Run:
     """Train a student, evaluate it, write ``<runs>/<run_id>/`` with its record; return the
     :class:`Run`.
 
-    The arguments are :func:`config`'s, plus: ``runs`` (the directory of run directories),
+    The settings are :func:`config`'s (``protocol``, ``recipe``, ``preset``, ``teacher``,
+    ``student``, ``seed``, ``epochs``, ``dataset``, ``data_dir``, ``device``, ``download``,
+    ``sets`` and any config key), plus: ``runs`` (the directory of run directories),
     ``progress`` (an epoch line per epoch, a live bar on a terminal), ``threads`` (torch's CPU
     threads; default ``OMP_NUM_THREADS`` if set, else the physical cores), ``tensorboard``
     (also log each epoch to ``<run>/tensorboard/``; needs the ``tensorboard`` package).
@@ -156,24 +165,8 @@ def train(
         >>> run.log()[-1]["probe"]["pgd10"]     # the per-epoch probe, for curves
         0.21
     """
-    cfg = config(
-        method,
-        protocol=protocol,
-        recipe=recipe,
-        preset=preset,
-        teacher=teacher,
-        student=student,
-        seed=seed,
-        epochs=epochs,
-        dataset=dataset,
-        data_dir=data_dir,
-        device=device,
-        download=download,
-        sets=sets,
-        **overrides,
-    )
     return train_config(
-        cfg,
+        config(method, **settings),
         runs=runs,
         progress=progress,
         threads=threads,
@@ -268,8 +261,10 @@ def evaluate(
     Args:
         model: an ``nn.Module`` (images in [0, 1], NCHW, logits out), a :class:`Run`, or a
             model spec (``ARCH:PATH``, ``PATH.pt2``, ``robustbench:ID``, ``run:RUN_ID``).
-        attacks: columns among ``clean, fgsm, pgd20, cw, aa`` (a comma-separated string or a
-            sequence); default clean and PGD-20. ``aa`` is AutoAttack standard (slow).
+        attacks: registered columns (built-ins: ``clean, fgsm, pgd20, cw, aa``; a
+            comma-separated string or a sequence); default clean and PGD-20. ``aa`` is
+            AutoAttack standard (slow). The settings become one validated
+            :class:`~ardbench.eval.settings.EvalSpec`.
         eps: the L-inf (or L2, ``norm="L2"``) radius, ``"8/255"`` or a float.
         seed: seeds the random starts (drawn per point: the batch size changes only speed).
 
@@ -280,57 +275,62 @@ def evaluate(
         >>> res.accuracy
         {'clean': 0.52, 'fgsm': 0.36, 'pgd20': 0.31}
     """
-    import warnings
-
-    from .data import load_dataset
-    from .device import resolve_device
-    from .eval import ComplianceWarning, evaluate_model, evaluate_spec
+    from .eval.settings import EvalSpec
     from .threads import set_threads
 
+    spec = EvalSpec.create(
+        attacks=attacks,
+        eps=eps,
+        norm=norm,
+        seed=seed,
+        batch_size=batch_size,
+        aa_batch_size=aa_batch_size,
+        n_examples=n_examples,
+    )
     set_threads(threads)
     if isinstance(model, (Run, str)):
-        spec = f"run:{model.directory}" if isinstance(model, Run) else model
+        from .eval import evaluate_spec
+
+        name = f"run:{model.directory}" if isinstance(model, Run) else model
         return evaluate_spec(
-            spec,
+            name,
             dataset,
+            spec,
             data_dir=data_dir,
             download=download,
-            n_examples=n_examples,
-            attacks=attacks,
-            eps=eps,
-            norm=norm,
-            batch_size=batch_size,
-            aa_batch_size=aa_batch_size,
-            seed=seed,
             device=device,
             runs_dir=runs,
             progress=progress,
         )
+    return _evaluate_module(model, dataset, spec, device, data_dir, download, progress)
+
+
+def _evaluate_module(
+    model: nn.Module,
+    dataset: str,
+    spec: EvalSpec,
+    device: str,
+    data_dir: str | None,
+    download: bool,
+    progress: bool,
+) -> EvalResult:
+    """:func:`evaluate` of a module in memory (no model spec to record)."""
+    import warnings
+
+    from .data import load_dataset
+    from .device import resolve_device
+    from .eval import ComplianceWarning, evaluate_model
+    from .eval.spec import data_block
+
     dev = resolve_device(device)
     ds = load_dataset(dataset, data_dir=data_dir, download=download)
-    x, y = ds.test_subset(n_examples, device=dev)
+    x, y = ds.test_subset(spec.n_examples, device=dev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ComplianceWarning)  # recorded in result.warnings
         result = evaluate_model(
-            model,
-            x,
-            y,
-            attacks=attacks,
-            eps=eps,
-            norm=norm,
-            batch_size=batch_size,
-            aa_batch_size=aa_batch_size,
-            seed=seed,
-            device=dev,
-            num_classes=ds.num_classes,
-            progress=progress,
+            model, x, y, spec, device=dev, num_classes=ds.num_classes, progress=progress
         )
-    result.data = {
-        "spec": dataset,
-        "fingerprint": ds.fingerprint,
-        "test_fingerprint": ds.test_fingerprint,
-        "first_n_test_points": len(x),
-    }
+    result.data = data_block(dataset, ds, len(x))
     return result
 
 

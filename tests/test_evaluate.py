@@ -14,6 +14,7 @@ from torch import nn
 
 import ardbench.eval.columns as columns
 import ardbench.eval.core as core
+import ardbench.eval.runners as runners
 import ardbench.eval.state as eval_state
 from ardbench.cli import main
 from ardbench.eval import (
@@ -415,13 +416,18 @@ def test_chunked_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert saved["columns"]["clean"]["done"] == 20 and saved["columns"]["fgsm"]["done"] == 16
 
     attacked: list[int] = []
-    real_adv = core.adversarial_examples
+    real_resolve = runners.resolve_code
 
-    def counting(model, x, y, column, **k):
-        attacked.append(len(x))
-        return real_adv(model, x, y, column, **k)
+    def counting_resolve(ref):  # every registered attack's call, counted by its points
+        attack = real_resolve(ref)
 
-    monkeypatch.setattr(core, "adversarial_examples", counting)
+        def counted(model, x, y, ctx):
+            attacked.append(len(x))
+            return attack(model, x, y, ctx)
+
+        return counted
+
+    monkeypatch.setattr(runners, "resolve_code", counting_resolve)
     resumed = evaluate_model(model, x, y, state_path=state, **kw)
     assert resumed.resumed
     assert sum(attacked) == 4 + 20 + 20  # the rest of fgsm, then pgd20 and cw

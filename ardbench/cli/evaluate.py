@@ -9,6 +9,8 @@ from typing import Any
 from rich.markup import escape
 
 from ..errors import ConfigError
+from ..eval.settings import DEFAULT_ATTACKS, EvalSpec, SettingError
+from ..protocols.columns import COLUMNS
 from .console import console, err_console
 from .run import add_threads_argument
 
@@ -32,13 +34,29 @@ def add_eval_parser(sub: Any) -> None:
     p.add_argument("--download", action="store_true", help="allow downloading data/models")
     p.add_argument("--model-dir", help="RobustBench model directory (robustbench:ID specs)")
     p.add_argument("--runs", default="runs", help="directory of run directories (run:RUN_ID)")
+    _add_settings(p)
+    _add_outputs(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a .pt2 archive without the safety checks; torch may then run code from it: "
+        "only for archives from someone you trust",
+    )
+    add_threads_argument(p)
+    p.set_defaults(func=_cmd_eval)
+
+
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    """The evaluation's settings: the fields of an EvalSpec."""
     p.add_argument("--norm", default="Linf", choices=["Linf", "L2"])
     p.add_argument("--eps", default="8/255", help="radius, 8/255 or a float (default 8/255)")
     p.add_argument("--n-examples", type=int, help="the first N test points (default: all)")
     p.add_argument(
         "--attacks",
-        default="clean,fgsm,pgd20,cw,aa",
-        help="comma-separated columns among clean,fgsm,pgd20,cw,aa (default: all)",
+        default=",".join(DEFAULT_ATTACKS),
+        help=f"comma-separated registered columns among {','.join(COLUMNS)} "
+        f"(default: {','.join(DEFAULT_ATTACKS)})",
     )
     p.add_argument(
         "--batch-size",
@@ -56,6 +74,20 @@ def add_eval_parser(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--compliant",
+        action="store_true",
+        help="stop when a compliance check fails (default: warn and go on)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        help="points per saved chunk (default 1000 with --state-dir, else all)",
+    )
+
+
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    """What is written besides the table: JSON, model_info, the cross-check, the state."""
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the result as JSON")
     p.add_argument(
         "--model-info",
@@ -72,11 +104,6 @@ def add_eval_parser(sub: Any) -> None:
         "architecture=ResNet-18, reported=57.12, additional_data=false, footnote=...",
     )
     p.add_argument(
-        "--compliant",
-        action="store_true",
-        help="stop when a compliance check fails (default: warn and go on)",
-    )
-    p.add_argument(
         "--cross-check",
         choices=["robustbench"],
         help="also run robustbench.eval.benchmark() on the same model and points",
@@ -86,20 +113,6 @@ def add_eval_parser(sub: Any) -> None:
         metavar="DIR",
         help="save per-point progress in chunks here; rerun the same command to resume",
     )
-    p.add_argument(
-        "--chunk-size",
-        type=int,
-        help="points per saved chunk (default 1000 with --state-dir, else all)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--trust-model",
-        action="store_true",
-        help="load a .pt2 archive without the safety checks; torch may then run code from it: "
-        "only for archives from someone you trust",
-    )
-    add_threads_argument(p)
-    p.set_defaults(func=_cmd_eval)
 
 
 def _batch_size(text: str) -> int | str:
@@ -114,24 +127,27 @@ def _batch_size(text: str) -> int | str:
     return value
 
 
-def _check_settings(args: argparse.Namespace) -> None:
-    """Every setting checked before the model or the data is touched (the protocol's rules)."""
+def _check_settings(args: argparse.Namespace) -> EvalSpec:
+    """Every setting checked before the model or the data is touched: the evaluation's once,
+    as the :class:`EvalSpec` the evaluator takes, and where the outputs go."""
     from ..device import check_device
-    from ..eval.columns import parse_attacks
     from ..io import remove_stale_tmp
-    from ..protocols import Eps
-    from ..protocols.sections import check_radius
 
-    check_radius("--eps", Eps(args.eps))
-    for flag, value, low in (
-        ("--n-examples", args.n_examples, 1),
-        ("--seed", args.seed, 0),
-        ("--aa-batch-size", args.aa_batch_size, 1),
-        ("--chunk-size", args.chunk_size, 1),
-    ):
-        if value is not None and value < low:
-            raise ConfigError(f"{flag} must be >= {low}, got {value}")
-    parse_attacks(args.attacks)
+    try:
+        spec = EvalSpec.create(
+            attacks=args.attacks,
+            eps=args.eps,
+            norm=args.norm,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            aa_batch_size=args.aa_batch_size,
+            chunk_size=args.chunk_size,
+            n_examples=args.n_examples,
+            compliant=args.compliant,
+        )
+    except SettingError as exc:  # in the flag's words: "--n-examples must be >= 1, got 0"
+        flag = "--" + exc.setting.replace("_", "-")
+        raise ConfigError(f"{flag} {exc.detail}", hint=exc.hint) from None
     check_device(args.device)
     for flag, out in (("--json", args.json_out), ("--model-info", args.model_info_out)):
         if out and (Path(out).is_dir() or Path(out).parent.is_file()):
@@ -143,13 +159,14 @@ def _check_settings(args: argparse.Namespace) -> None:
         if state.exists() and not state.is_dir():
             raise ConfigError(f"--state-dir {state} is a file", hint="give a directory")
         remove_stale_tmp(state)  # what a killed evaluation left half-written
+    return spec
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..eval import ComplianceError, evaluate_spec, render_eval
     from ..threads import set_threads
 
-    _check_settings(args)
+    spec = _check_settings(args)
     set_threads(args.threads)
     metadata: dict[str, Any] = {}
     for item in args.info:
@@ -164,22 +181,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_spec(
             args.model,
             args.dataset,
+            spec,
             data_dir=args.data_dir,
             download=args.download,
-            n_examples=args.n_examples,
-            attacks=args.attacks,
-            eps=args.eps,
-            norm=args.norm,
-            batch_size=args.batch_size,
-            aa_batch_size=args.aa_batch_size,
-            seed=args.seed,
             device=args.device,
             json_out=args.json_out,
             model_info_out=args.model_info_out,
-            compliant=args.compliant,
             cross_check=args.cross_check,
             state_dir=args.state_dir,
-            chunk_size=args.chunk_size,
             model_dir=args.model_dir,
             runs_dir=args.runs,
             metadata=metadata or None,

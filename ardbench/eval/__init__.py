@@ -1,8 +1,11 @@
-"""The evaluator: clean, FGSM, PGD-20, CW-inf and AutoAttack columns; compliance; model_info.
+"""The evaluator: the registered columns (clean, FGSM, PGD-20, CW-inf, AutoAttack and any
+registered with :func:`ardbench.protocols.columns.register_column`); compliance; model_info.
 
 =================  ===============================================================
 ``result``         :class:`EvalResult`, the column names and titles (no torch)
-``columns``        column settings, per-point random starts, FGSM / PGD-20 / CW points
+``settings``       :class:`EvalSpec`, an evaluation's validated settings (no torch)
+``columns``        the built-in columns' code: per-point starts, FGSM / PGD / CW points
+``runners``        one column's run (:class:`ColumnRun`), the per-point runner
 ``autoattack``     the AutoAttack adapter (pyautoattack's call, its state, its warnings)
 ``state``          the resumable per-point state of the other columns
 ``core``           :func:`evaluate_model`: columns over chunks, fp32, batch sizes
@@ -27,6 +30,7 @@ _EXPORTS = {
     "COLUMNS": "result",
     "COLUMN_TITLES": "result",
     "EvalResult": "result",
+    "EvalSpec": "settings",
     "adversarial_examples": "columns",
     "column_settings": "columns",
     "parse_attacks": "columns",
@@ -49,6 +53,7 @@ __all__ = [
     "ComplianceError",
     "ComplianceWarning",
     "EvalResult",
+    "EvalSpec",
     "adversarial_examples",
     "column_settings",
     "evaluate_model",
@@ -73,6 +78,7 @@ if TYPE_CHECKING:
     from .modelinfo import model_info
     from .render import render_eval
     from .result import AA_ATTACKS, COLUMN_TITLES, COLUMNS, EvalResult
+    from .settings import EvalSpec
     from .spec import evaluate_spec
 
 

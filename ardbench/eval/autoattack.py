@@ -52,7 +52,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -61,10 +61,14 @@ from ..io import file_sha256
 from .columns import ball_violation
 from .result import AA_ATTACKS
 
+if TYPE_CHECKING:
+    from .runners import ColumnRun
+
 __all__ = [
     "AA_LOGGER",
     "AALog",
     "AAChunk",
+    "aa_runner",
     "aggregate_aa",
     "load_aa_flags",
     "run_autoattack",
@@ -133,7 +137,8 @@ def load_aa_flags(path: Path, sha256: str | None = None, n: int | None = None) -
         return None
     if flags is None or flags.dim() != 1 or (n is not None and len(flags) != n):
         return None
-    return flags.to("cpu", torch.bool)
+    out: Tensor = flags.to("cpu", torch.bool)
+    return out
 
 
 @dataclass
@@ -357,3 +362,29 @@ def run_aa_column(
         progress.advance(task, end - start)
     progress.describe(task, "AA")
     return torch.cat([flags[s] for s in sorted(flags)])
+
+
+def aa_runner(run: ColumnRun) -> Tensor:
+    """The registered ``aa`` column's runner: :func:`run_aa_column` over the run's chunks,
+    then the breakdown, the settings it adds and AutoAttack's warnings (:func:`aggregate_aa`)."""
+    spec = run.spec
+    flags = run_aa_column(
+        run.model,
+        run.x,
+        run.y,
+        run.entry,
+        run.state.save,
+        run.bar,
+        eps=spec.eps,
+        norm=spec.norm,
+        seed=spec.seed,
+        batch_size=spec.aa_batch_size,
+        version=spec.aa_version,
+        chunk=run.chunk,
+        state_dir=run.state.aa_dir,
+    )
+    breakdown, extra, warn = aggregate_aa(run.entry["chunks"], len(run.x))
+    run.breakdown.update(breakdown)
+    run.settings.update(extra)
+    run.warnings.extend(warn)
+    return flags

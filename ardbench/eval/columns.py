@@ -1,15 +1,6 @@
-"""The columns: their settings, the per-point random starts, and the clean / FGSM / PGD-20 / CW
-adversarial points (AutoAttack is :mod:`ardbench.eval.autoattack`).
-
-========  =====================================================================================
-clean     top-1 accuracy
-fgsm      x' = clamp(x + eps * sign grad CE, 0, 1); no random start (step = eps)
-pgd20     20 steps of step eps/4 (2/255 at 8/255), uniform start clamped to [0,1], CE, 1 restart
-cw        30 steps of step eps/4, uniform start clamped, CW-inf margin (kappa = 50, over the C
-          logits: IAD's ``attack_generator``), 1 restart
-aa        AutoAttack ``standard`` (APGD-CE, APGD-T 9 targets, FAB-T 9 targets, Square 5000
-          queries) from the PyPI package ``pyautoattack`` (= fra31/auto-attack@a392200)
-========  =====================================================================================
+"""The built-in columns' code: per-point random starts and the FGSM / PGD-20 / CW adversarial
+points (AutoAttack is :mod:`ardbench.eval.autoattack`); what each column is, is registered in
+:mod:`ardbench.protocols.columns` (the built-ins: :mod:`ardbench.protocols.builtin_columns`).
 
 Accuracy is point-wise worst case, as RobustBench counts AutoAttack: a point counts as robust in
 an attacked column only when it is classified correctly both clean and at the adversarial point
@@ -19,15 +10,18 @@ an attacked column only when it is classified correctly both clean and at the ad
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import Any
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from ..attacks import ce_objective, cw_objective, fgsm, pgd, random_start
 from ..errors import ConfigError
-from .result import AA_ATTACKS, COLUMNS, dist_version
+from ..protocols.builtin_columns import CW_KAPPA, PRECISION, SEEDING
+from ..protocols.column import PointContext, SettingsContext
+from ..protocols.columns import get_column, parse_columns
 
 __all__ = [
     "CW_KAPPA",
@@ -38,36 +32,22 @@ __all__ = [
     "ball_violation",
     "class_accuracies",
     "column_settings",
+    "cw_points",
+    "fgsm_points",
     "parse_attacks",
     "per_point_start",
+    "pgd_points",
     "predict",
+    "resolve_code",
 ]
 
-# How the PGD / CW random starts are drawn: per point (in fixed blocks of 64 points, whatever
-# the batches), on the CPU, so the per-point results do not depend on the batch size, the
-# chunking or the device's random number generator (records made before this scheme say
-# "per batch from (seed, column, first index)").
+# the random starts of PGD / CW are drawn per point, in fixed blocks of 64 points (SEEDING)
 START_BLOCK = 64
-SEEDING = "per point: blocks of 64 points from (seed, column, index // 64), drawn on the CPU"
-PRECISION = "fp32 (TF32 off for convolutions and matmuls)"
-CW_KAPPA = 50.0
-_POINTWISE = "robust = correct on the clean point and on the adversarial point"
-_ALIASES = {"pgd": "pgd20", "pgd-20": "pgd20", "cw_inf": "cw", "cwinf": "cw", "autoattack": "aa"}
 
 
 def parse_attacks(attacks: str | Sequence[str]) -> tuple[str, ...]:
     """``"clean,pgd20,aa"`` or a sequence -> the columns in canonical order (clean always first)."""
-    names = [
-        a.strip().lower() for a in (attacks.split(",") if isinstance(attacks, str) else attacks)
-    ]
-    names = [_ALIASES.get(a, a) for a in names if a]
-    unknown = [a for a in names if a not in COLUMNS]
-    if unknown:
-        raise ConfigError(
-            f"unknown attack column(s) {', '.join(map(repr, unknown))}",
-            hint=f"known: {', '.join(COLUMNS)}",
-        )
-    return tuple(c for c in COLUMNS if c in names or c == "clean")
+    return parse_columns(attacks)
 
 
 def column_settings(
@@ -80,57 +60,20 @@ def column_settings(
     chunk_size: int | None = None,
     aa_version: str = "standard",
 ) -> dict[str, Any]:
-    """The attack settings of one column, as recorded in the result (step scales with eps)."""
-    if column == "clean":
-        return {"attack": "none"}
-    if column == "fgsm":
-        return {
-            "attack": "fgsm",
-            "loss": "ce",
-            "steps": 1,
-            "step": eps,
-            "step_rule": "eps",
-            "random_start": "none",
-            "restarts": 1,
-            "norm": norm,
-            "counts": _POINTWISE,
-        }
-    if column in ("pgd20", "cw"):
-        s: dict[str, Any] = {
-            "attack": "pgd",
-            "loss": "ce" if column == "pgd20" else "cw_margin",
-            "steps": 20 if column == "pgd20" else 30,
-            "step": eps / 4,
-            "step_rule": "eps/4",
-            "random_start": "uniform",
-            "clamp_start": True,
-            "restarts": 1,
-            "norm": norm,
-            "seeding": SEEDING,
-            "counts": _POINTWISE,
-        }
-        if column == "cw":
-            s["kappa"] = CW_KAPPA
-            s["margin_over"] = "all C logits (IAD attack_generator)"
-        return s
-    if column == "aa":
-        return {
-            "attack": "autoattack",
-            "version": aa_version,
-            "package": "pyautoattack",
-            "package_version": dist_version("pyautoattack"),
-            "attacks": list(AA_ATTACKS) if aa_version == "standard" else None,
-            "apgd_ce": {"n_iter": 100, "restarts": 1},
-            "apgd_t": {"n_iter": 100, "restarts": 1, "n_target_classes": 9},
-            "fab_t": {"n_iter": 100, "restarts": 1, "n_target_classes": 9},
-            "square": {"n_queries": 5000, "p_init": 0.8},
-            "seed": seed,
-            "batch_size": batch_size,
-            "chunk_size": chunk_size,
-            "norm": norm,
-            "counts": "robust = correct clean and every attack failed (AutoAttack's own flags)",
-        }
-    raise ValueError(f"unknown column {column!r}")
+    """The attack settings of one column, as recorded in the result (step scales with eps;
+    ``batch_size`` is AutoAttack's)."""
+    ctx = SettingsContext(eps, norm, seed, batch_size, chunk_size, aa_version)
+    return get_column(column).settings(ctx)
+
+
+def resolve_code(ref: Callable[..., Any] | str) -> Callable[..., Any]:
+    """A column's code: the callable itself, or the function a ``"module:function"`` names."""
+    if callable(ref):
+        return ref
+    module, sep, name = ref.partition(":")
+    if not sep:
+        raise ConfigError(f"column code {ref!r} must be a callable or 'module:function'")
+    return cast(Callable[..., Any], getattr(importlib.import_module(module), name))
 
 
 def _derive_seed(seed: int, column: str, block: int) -> int:
@@ -158,6 +101,49 @@ def per_point_start(
     return torch.cat(parts)[offset : offset + len(x)].to(x.device, x.dtype)
 
 
+def fgsm_points(model: nn.Module, x: Tensor, y: Tensor, ctx: PointContext) -> Tensor:
+    """FGSM: one signed-gradient step of eps on CE (under L2 one normalised step of eps)."""
+    if ctx.norm == "Linf":
+        return fgsm(x, ce_objective(model, y), ctx.eps)
+    return pgd(
+        x,
+        ce_objective(model, y),
+        eps=ctx.eps,
+        step=ctx.eps,
+        steps=1,
+        random_start_kind="none",
+        norm=ctx.norm,
+    )
+
+
+def _pgd(x: Tensor, objective: Callable[[Tensor], Tensor], ctx: PointContext) -> Tensor:
+    s = ctx.settings
+    return pgd(
+        x,
+        objective,
+        eps=ctx.eps,
+        step=float(s["step"]),
+        steps=int(s["steps"]),
+        clamp_start=True,
+        norm=ctx.norm,
+        delta0=per_point_start(
+            x, ctx.eps, ctx.norm, seed=ctx.seed, column=ctx.column, start=ctx.start
+        ),
+    )
+
+
+def pgd_points(model: nn.Module, x: Tensor, y: Tensor, ctx: PointContext) -> Tensor:
+    """PGD on CE from the per-point uniform start (steps and step from the column's settings:
+    PGD-20 for the built-in column, any other count for a registered variant)."""
+    return _pgd(x, ce_objective(model, y), ctx)
+
+
+def cw_points(model: nn.Module, x: Tensor, y: Tensor, ctx: PointContext) -> Tensor:
+    """PGD on the CW-inf margin (kappa from the settings) from the per-point uniform start."""
+    kappa = float(ctx.settings.get("kappa", CW_KAPPA))
+    return _pgd(x, cw_objective(model, y, kappa), ctx)
+
+
 def adversarial_examples(
     model: nn.Module,
     x: Tensor,
@@ -169,44 +155,23 @@ def adversarial_examples(
     seed: int = 0,
     start: int = 0,
 ) -> Tensor:
-    """x_adv of one batch for ``fgsm`` / ``pgd20`` / ``cw`` (``start``: index of its first point).
+    """x_adv of one batch for an attacked column (``start``: index of its first point).
 
     Detached, inside the eps-ball around ``x`` and in [0, 1]. The evaluator calls this per batch.
     """
-    if column == "fgsm":
-        if norm == "Linf":
-            return fgsm(x, ce_objective(model, y), eps)
-        return pgd(
-            x,
-            ce_objective(model, y),
-            eps=eps,
-            step=eps,
-            steps=1,
-            random_start_kind="none",
-            norm=norm,
-        )
-    if column in ("pgd20", "cw"):
-        s = column_settings(column, eps=eps, norm=norm)
-        objective = (
-            ce_objective(model, y) if column == "pgd20" else cw_objective(model, y, CW_KAPPA)
-        )
-        return pgd(
-            x,
-            objective,
-            eps=eps,
-            step=s["step"],
-            steps=s["steps"],
-            clamp_start=True,
-            norm=norm,
-            delta0=per_point_start(x, eps, norm, seed=seed, column=column, start=start),
-        )
-    raise ValueError(f"adversarial_examples: {column!r} is not fgsm, pgd20 or cw")
+    col = get_column(column)
+    if col.attack is None:
+        raise ValueError(f"adversarial_examples: column {column!r} has no per-batch attack")
+    settings = col.settings(SettingsContext(eps, norm, seed))
+    ctx = PointContext(column, eps, norm, seed, start, settings)
+    return cast(Tensor, resolve_code(col.attack)(model, x, y, ctx))
 
 
 def predict(model: nn.Module, x: Tensor) -> Tensor:
     """Top-1 labels of ``x`` (no gradients)."""
     with torch.no_grad():
-        return model(x).argmax(1)
+        labels: Tensor = model(x).argmax(1)
+    return labels
 
 
 def ball_violation(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> float:

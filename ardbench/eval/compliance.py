@@ -93,7 +93,7 @@ def is_exported_graph(model: nn.Module) -> bool:
     )
 
 
-def _graph_training_ops(model: torch.fx.GraphModule) -> list[str]:
+def _graph_training_ops(model: nn.Module) -> list[str]:
     found = []
     for gm in model.modules():
         if not isinstance(gm, torch.fx.GraphModule):

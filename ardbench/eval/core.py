@@ -30,9 +30,8 @@ own state files, in the folder ``<state_path stem>.autoattack`` beside it (see
 from __future__ import annotations
 
 import contextlib
-import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +39,12 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..protocols import Eps
-from ..protocols.eps import parse_number
-from ..protocols.sections import check_radius
-from .autoattack import aggregate_aa, run_aa_column
-from .columns import (
-    PRECISION,
-    SEEDING,
-    adversarial_examples,
-    ball_violation,
-    class_accuracies,
-    column_settings,
-    parse_attacks,
-    predict,
-)
+from ..protocols.builtin_columns import PRECISION, SEEDING
+from ..protocols.columns import get_column
+from .columns import class_accuracies
 from .compliance import (
     CHECKS,
+    CheckResult,
     ComplianceWarning,
     check_eval_mode,
     is_exported_graph,
@@ -63,7 +52,9 @@ from .compliance import (
     run_compliance_checks,
 )
 from .progress import Progress
-from .result import COLUMN_TITLES, EvalResult, versions
+from .result import EvalResult, versions
+from .runners import ColumnRun, run_column
+from .settings import DEFAULT_AA_BATCH_SIZE, EvalSpec
 from .state import EvalState, data_digest, model_digest
 
 __all__ = [
@@ -71,13 +62,13 @@ __all__ = [
     "DEFAULT_AA_BATCH_SIZE",
     "DEFAULT_CHUNK_SIZE",
     "MAX_AUTO_BATCH_SIZE",
+    "as_spec",
     "choose_batch_size",
     "evaluate_model",
     "fp32_math",
 ]
 
 DEFAULT_CHUNK_SIZE = 1000
-DEFAULT_AA_BATCH_SIZE = 256
 CPU_BATCH_SIZE = 256
 MAX_AUTO_BATCH_SIZE = 4096
 
@@ -150,19 +141,6 @@ def _resolve_chunk(n: int, aa_batch_size: int, chunk_size: int | None, stateful:
 # ------------------------------------------------------------------------------- evaluation
 
 
-def _check_settings(batch_size: Any, aa_batch_size: Any, norm: str, aa_version: str) -> None:
-    if norm not in ("Linf", "L2"):
-        raise ConfigError(f"norm must be Linf or L2, got {norm!r}")
-    if aa_version not in ("standard", "plus", "rand"):
-        raise ConfigError(f"aa_version must be standard, plus or rand, got {aa_version!r}")
-    if batch_size != "auto" and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ConfigError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
-    if isinstance(aa_batch_size, bool) or not isinstance(aa_batch_size, int) or aa_batch_size < 1:
-        raise ConfigError(f"aa_batch_size must be a positive integer, got {aa_batch_size!r}")
-
-
 def _check_points(x: Any, y: Any) -> None:
     if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 4:
         raise TypeError(
@@ -178,58 +156,62 @@ def _check_points(x: Any, y: Any) -> None:
         )
 
 
+def as_spec(spec: EvalSpec | None, settings: dict[str, Any]) -> EvalSpec:
+    """``spec``, or one built from loose keyword settings (``attacks="clean,aa"``, ``eps=...``)."""
+    if spec is None:
+        return EvalSpec.create(**settings)
+    if settings:
+        raise ConfigError(
+            f"give the evaluation settings in the EvalSpec or as keywords, not both "
+            f"(got spec and {', '.join(sorted(settings))})"
+        )
+    return spec
+
+
 def evaluate_model(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    spec: EvalSpec | None = None,
     *,
-    attacks: str | Sequence[str] = ("clean", "pgd20"),
-    eps: float | str = 8 / 255,
-    norm: str = "Linf",
-    batch_size: int | str = "auto",
-    seed: int = 0,
     device: str | torch.device | None = None,
     num_classes: int | None = None,
     progress: bool = False,
     state_path: str | Path | None = None,
-    aa_version: str = "standard",
-    chunk_size: int | None = None,
-    compliant: bool = False,
     console: Any = None,
-    aa_batch_size: int = DEFAULT_AA_BATCH_SIZE,
+    **settings: Any,
 ) -> EvalResult:
     """Evaluate ``model`` on the points ``(x, y)`` (float [0,1] NCHW, int labels).
 
+    The evaluation's settings are an :class:`~ardbench.eval.settings.EvalSpec` (``spec``) or
+    its fields as keywords:
+
+    - ``attacks``: registered columns (built-ins: ``clean, fgsm, pgd20, cw, aa``); clean is
+      always computed.
+    - ``eps``: the threat model's radius (a float or ``"8/255"``); PGD / CW steps are ``eps/4``.
+    - ``batch_size``: points per batch for the per-point columns: an int, or ``"auto"`` (256 on
+      the CPU; on CUDA the largest power of two whose attack step fits in half the free
+      memory, see :func:`choose_batch_size`). It does not change their numbers (random starts
+      are drawn per point), only their speed.
+    - ``aa_batch_size``: AutoAttack's batch size. It does change AutoAttack's number (its
+      random initialisations depend on the batch composition), so it is fixed, recorded in
+      ``settings["aa"]`` and part of the resume key.
+    - ``seed``: seeds the random starts (per point) and AutoAttack.
+    - ``chunk_size``: points per chunk (rounded up to whole AutoAttack batches). Default: all
+      points in one chunk, or :data:`DEFAULT_CHUNK_SIZE` when ``state_path`` is given. Only
+      the AutoAttack number depends on it.
+    - ``compliant``: raise :class:`ComplianceError` when a compliance check fails (default: a
+      :class:`ComplianceWarning` and the failure recorded in ``warnings``).
+
     Args:
-        attacks: columns among ``clean, fgsm, pgd20, cw, aa`` (clean is always computed).
-        eps: the threat model's radius (a float or ``"8/255"``); PGD / CW steps are ``eps/4``.
-        batch_size: points per batch for clean / FGSM / PGD / CW: an int, or ``"auto"`` (256 on
-            the CPU; on CUDA the largest power of two whose attack step fits in half the free
-            memory, see :func:`choose_batch_size`). It does not change their numbers (random
-            starts are drawn per point), only their speed.
-        aa_batch_size: AutoAttack's batch size. It does change AutoAttack's number (its random
-            initialisations depend on the batch composition), so it is fixed, recorded in
-            ``settings["aa"]`` and part of the resume key.
-        seed: seeds the random starts (per point) and AutoAttack.
         device: where to evaluate (default: ``x``'s device); the model is moved there.
         num_classes: default: the width of the logits.
         state_path: a JSON file holding per-point results, written atomically after every chunk
             of points; a rerun with the same arguments continues from it (an existing file from
             a different evaluation is an error). AutoAttack's per-point results are
             pyautoattack's own state files in ``<state_path stem>.autoattack/``.
-        chunk_size: points per chunk (rounded up to whole AutoAttack batches). Default: all
-            points in one chunk, or :data:`DEFAULT_CHUNK_SIZE` when ``state_path`` is given.
-            Only the AutoAttack number depends on it (its random inits depend on the batch
-            composition).
-        compliant: raise :class:`ComplianceError` when a compliance check fails (default: a
-            :class:`ComplianceWarning` and the failure recorded in ``warnings``).
     """
-    eps = parse_number(eps)
-    check_radius("eps", Eps(eps))
-    if seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {seed!r}")
-    _check_settings(batch_size, aa_batch_size, norm, aa_version)
-    columns = parse_attacks(attacks)
+    spec = as_spec(spec, settings)
     _check_points(x, y)
     dev = torch.device(device) if device is not None else x.device
     x = x.detach().to(dev, torch.float32).contiguous()
@@ -242,24 +224,8 @@ def evaluate_model(
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
         with fp32_math(dev):
-            return _evaluate(
-                model,
-                x,
-                y,
-                columns,
-                eps=eps,
-                norm=norm,
-                batch_size=batch_size,
-                aa_batch_size=aa_batch_size,
-                seed=seed,
-                num_classes=num_classes,
-                progress=progress,
-                state_path=state_path,
-                aa_version=aa_version,
-                chunk_size=chunk_size,
-                compliant=compliant,
-                console=console,
-            )
+            path = Path(state_path) if state_path is not None else None
+            return _evaluate(model, x, y, spec, num_classes, path, Progress(progress, console))
     finally:
         for m, training in modes:
             m.training = training
@@ -268,199 +234,122 @@ def evaluate_model(
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
-def _evaluate(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    columns: tuple[str, ...],
-    *,
-    eps: float,
-    norm: str,
-    batch_size: int | str,
-    aa_batch_size: int,
-    seed: int,
-    num_classes: int | None,
-    progress: bool,
-    state_path: str | Path | None,
-    aa_version: str,
-    chunk_size: int | None,
-    compliant: bool,
-    console: Any,
-) -> EvalResult:
-    """The body of :func:`evaluate_model`, inside its fp32 context and state restoration."""
-    n = len(x)
-    warn_list: list[str] = []
-    # eval mode is checked on the model as given; everything else on the eval-mode model
+def _compliance(
+    model: nn.Module, x: Tensor, y: Tensor, compliant: bool
+) -> tuple[list[CheckResult], list[str]]:
+    """The compliance checks and the warnings of the failed ones; the model is left in eval
+    mode (eval mode is checked on the model as given, everything else after switching)."""
     checks = [check_eval_mode(model)]
     _set_eval(model)
     checks += run_compliance_checks(model, x, y, checks=[c for c in CHECKS if c != "eval_mode"])
     if compliant:
         raise_on_failures(checks)
+    warn_list = []
     for r in checks:
         if not r.passed:
             text = f"compliance: {r.name}: {r.message}"
             if r.name == "eval_mode":
                 text += " (switched to eval mode for the evaluation)"
             warn_list.append(text)
-            warnings.warn(text, ComplianceWarning, stacklevel=3)  # the caller's line
+            warnings.warn(text, ComplianceWarning, stacklevel=4)  # the caller's line
+    return checks, warn_list
 
-    with torch.no_grad():
-        width = model(x[:1]).shape[1]
-    num_classes = int(num_classes) if num_classes is not None else int(width)
 
-    batch_size = choose_batch_size(model, x, batch_size)
-    stateful = state_path is not None
-    chunk = _resolve_chunk(n, aa_batch_size, chunk_size, stateful)
-    # what the per-point results depend on (not batch_size: random starts are per point)
+def _open_state(
+    model: nn.Module, x: Tensor, y: Tensor, spec: EvalSpec, path: Path | None, chunk: int
+) -> EvalState:
+    """The resumable state, keyed by what the per-point results depend on (not the batch size
+    of the per-point columns: their random starts are per point)."""
     key_fields: dict[str, Any] = {
-        "n": n,
-        "eps": eps,
-        "norm": norm,
-        "seed": seed,
+        "n": len(x),
+        "eps": spec.eps,
+        "norm": spec.norm,
+        "seed": spec.seed,
         "seeding": SEEDING,
-        "aa_batch_size": aa_batch_size,
+        "aa_batch_size": spec.aa_batch_size,
         "chunk_size": chunk,
-        "aa_version": aa_version,
+        "aa_version": spec.aa_version,
     }
-    if stateful:
+    if path is not None:
         key_fields["model_sha256"] = model_digest(model)
         key_fields["data_sha256"] = data_digest(x, y)
-    state = EvalState(Path(state_path) if stateful else None, key_fields)
+    return EvalState(path, key_fields)
 
-    settings = {
-        c: column_settings(
-            c,
-            eps=eps,
-            norm=norm,
-            seed=seed,
-            batch_size=aa_batch_size,
-            chunk_size=chunk,
-            aa_version=aa_version,
-        )
-        for c in columns
-    }
-    for c in columns:
-        settings[c]["precision"] = PRECISION
+
+def _evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    spec: EvalSpec,
+    num_classes: int | None,
+    state_path: Path | None,
+    progress: Progress,
+) -> EvalResult:
+    """The body of :func:`evaluate_model`, inside its fp32 context and state restoration."""
+    n = len(x)
+    checks, warn_list = _compliance(model, x, y, spec.compliant)
+    with torch.no_grad():
+        width = model(x[:1]).shape[1]
+    classes = int(num_classes) if num_classes is not None else int(width)
+    batch_size = choose_batch_size(model, x, spec.batch_size)
+    chunk = _resolve_chunk(n, spec.aa_batch_size, spec.chunk_size, state_path is not None)
+    state = _open_state(model, x, y, spec, state_path, chunk)
+    ctx = spec.settings_context(chunk)
+    runs: dict[str, ColumnRun] = {}
     flags: dict[str, Tensor] = {}
-    with Progress(progress, console) as bar:
-        for column in columns:
-            entry = state.column(column, settings[column])
-            if column == "aa":
-                flags[column] = run_aa_column(
-                    model,
-                    x,
-                    y,
-                    entry,
-                    state.save,
-                    bar,
-                    eps=eps,
-                    norm=norm,
-                    seed=seed,
-                    batch_size=aa_batch_size,
-                    version=aa_version,
-                    chunk=chunk,
-                    state_dir=state.aa_dir,
-                )
-            else:
-                flags[column] = _run_column(
-                    column,
-                    model,
-                    x,
-                    y,
-                    entry,
-                    state,
-                    bar,
-                    clean=flags.get("clean"),
-                    eps=eps,
-                    norm=norm,
-                    seed=seed,
-                    batch_size=batch_size,
-                    chunk=chunk,
-                )
-            warn_list.extend(w for w in entry["warnings"] if w not in warn_list)
+    with progress as bar:
+        for key in spec.attacks:
+            column = get_column(key)
+            settings = {**column.settings(ctx), "precision": PRECISION}
+            run = ColumnRun(
+                column, model, x, y, spec, state.column(key, settings), state, bar,
+                batch_size, chunk, settings, clean=flags.get("clean"),
+            )  # fmt: skip
+            flags[key] = run_column(run)
+            runs[key] = run
+            warn_list.extend(w for w in run.entry["warnings"] if w not in warn_list)
+    for run in runs.values():
+        warn_list.extend(w for w in run.warnings if w not in warn_list)
+    return _result(spec, runs, flags, state, y, classes, batch_size, checks, warn_list)
 
+
+def _result(
+    spec: EvalSpec,
+    runs: dict[str, ColumnRun],
+    flags: dict[str, Tensor],
+    state: EvalState,
+    y: Tensor,
+    num_classes: int,
+    batch_size: int,
+    checks: list[CheckResult],
+    warn_list: list[str],
+) -> EvalResult:
+    """The per-point flags summed up: accuracy, per-class and worst-class, timings."""
+    n = len(y)
     accuracy, per_class, worst, timing, pps = {}, {}, {}, {}, {}
-    for column in columns:
+    for column in runs:
         accuracy[column] = int(flags[column].sum()) / n
         per_class[column], worst[column] = class_accuracies(flags[column], y, num_classes)
         t = float(state.data["columns"][column]["time_s"])
         timing[column] = t
         pps[column] = n / t if t > 0 else 0.0
-
-    aa_breakdown: dict[str, float] = {}
-    if "aa" in columns:
-        aa_breakdown, aa_extra, aa_warn = aggregate_aa(state.data["columns"]["aa"]["chunks"], n)
-        settings["aa"].update(aa_extra)
-        warn_list.extend(w for w in aa_warn if w not in warn_list)
-
+    breakdown = {k: v for run in runs.values() for k, v in run.breakdown.items()}
     return EvalResult(
         accuracy=accuracy,
         per_class=per_class,
         worst_class=worst,
-        settings=settings,
+        settings={k: run.settings for k, run in runs.items()},
         n_examples=n,
-        eps=eps,
-        norm=norm,
-        seed=seed,
+        eps=spec.eps,
+        norm=spec.norm,
+        seed=spec.seed,
         batch_size=batch_size,
         num_classes=num_classes,
         timing_s=timing,
         points_per_s=pps,
-        aa_breakdown=aa_breakdown,
+        aa_breakdown=breakdown,
         warnings=warn_list,
         compliance={r.name: {"passed": r.passed, "message": r.message} for r in checks},
         versions=versions(),
         resumed=state.resumed,
     )
-
-
-def _run_column(
-    column: str,
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    entry: dict[str, Any],
-    state: EvalState,
-    bar: Progress,
-    *,
-    clean: Tensor | None,
-    eps: float,
-    norm: str,
-    seed: int,
-    batch_size: int,
-    chunk: int,
-) -> Tensor:
-    """Per-point correctness of clean / FGSM / PGD-20 / CW, chunk by chunk, resuming from
-    ``entry`` (point-wise worst case: an attacked point also needs ``clean``)."""
-    n = len(x)
-    task = bar.add(COLUMN_TITLES[column], n, entry["done"])
-    while entry["done"] < n:
-        start = entry["done"]
-        end = min(start + chunk, n)
-        t0 = time.perf_counter()
-        parts = []
-        for b0 in range(start, end, batch_size):
-            b1 = min(b0 + batch_size, end)
-            xb, yb = x[b0:b1], y[b0:b1]
-            if column == "clean":
-                ok = predict(model, xb) == yb
-            else:
-                x_adv = adversarial_examples(
-                    model, xb, yb, column, eps=eps, norm=norm, seed=seed, start=b0
-                )
-                viol = ball_violation(x_adv, xb, eps, norm)
-                if viol > 1e-5:
-                    entry["warnings"].append(
-                        f"{column}: adversarial points leave the eps-ball or [0,1] by {viol:.3g}"
-                    )
-                ok = predict(model, x_adv) == yb
-                if clean is not None:
-                    ok = ok & clean[b0:b1].to(ok.device)
-            parts.append(ok.cpu())
-            bar.advance(task, b1 - b0)
-        entry["correct"].extend(int(v) for v in torch.cat(parts).tolist())
-        entry["done"] = end
-        entry["time_s"] += time.perf_counter() - t0
-        entry["chunks"].append({"start": start, "end": end})
-        state.save()
-    return torch.tensor(entry["correct"], dtype=torch.bool)

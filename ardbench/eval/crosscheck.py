@@ -6,6 +6,7 @@ import contextlib
 import io
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -56,6 +57,63 @@ def robustbench_cross_check(
     y_cpu = y.detach().to("cpu", torch.int64)
     dev = torch.device(device) if device is not None else x.device
     capture = AALog()
+    stdout = io.StringIO()
+    t0 = time.perf_counter()
+    with (
+        _substitutes(rb_eval, aa_pkg, seed, x_cpu, y_cpu),
+        warnings.catch_warnings(record=True) as caught,
+        capture.attached(),
+        contextlib.redirect_stdout(stdout),
+    ):
+        warnings.simplefilter("always")
+        clean, robust = rb_eval.benchmark(
+            model,
+            n_examples=len(x_cpu),
+            dataset=dataset,
+            threat_model=norm,
+            device=dev,
+            batch_size=batch_size,
+            eps=eps,
+        )
+    return {
+        "tool": "robustbench.eval.benchmark",
+        "robustbench_version": dist_version("robustbench"),
+        "clean": float(clean),
+        "aa": float(robust),
+        "seconds": time.perf_counter() - t0,
+        "seed": seed,
+        "batch_size": batch_size,
+        "warnings": [str(w.message) for w in caught] + list(dict.fromkeys(capture.warnings)),
+        "stdout": stdout.getvalue().strip().splitlines(),
+        "what": "robustbench 1.1.1 benchmark() driver on the same model and points, "
+        "AutoAttack standard via an adapter to pyautoattack 0.2.0, same seed",
+    }
+
+
+@contextlib.contextmanager
+def _substitutes(
+    rb_eval: Any, aa_pkg: Any, seed: int, x_cpu: Tensor, y_cpu: Tensor
+) -> Iterator[None]:
+    """robustbench's ``AutoAttack`` and ``load_clean_dataset`` replaced (see
+    :func:`robustbench_cross_check`), restored afterwards."""
+
+    def load_clean_dataset(
+        dataset: Any, n_examples: int | None, data_dir: Any, prepr: Any
+    ) -> tuple[Tensor, Tensor]:
+        return x_cpu[:n_examples], y_cpu[:n_examples]
+
+    saved = (rb_eval.AutoAttack, rb_eval.load_clean_dataset)
+    rb_eval.AutoAttack = _pre_v02_autoattack(aa_pkg, seed)
+    rb_eval.load_clean_dataset = load_clean_dataset
+    try:
+        yield
+    finally:
+        rb_eval.AutoAttack, rb_eval.load_clean_dataset = saved
+
+
+def _pre_v02_autoattack(aa_pkg: Any, seed: int) -> type:
+    """robustbench's ``AutoAttack`` (the pre-0.2 API it calls) over pyautoattack's keyword-only
+    API, seeded with ``seed``."""
 
     class _PreV02AutoAttack:
         def __init__(
@@ -85,43 +143,4 @@ def robustbench_cross_check(
             )
             return (x_adv, y_adv) if return_labels else x_adv
 
-    def _load_clean_dataset(
-        dataset: Any, n_examples: int | None, data_dir: Any, prepr: Any
-    ) -> tuple[Tensor, Tensor]:
-        return x_cpu[:n_examples], y_cpu[:n_examples]
-
-    saved = (rb_eval.AutoAttack, rb_eval.load_clean_dataset)
-    rb_eval.AutoAttack, rb_eval.load_clean_dataset = _PreV02AutoAttack, _load_clean_dataset
-    stdout = io.StringIO()
-    t0 = time.perf_counter()
-    try:
-        with (
-            warnings.catch_warnings(record=True) as caught,
-            capture.attached(),
-            contextlib.redirect_stdout(stdout),
-        ):
-            warnings.simplefilter("always")
-            clean, robust = rb_eval.benchmark(
-                model,
-                n_examples=len(x_cpu),
-                dataset=dataset,
-                threat_model=norm,
-                device=dev,
-                batch_size=batch_size,
-                eps=eps,
-            )
-    finally:
-        rb_eval.AutoAttack, rb_eval.load_clean_dataset = saved
-    return {
-        "tool": "robustbench.eval.benchmark",
-        "robustbench_version": dist_version("robustbench"),
-        "clean": float(clean),
-        "aa": float(robust),
-        "seconds": time.perf_counter() - t0,
-        "seed": seed,
-        "batch_size": batch_size,
-        "warnings": [str(w.message) for w in caught] + list(dict.fromkeys(capture.warnings)),
-        "stdout": stdout.getvalue().strip().splitlines(),
-        "what": "robustbench 1.1.1 benchmark() driver on the same model and points, "
-        "AutoAttack standard via an adapter to pyautoattack 0.2.0, same seed",
-    }
+    return _PreV02AutoAttack

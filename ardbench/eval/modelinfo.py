@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError
+from ..protocols.columns import COLUMNS, get_column
 from ..protocols.eps import format_eps
 from .result import EvalResult
 
@@ -46,14 +47,19 @@ def model_info(
     ``metadata`` fills the paper fields (``link``, ``name``, ``authors``, ``venue``,
     ``architecture``, ``additional_data``, ``reported`` in percent, ``footnote``); missing ones
     are the placeholder ``"<fill in>"``. ``external`` is the lowest accuracy of another attack
-    (FGSM / PGD-20 / CW / the robustbench cross-check) when it is below AutoAttack's;
+    (each column registered with ``model_info="external"``: FGSM / PGD-20 / CW; and the
+    robustbench cross-check) when it is below AutoAttack's;
     ``unreliable`` is true when AutoAttack's own checks fired.
     """
     meta = dict(metadata or {})
-    if "aa" not in result.accuracy:
+    roles = {k: get_column(k).model_info if k in COLUMNS else "none" for k in result.accuracy}
+    robust = [k for k, role in roles.items() if role == "autoattack"]
+    clean = [k for k, role in roles.items() if role == "clean"]
+    if not robust or not clean:
         raise ConfigError("model_info needs the AutoAttack column: run with attacks including aa")
-    aa = result.accuracy["aa"]
-    others = [v for k, v in result.accuracy.items() if k in ("fgsm", "pgd20", "cw")]
+    aa = result.accuracy[robust[0]]
+    # every registered column whose role is "external" (FGSM, PGD-20, CW, a PGD variant...)
+    others = [result.accuracy[k] for k, role in roles.items() if role == "external"]
     if result.cross_check and "aa" in result.cross_check:
         others.append(float(result.cross_check["aa"]))
     lower = [v for v in others if v < aa]
@@ -78,7 +84,7 @@ def model_info(
         "venue": meta.get("venue", PLACEHOLDER),
         "architecture": meta.get("architecture", architecture or PLACEHOLDER),
         "eps": format_eps(result.eps),
-        "clean_acc": _pct(result.accuracy["clean"]),
+        "clean_acc": _pct(result.accuracy[clean[0]]),
         "reported": reported,
         "autoattack_acc": _pct(aa),
         "external": _pct(min(lower)) if lower else None,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..protocols.columns import COLUMN_TITLES, COLUMNS, get_column
 from ..protocols.eps import format_eps
-from .result import COLUMN_TITLES, EvalResult
+from .result import EvalResult
 
 __all__ = ["render_eval"]
 
@@ -43,13 +44,14 @@ def render_eval(result: EvalResult, console: Any = None) -> None:
     for column, acc in result.accuracy.items():
         s = result.settings.get(column, {})
         step = s.get("step")
+        label = get_column(column).steps_label if column in COLUMNS else None
         table.add_row(
             COLUMN_TITLES.get(column, column),
             f"{100 * acc:.2f}",
             f"{100 * result.worst_class[column]:.2f}",
             str(result.worst_class_index(column)),
             _format_step(step) if isinstance(step, float) else "—",
-            str(s.get("steps", "—")) if column != "aa" else "AA std",
+            label or str(s.get("steps", "—")),
             f"{result.timing_s.get(column, 0.0):.1f}",
             f"{result.points_per_s.get(column, 0.0):.1f}",
         )

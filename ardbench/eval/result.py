@@ -1,4 +1,4 @@
-"""What an evaluation measured (:class:`EvalResult`), and the names of its columns.
+"""What an evaluation measured (:class:`EvalResult`); the column names and titles re-exported.
 
 Kept free of torch so that the CLI and the results layer can import the column names and the
 result type without loading the attack code.
@@ -13,16 +13,13 @@ from importlib import metadata as importlib_metadata
 from typing import Any
 
 from .. import __version__
+from ..protocols.builtin_columns import AA_ATTACKS
+from ..protocols.columns import COLUMN_TITLES, COLUMNS
 from ..protocols.eps import format_eps
-from ..protocols.sections import EVAL_COLUMNS
 
 __all__ = ["AA_ATTACKS", "COLUMNS", "COLUMN_TITLES", "EvalResult", "dist_version", "versions"]
 
-COLUMNS = EVAL_COLUMNS  # the one list: ardbench.protocols.sections
-AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
-# The one set of display titles (CLI summaries, ``ardbench eval``'s table; the leaderboard's
-# own copy is to be pointed here).
-COLUMN_TITLES = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "aa": "AA"}
+# COLUMNS, COLUMN_TITLES: live views of the column registry (ardbench.protocols.columns)
 
 
 def dist_version(name: str) -> str:

@@ -92,7 +92,7 @@ class EvalState:
     def column(self, name: str, settings: dict[str, Any]) -> dict[str, Any]:
         """The column's record (``correct``: per-point flags; empty for AA, see the module doc)."""
         settings = json.loads(json.dumps(settings))
-        entry = self.data["columns"].get(name)
+        entry: dict[str, Any] | None = self.data["columns"].get(name)
         if entry is None or entry.get("settings") != settings:
             entry = {
                 "settings": settings,

@@ -12,15 +12,12 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .eps import Eps, format_eps, parse_eps, parse_number
 from .paper import PaperFigures
-from .protocol import (
+from .protocol import Protocol, derive, identity_of, protocol_changes
+from .registered import (
     PROTOCOLS,
-    Protocol,
     all_protocols,
-    derive,
     faithful_protocol,
     get_protocol,
-    identity_of,
-    protocol_changes,
     protocol_ref,
     register_protocol,
 )

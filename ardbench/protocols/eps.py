@@ -37,7 +37,7 @@ class Eps(Fraction):
     def __repr__(self) -> str:
         return f"Eps('{format_eps(self)}')"
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[type[Eps], tuple[str]]:
         return (Eps, (str(self),))
 
     # A float compares by value as computations see it: Eps("8/255") == 8 / 255 (a Fraction
@@ -47,7 +47,7 @@ class Eps(Fraction):
             return float(self) == other
         return Fraction.__eq__(self, other)
 
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # type: ignore[override]  # Complex says unhashable
         return hash(float(self))
 
     def to_json(self) -> str:
@@ -73,8 +73,8 @@ def _to_fraction(value: Any) -> Fraction:
         text = value.strip()
         try:
             if "/" in text:
-                num, den = text.split("/")
-                return _decimal(num) / _decimal(den)
+                num_text, den_text = text.split("/")
+                return _decimal(num_text) / _decimal(den_text)
             return _decimal(text)
         except (ValueError, ZeroDivisionError, InvalidOperation, OverflowError):
             pass

@@ -11,8 +11,23 @@ prescribes SWA); the official codes' test-set checkpoint selection is never repr
 
 from __future__ import annotations
 
-from .protocol import PROTOCOLS, Protocol, derive, register_protocol
+from typing import Any
+
+from .eps import Eps
+from .protocol import Protocol, derive
 from .sections import AttackConfig, EvalConfig, TrainConfig
+
+NAMED_PROTOCOLS: dict[str, Protocol] = {}
+"""Every built-in protocol by name, in definition order (``registered.py`` registers them)."""
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    """Collect ``protocol`` (this module's own list; the registry reads it on first use)."""
+    if protocol.name in NAMED_PROTOCOLS:
+        raise ValueError(f"protocol {protocol.name!r} is defined twice")
+    NAMED_PROTOCOLS[protocol.name] = protocol
+    return protocol
+
 
 # every column on every test point (all 10,000 of CIFAR)
 FULL_EVAL = EvalConfig(attacks=("clean", "fgsm", "pgd20", "cw", "aa"))
@@ -104,9 +119,9 @@ SMALL_TRACK_ZERO_CROP = register_protocol(
         ),
         dataset=SMALL_TRACK_DATA,
         data_fingerprint=SMALL_TRACK_FINGERPRINT,
-        attack=AttackConfig(eps="2/255", step="0.5/255", steps=10),
+        attack=AttackConfig(eps=Eps(2, 255), step=Eps(1, 510), steps=10),
         train=TrainConfig(epochs=8, batch_size=128, weight_decay=5e-4, milestones=(5, 7), seed=0),
-        eval=EvalConfig(attacks=("clean", "fgsm", "pgd20", "cw"), eps="2/255"),
+        eval=EvalConfig(attacks=("clean", "fgsm", "pgd20", "cw"), eps=Eps(2, 255)),
         per_method=METHOD_ATTACK_KEYS,
         source="ardbench decision (baselines/common/cifar10_exact_linf2_resnet4b.yaml names the teacher)",
     )
@@ -165,7 +180,7 @@ NO_ATTACK = {"student_mode": "eval"}
 
 
 def _faithful(
-    method: str, dataset: str, source: str, description: str, base: Protocol, **changes
+    method: str, dataset: str, source: str, description: str, base: Protocol, **changes: Any
 ) -> Protocol:
     name = f"{method.replace('_', '-')}-{dataset}"
     if changes.get("name"):
@@ -354,7 +369,7 @@ for _ds in ("cifar10", "cifar100"):
         f"zhaoshiji123/MTARD@6480a1b mtard_resnet18_{_ds}.py",
         f"MTARD as coded on {_ds}: RSLAD's protocol (0.001-Gaussian start, eval mode; 300 "
         "epochs, x0.1 after 215, 260, 285, wd 2e-4, seed 0).",
-        PROTOCOLS.get(f"rslad-{_ds}"),
+        NAMED_PROTOCOLS[f"rslad-{_ds}"],
     )
     _faithful(
         "peeraid",

@@ -5,7 +5,8 @@ schedule, epochs, batch and augmentation (``train``), the evaluation (``eval``) 
 checkpoint rule (``checkpoint``). A recipe names one and adds the method, its config, the
 teacher and the student (``ardbench.recipes``).
 
-Named protocols are registered (:data:`PROTOCOLS`, see ``named.py``): ``standard-<dataset>``
+Named protocols are registered (:data:`~ardbench.protocols.registered.PROTOCOLS`, defined in
+``named.py``): ``standard-<dataset>``
 (one protocol for every method: the fair comparison), the small tracks, and the papers'
 faithful protocols, written as the ARD-lineage base plus each paper's departures
 (:func:`derive`), so a shared value is stated once.
@@ -31,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..registry import Registry
 from .sections import (
     RUN_OPTION_KEYS,
     SECTIONS,
@@ -44,16 +44,7 @@ from .sections import (
     section_dict,
 )
 
-__all__ = [
-    "PROTOCOLS",
-    "Protocol",
-    "derive",
-    "faithful_protocol",
-    "get_protocol",
-    "identity_of",
-    "protocol_ref",
-    "register_protocol",
-]
+__all__ = ["KINDS", "Protocol", "derive", "identity_of", "protocol_changes"]
 
 # values that never define a protocol: the seed varies within a row by design; the speed
 # switches keep the computation; determinism and the evaluation batch (its random starts are
@@ -192,29 +183,6 @@ def protocol_changes(
     ]
 
 
-PROTOCOLS: Registry[Protocol] = Registry("protocol", hyphens=True)
-
-
-def register_protocol(protocol: Protocol) -> Protocol:
-    PROTOCOLS.register(protocol.name)(protocol)
-    return protocol
-
-
-def get_protocol(name: str) -> Protocol:
-    return PROTOCOLS.get(name)
-
-
-def all_protocols() -> list[Protocol]:
-    return [PROTOCOLS.get(n) for n in PROTOCOLS.names()]
-
-
-def _load_named() -> None:
-    from . import named  # noqa: F401  (registers the named protocols)
-
-
-PROTOCOLS.add_loader(_load_named)
-
-
 def derive(base: Protocol, name: str, description: str, **changes: Any) -> Protocol:
     """A protocol that is ``base`` except for ``changes``: section changes are mappings of the
     keys that differ (``train={"epochs": 300}``), other fields replace."""
@@ -229,32 +197,3 @@ def derive(base: Protocol, name: str, description: str, **changes: Any) -> Proto
             fields[key] = value
     defaults = {"method": None, "source": "", "default_for_method": True, "retired": ""}
     return dataclasses.replace(base, **{**defaults, **fields})
-
-
-def faithful_protocol(method: str, dataset: str | None = None) -> Protocol | None:
-    """The method's own protocol (its official code's) for ``dataset``, else for CIFAR-10,
-    else any of its protocols; None for a method without one (a submission)."""
-    mine = [p for p in all_protocols() if p.method == method and p.default_for_method]
-    for want in (dataset, "cifar10"):
-        for p in mine:
-            if p.dataset == want:
-                return p
-    return mine[0] if mine else None
-
-
-def protocol_ref(config: Mapping[str, Any], data_fingerprint: str | None) -> dict[str, Any]:
-    """The ``protocol`` block of a record: the named protocol a run (its resolved config as a
-    dict) followed, the identity of the values it used and whether they are the registered
-    ones. A protocol defined on a data fingerprint is identified by the run's fingerprint."""
-    name = config.get("protocol")
-    registered = PROTOCOLS.get(name) if name and name in PROTOCOLS else None
-    per_method = registered.per_method if registered else ()
-    fingerprint = data_fingerprint if registered and registered.data_fingerprint else None
-    identity = identity_of(config, per_method, fingerprint)
-    return {
-        "name": name,
-        "identity": identity,
-        "registered_identity": registered.identity() if registered else None,
-        "modified": registered is None or identity != registered.identity(),
-        "kind": registered.kind if registered else None,
-    }

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from .eps import Eps
 from .paper import PaperFigures
 from .sections import (
     RUN_OPTION_KEYS,
@@ -51,7 +52,7 @@ class RunConfig:
     paper: PaperFigures | None = None  # the published figures this recipe sets beside ours
 
     @property
-    def eval_eps(self):
+    def eval_eps(self) -> Eps:
         """The evaluation radius: ``eval.eps``, else the training threat model's."""
         return self.eval.eps if self.eval.eps is not None else self.attack.eps
 

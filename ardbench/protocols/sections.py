@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .columns import COLUMNS, identity_attacks
 from .eps import Eps, format_eps, parse_number
 
 RANDOM_STARTS = ("uniform", "gaussian_0.001", "none")
@@ -24,7 +25,7 @@ STUDENT_MODES = ("train", "eval")
 NORMS = ("Linf", "L2")
 LR_SCHEDULES = ("multistep", "cosine", "constant", "ard_as_coded", "piecewise_epoch_plus_one")
 AMP_MODES = ("none", "bf16")
-EVAL_COLUMNS = ("clean", "fgsm", "pgd20", "cw", "aa")
+EVAL_COLUMNS = COLUMNS  # the registered columns (a live view): ardbench.protocols.columns
 CHECKPOINT_RULES = ("last", "best-on-holdout", "swa")
 CROP_PADDINGS = ("zero", "reflect", "none")  # how the pad-4 random crop fills the border
 TEACHER_CHECKS = ("warn", "strict", "skip")
@@ -50,21 +51,27 @@ SPEED_KEYS = (
 RUN_OPTION_KEYS = (*SPEED_KEYS, "probe", "teacher_check")
 
 # keys added after records existed, at the value that reproduces the older behaviour: dropped
-# from every hash at that value, so older records and protocols keep their identities
+# from every hash at that value, so older records and protocols keep their identities. The
+# eval section's columns follow the same rule through the registry: a column registered
+# ``later`` is left out of ``eval.attacks`` in every hash (ardbench.protocols.columns).
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "train": {"amp": "none", "crop": "zero", "flip": True},
+    "eval": {},
 }
 
 
 def drop_later_defaults(section: str, values: dict[str, Any]) -> None:
-    """Remove (in place) the keys of :data:`LATER_DEFAULTS` left at their old-behaviour value;
-    without augmentation the crop and flip keys mean nothing and are dropped too."""
+    """Remove (in place) the keys of :data:`LATER_DEFAULTS` left at their old-behaviour value
+    and the later columns from ``eval.attacks``; without augmentation the crop and flip keys
+    mean nothing and are dropped too."""
     for key, default in LATER_DEFAULTS.get(section, {}).items():
         if key in values and values[key] == default:
             values.pop(key)
     if section == "train" and values.get("augment") is False:
         values.pop("crop", None)
         values.pop("flip", None)
+    if section == "eval" and isinstance(values.get("attacks"), (list, tuple)):
+        values["attacks"] = identity_attacks(values["attacks"])
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -204,7 +211,7 @@ class EvalConfig:
             object.__setattr__(self, "eps", Eps(self.eps))
             check_radius("eval.eps", self.eps)
         for name in self.attacks:
-            _choice("eval.attacks", name, EVAL_COLUMNS)
+            _choice("eval.attacks", name, tuple(COLUMNS))
         if not self.attacks:
             raise ConfigError("eval.attacks is empty", hint="e.g. clean,pgd20")
         _positive("eval.n_examples", self.n_examples)
@@ -216,7 +223,7 @@ class EvalConfig:
                 raise ConfigError(
                     f"eval.batch_size must be auto or an integer; got {bs!r}"
                 ) from None
-        if self.batch_size != "auto" and self.batch_size < 1:
+        if isinstance(self.batch_size, int) and self.batch_size < 1:
             raise ConfigError("eval.batch_size must be auto or >= 1")
         if self.aa_batch_size < 1:
             raise ConfigError("eval.aa_batch_size must be >= 1")

@@ -90,11 +90,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
-from ..protocols.sections import EVAL_COLUMNS
+from ..protocols.columns import COLUMNS
 
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
-COLUMNS = EVAL_COLUMNS  # the one list: ardbench.protocols.sections
+# COLUMNS: the registered evaluation columns, a live view of ardbench.protocols.columns
 NORMS = ("Linf", "L2")
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
 """Ids (run ids, architecture names) become file and directory names: no separators, no

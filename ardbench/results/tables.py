@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..eval.result import COLUMN_TITLES
+from ..protocols.columns import COLUMN_TITLES  # the registry's titles (a live view)
 from .grouping import TableKey, TrackKey, table_key, table_relpath, teacher_label
 from .records import protocol_hash
 from .schema import COLUMNS
