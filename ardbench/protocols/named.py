@@ -415,7 +415,7 @@ _faithful(
     "yuyuwu5/ADR@515da0e src/advTrainer.py, config/cifar100/resnet18_pgd_sgd_adr.gin",
     "ADR (PGD-AT base) on cifar100 as coded: the CIFAR-10 protocol (tau 1.5 -> 1.0 is the "
     "recipe's method_config).",
-    PROTOCOLS.get("adr-cifar10"),
+    NAMED_PROTOCOLS["adr-cifar10"],
 )
 # Fair-ARD (CIFAR-10 only): one protocol per base script, all with Nesterov SGD; the method's
 # default (base ard) is fair-ard-cifar10, the others are named by their recipes
@@ -447,7 +447,7 @@ for _base in ("rslad", "mtard"):
         f"{_FAIR} Fair-{_base.upper()}.py",
         f"Fair-{_base.upper()} as coded: RSLAD's protocol (0.001-Gaussian start, eval-mode "
         "attack; 300 epochs, x0.1 after 215, 260, 285, wd 2e-4, seed 0) with Nesterov SGD.",
-        PROTOCOLS.get("rslad-cifar10"),
+        NAMED_PROTOCOLS["rslad-cifar10"],
         name=f"fair-{_base}-cifar10",
         default_for_method=False,
         train={"nesterov": True},
@@ -459,5 +459,5 @@ _faithful(
     "ABSLD as coded: RSLAD's protocol (0.001-Gaussian start, eval-mode attack; 300 epochs, "
     "x0.1 after 215, 260, 285, SGD 0.9 without Nesterov, wd 2e-4, seed 0; cuDNN's "
     "deterministic mode left to train.deterministic as for rslad-cifar10).",
-    PROTOCOLS.get("rslad-cifar10"),
+    NAMED_PROTOCOLS["rslad-cifar10"],
 )
