@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ardbench.eval.autoattack import load_aa_flags
+from ardbench.eval.columns import per_point_start
 from ardbench.eval.compliance import ComplianceWarning
 from ardbench.eval.core import evaluate_model
 
@@ -196,3 +197,30 @@ def test_autoattack_le_clean_point_by_point_mixed(tmp_path):
     aa = load_aa_flags(state.parent / f"{state.stem}.autoattack" / f"points-0-{len(y)}.json")
     assert aa is not None and not (aa & ~clean).any()
     assert r.accuracy["aa"] <= r.accuracy["clean"] == 0.5
+
+
+# ------------------------------------------- found by planting bugs (tests/README.md, issue 28)
+
+
+def test_random_starts_do_not_depend_on_where_a_batch_starts():
+    """A point's PGD / CW start is the same in any batch, past the first block of 64 too."""
+    x = torch.zeros(200, 3, 2, 2)
+    whole = per_point_start(x, 8 / 255, "Linf", seed=3, column="pgd20", start=0)
+    for b0, b1 in ((64, 100), (70, 130), (127, 200), (5, 190)):
+        part = per_point_start(x[b0:b1], 8 / 255, "Linf", seed=3, column="pgd20", start=b0)
+        assert torch.equal(part, whole[b0:b1]), (b0, b1)
+
+
+def test_evaluation_leaves_the_global_rng_as_it_was():
+    """AutoAttack reseeds torch's generator; the caller's random stream must not notice."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 10)).eval()
+    x, _ = _grid_points(10)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # clean 100 %: AutoAttack attacks (and seeds) for real
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    r = evaluate_model(model, x, y, attacks=("clean", "aa"), eps=0.25, seed=0)
+    assert r.accuracy == {"clean": 1.0, "aa": 0.0}  # APGD-CE breaks every point: fast
+    assert torch.equal(torch.rand(4), expected)

@@ -173,3 +173,22 @@ def test_guard_raises_on_an_early_read(split_npz):
     assert guarded.num_test == 16 and guarded.max_label <= 9
     with pytest.raises(EarlyTestRead):
         guarded.test_subset(4)
+
+
+def test_holdout_does_not_depend_on_train_subset(split_npz):
+    """The holdout is the last training images whatever ``train.train_subset`` keeps of the
+    rest (a sweep over subset sizes selects on one holdout), and the two never overlap."""
+    ds = load_dataset(f"npz:{split_npz}")
+    for subset in (None, 8, 20):
+        sets = {"train.holdout": HOLDOUT, "train.train_subset": subset}
+        cfg = resolve_config(
+            "natural",
+            cli={"dataset": f"npz:{split_npz}"},
+            sets=[f"{k}={v}" for k, v in sets.items() if v is not None],
+        )
+        split = setup_mod.split_train(ds, cfg)
+        assert split.x_hold is not None and split.y_hold is not None
+        assert torch.equal(split.x_hold, ds.x_train[-HOLDOUT:])
+        assert torch.equal(split.y_hold, ds.y_train[-HOLDOUT:])
+        kept = len(ds.x_train) - HOLDOUT if subset is None else subset
+        assert torch.equal(split.x, ds.x_train[:kept])
