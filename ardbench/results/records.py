@@ -292,6 +292,7 @@ _NOT_PROTOCOL = (
     "dataset",
     "teacher",
     "student",
+    "protocol",  # the name the run was started under: its values are what groups runs
 )
 
 
@@ -302,7 +303,9 @@ def protocol_hash(record: Mapping[str, Any]) -> str:
     for key in _NOT_PROTOCOL:
         cfg.pop(key, None)
     if isinstance(cfg.get("train"), dict):
+        # as RunConfig.recipe_hash: determinism changes no number a table shows
         cfg["train"].pop("seed", None)
+        cfg["train"].pop("deterministic", None)
     if isinstance(cfg.get("eval"), dict):
         # batch sizes move AA only via its random inits (and no other column): same row
         cfg["eval"].pop("batch_size", None)

@@ -297,6 +297,7 @@ def final_models(loop: Loop) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
         best = plain_copy(student)
         best.load_state_dict(loop.best.best["state"])
         info = {k: v for k, v in loop.best.best.items() if k != "state"}
+        info["ties"] = "the later epoch"  # BestOnHoldout.observe keeps a later equal score
         out["best-on-holdout"] = (best.eval(), info)
     out["last"] = (student.eval(), {"epoch": epochs})
     return out
@@ -396,7 +397,8 @@ def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime
         eval_block=blocks[chosen],
         wall_time_s=loop.elapsed,
         device=parts.device,
-        checkpoint={"path": files[chosen]["path"], "sha256": files[chosen]["sha256"]},
+        # the path and sha256, and what chose it (the epoch, its holdout score, the tie rule)
+        checkpoint=dict(files[chosen]),
         started_at=started_at,
         checkpoint_rule=parts.cfg.checkpoint.rule,
         checkpoints={kind: {**files[kind], "eval": blocks[kind]} for kind in others},
