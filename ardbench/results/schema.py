@@ -1,10 +1,13 @@
 """The run record's schema (version 2) as pydantic models, its validation and its upgrades.
 
 A record is everything needed to place a run in a leaderboard table and to say what produced
-it (DESIGN.md, principles 3-4). :class:`RecordModel` is the record as pydantic models (strict:
+it (DESIGN.md, principles 3-4). :class:`Record` is the record as pydantic models (strict:
 no coercion; ``true`` is not ``1``, ``"2"`` is not ``2``); :mod:`ardbench.results.validate`
-judges a dict with them and names the first bad field. The dict is never replaced by the
-model: records stay plain JSON documents, the models only judge them.
+judges a dict with them and names the first bad field, and
+:func:`ardbench.results.records.load_record` returns the typed :class:`Record`. Consumers read
+attributes (``record.eval.column("aa")``, ``record.teacher_sha``); the open blocks (``config``,
+``eval.settings``) stay dicts. A record dumps (:meth:`Record.to_dict`) to exactly the JSON it
+was read from: numbers keep their written form, absent fields stay absent.
 
 Schema version 2 (fields; "?" = may be null or absent; an *id* is
 ``[A-Za-z0-9][A-Za-z0-9._-]*``, at most 200 characters, because ids become file names):
@@ -90,6 +93,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
+from ..protocols.paper import PaperFigures
 from ..protocols.sections import EVAL_COLUMNS
 
 SCHEMA_VERSION = 2
@@ -107,7 +111,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "SUPPORTED_VERSIONS",
     "UNION_TAGS",
+    "Paper",
     "PaperModel",
+    "Record",
     "RecordModel",
     "describe",
 ]
@@ -199,12 +205,22 @@ AnyInt = Annotated[int, _expect("an integer")]
 Count1 = Annotated[int, Field(ge=1), _expect("an integer >= 1")]
 Count0 = Annotated[int, Field(ge=0), _expect("an integer >= 0")]
 Classes = Annotated[int, Field(ge=2), _expect("an integer >= 2")]
-Eps = Annotated[float, Field(gt=0), _expect("eps > 0")]
-Seconds = Annotated[float, Field(ge=0), _expect("a number >= 0")]
+
+
+def _as_written(value: Any, handler: Any) -> Any:
+    """A number checked as a float but kept as written: a record's ``1`` loads as ``1`` and
+    dumps as ``1`` (not ``1.0``), so load -> dump gives the file's bytes back."""
+    checked = handler(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else checked
+
+
+Number = WrapValidator(_as_written)
+Eps = Annotated[float, Field(gt=0), Number, _expect("eps > 0")]
+Seconds = Annotated[float, Field(ge=0), Number, _expect("a number >= 0")]
 Fraction = Annotated[
-    float, Field(ge=0, le=1), _expect("an accuracy as a fraction in [0, 1] (or null)")
+    float, Field(ge=0, le=1), Number, _expect("an accuracy as a fraction in [0, 1] (or null)")
 ]
-Percent = Annotated[float, Field(ge=0, le=100), _expect("a percentage in [0, 100]")]
+Percent = Annotated[float, Field(ge=0, le=100), Number, _expect("a percentage in [0, 100]")]
 
 
 def _fractions_branch(value: Any) -> str:
@@ -230,6 +246,17 @@ class _Open(BaseModel):
     """A nested object: known fields are checked, other keys may hold any JSON value."""
 
     model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+
+    def extra(self, key: str) -> Any:
+        """An open key's value (None when absent): the blocks grow without a schema bump."""
+        return (self.model_extra or {}).get(key)
+
+
+def _number(value: Any) -> float | None:
+    """A measured value as a float, or None (not run, or a breakdown object)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 class Track(_Open):
@@ -283,6 +310,13 @@ class CodeVersion(_Open):
     dirty: Bool | None = None
     version: Text | None = None
 
+    @property
+    def label(self) -> str:
+        """``1a2b3c4+dirty`` (the git sha's first 7 digits), else ``v<version>``."""
+        if self.git_sha:
+            return self.git_sha[:7] + ("+dirty" if self.dirty else "")
+        return f"v{self.version}"
+
 
 class Hardware(_Open):
     device: Text
@@ -304,6 +338,45 @@ class Eval(_Open):
     aa_unreliable: Bool = None
     warnings: list[Text] = None
 
+    def column(self, name: str) -> float | None:
+        """A column's accuracy (fraction), or None when it was not evaluated."""
+        return _number(self.accuracy.get(name))
+
+    def worst(self, name: str) -> float | None:
+        """A column's worst-class accuracy (fraction), or None."""
+        return _number((self.worst_class or {}).get(name))
+
+    def setting(self, name: str) -> dict[str, Any]:
+        """The settings of a column's attack (``{}`` when none were recorded)."""
+        value = (self.settings or {}).get(name)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def split(self) -> str:
+        """ "test" (the default) or "holdout" (held-out training examples)."""
+        return "test" if self.extra("split") in (None, "test") else "holdout"
+
+    @property
+    def is_aa_unreliable(self) -> bool:
+        return bool(self.aa_unreliable)
+
+    @property
+    def later_columns(self) -> tuple[str, ...]:
+        """The columns merged in from a later evaluation (``leaderboard --attach``)."""
+        later = self.extra("later_eval")
+        columns = later.get("columns") if isinstance(later, dict) else None
+        return tuple(columns or ())
+
+    @property
+    def failed_compliance(self) -> tuple[str, ...]:
+        """The compliance checks that ran and failed (sorted)."""
+        checks = self.extra("compliance")
+        if not isinstance(checks, dict):
+            return ()
+        return tuple(
+            sorted(k for k, v in checks.items() if isinstance(v, dict) and v.get("passed") is False)
+        )
+
 
 class Checkpoint(_Open):
     sha256: Hex64
@@ -311,13 +384,7 @@ class Checkpoint(_Open):
     url: Text | None = None
 
 
-class Paper(_Open):
-    source: Text | None = None
-    clean: Percent | None = None
-    fgsm: Percent | None = None
-    pgd20: Percent | None = None
-    cw: Percent | None = None
-    aa: Percent | None = None
+Paper = PaperFigures  # one model for published figures: ardbench.protocols.paper
 
 
 class ProtocolRef(_Open):
@@ -338,9 +405,12 @@ class ExtraCheckpoint(Checkpoint):
     eval: Eval
 
 
-class RecordModel(BaseModel):
-    """A current-version record. Fields declared ``= None`` may be absent; ``Optional`` ones
-    may be null."""
+class Record(BaseModel):
+    """A current-version record, typed. Fields declared ``= None`` may be absent; ``Optional``
+    ones may be null. :meth:`to_dict` gives back exactly what was validated (absent fields
+    stay absent, numbers as written), so a loaded record dumps to the bytes it was read from.
+    Build one from a dict with :func:`ardbench.results.records.as_record` (upgrades older
+    versions and checks the cross-field rules too)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
@@ -368,6 +438,30 @@ class RecordModel(BaseModel):
     checkpoint_rule: Text | None = None
     checkpoints: dict[Id, ExtraCheckpoint] = None
     extra_teachers: dict[Id, Teacher] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the JSON document it is (what :func:`record_bytes` writes)."""
+        return self.model_dump(exclude_unset=True)
+
+    @property
+    def teacher_sha(self) -> str:
+        """The teacher's weights' sha256, "" for a run without a teacher."""
+        return self.teacher.sha256 if self.teacher is not None else ""
+
+    @property
+    def checkpoint_kind(self) -> str:
+        """Which checkpoint ``eval`` describes: the protocol's rule (``last`` by default)."""
+        return self.checkpoint_rule or "last"
+
+    def checkpoint_evals(self) -> list[tuple[str, Eval]]:
+        """(checkpoint kind, eval block): the rule's checkpoint first, then the run's others
+        (the last epoch beside a best-on-holdout or SWA checkpoint), by kind."""
+        out = [(self.checkpoint_kind, self.eval)]
+        out += [(kind, extra.eval) for kind, extra in sorted((self.checkpoints or {}).items())]
+        return out
+
+
+RecordModel = Record  # the name before records were returned typed
 
 
 class PaperModel(BaseModel):
