@@ -59,12 +59,13 @@ def _save(fig: Any, png: Path) -> None:
 
 
 def _group_of(run: Run) -> tuple[str, str]:
-    """(group id, label): runs of one recipe that differ only by seed share a group."""
+    """(group id, label): runs that differ only by seed (one row hash, as a table row) share
+    a group."""
     from .results.tables import _recipe_label
 
     cfg = run.config
     ident = "|".join(
-        [cfg.method, cfg.recipe_hash(), cfg.dataset, str(cfg.teacher or ""), cfg.student]
+        [cfg.method, cfg.row_hash(), cfg.dataset, str(cfg.teacher or ""), cfg.student]
     )
     label = f"{cfg.method} ({_recipe_label(cfg.recipe)}, {cfg.student})"
     return ident, label

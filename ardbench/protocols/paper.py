@@ -14,9 +14,16 @@ is a percentage keyed by an evaluation column: any column the evaluation knows
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictStr,
+    ValidationError,
+    WrapValidator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
@@ -32,15 +39,19 @@ _TEXT_KEYS = ("source", "tag", "rule", "note")
 __all__ = ["FIGURE_COLUMNS", "TAGS", "PaperFigures"]
 
 
-def _percent(key: str, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+def _percent(value: Any, handler: Any) -> Any:
+    """A figure: a percentage in [0, 100] or null, kept as written (``83`` stays ``83``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100
+    if value is not None and not ok:
         raise PydanticCustomError(
             "record",
-            "paper.{key} must be a percentage in [0, 100] or null; got {got!r}",
-            {"key": key, "got": value},
+            "expected a percentage in [0, 100] (or null), got {got}",
+            {"got": repr(value)},
         )
+    return value
+
+
+Figure = Annotated[float | None, WrapValidator(_percent)]
 
 
 class PaperFigures(BaseModel):
@@ -50,6 +61,7 @@ class PaperFigures(BaseModel):
     record stores them."""
 
     model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False, frozen=True)
+    __pydantic_extra__: dict[str, Figure]  # the figures, by evaluation column
 
     source: StrictStr | None = None  # paper, table and setting
     tag: StrictStr | None = None  # one of TAGS
@@ -66,14 +78,13 @@ class PaperFigures(BaseModel):
                 "paper.tag must be one of {tags}; got {got!r}",
                 {"tags": ", ".join(TAGS), "got": self.tag},
             )
-        for key, value in (self.model_extra or {}).items():
+        for key in self.model_extra or {}:
             if key not in FIGURE_COLUMNS:
                 raise PydanticCustomError(
                     "record",
                     "unknown key {key!r} in paper (known: {known})",
                     {"key": key, "known": ", ".join([*_TEXT_KEYS, *FIGURE_COLUMNS])},
                 )
-            _percent(key, value)
         return self
 
     @classmethod
@@ -116,7 +127,7 @@ class PaperFigures(BaseModel):
 
 def _first_message(exc: ValidationError) -> str:
     err = exc.errors()[0]
+    where = "".join(f".{p}" for p in err["loc"])
     if err["type"] == "record":
-        return str(err["msg"])
-    where = ".".join(str(p) for p in err["loc"])
-    return f"paper.{where}: {err['msg']} (got {err.get('input')!r})"
+        return f"paper{where}: {err['msg']}" if where else str(err["msg"])
+    return f"paper{where}: {err['msg']} (got {err.get('input')!r})"

@@ -453,6 +453,14 @@ class Record(BaseModel):
         """Which checkpoint ``eval`` describes: the protocol's rule (``last`` by default)."""
         return self.checkpoint_rule or "last"
 
+    # Read-only dict access for code written when records were dicts (``record["eval"]``):
+    # the value is the JSON form. New code reads attributes.
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
     def checkpoint_evals(self) -> list[tuple[str, Eval]]:
         """(checkpoint kind, eval block): the rule's checkpoint first, then the run's others
         (the last epoch beside a best-on-holdout or SWA checkpoint), by kind."""

@@ -156,6 +156,12 @@ class Row:
     def runs(self) -> int:
         return len(self.run_ids)
 
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """The row's identity within its table (:class:`~ardbench.results.grouping.RowKey`
+        without the table): method, recipe, row hash, checkpoint."""
+        return (self.method, self.recipe, self.protocol, self.checkpoint)
+
     def sort_value(self, by: str) -> float | None:
         return self.stats[by].mean
 
