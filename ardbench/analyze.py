@@ -329,9 +329,10 @@ def variance_gap(
         rows.append(row)
         classes += per
     for run, rec in free:
-        t = teachers.get(_pair_key(rec))
-        if t is None:
+        found = teachers.get(_pair_key(rec))
+        if found is None:
             continue  # no distillation run of its track and student to take a teacher from
+        t = found
         if progress:
             progress(run)
         row, per = measure_run(

@@ -98,7 +98,7 @@ class Run:
         return load_record(self.directory / RECORD)
 
     @property
-    def metrics(self) -> dict[str, float | None]:
+    def metrics(self) -> dict[str, Any]:
         """The record's accuracies (fractions in [0, 1]) by column; empty while unfinished."""
         record = self.record
         if record is None:

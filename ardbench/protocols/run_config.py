@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from .eps import Eps
 from .identity import computation_dict, config_hash, recipe_hash, row_hash
 from .paper import PaperFigures
 from .sections import (
@@ -49,7 +50,7 @@ class RunConfig:
     paper: PaperFigures | None = None  # the published figures this recipe sets beside ours
 
     @property
-    def eval_eps(self):
+    def eval_eps(self) -> Eps:
         """The evaluation radius: ``eval.eps``, else the training threat model's."""
         return self.eval.eps if self.eval.eps is not None else self.attack.eps
 

@@ -84,7 +84,7 @@ def collect_records(root: str | Path) -> list[Record]:
 
 def _generated_files(out_dir: Path, runs_dir: Path) -> list[str]:
     """Markdown files under ``out_dir`` (not under ``runs_dir``) that this command wrote."""
-    found = []
+    found: list[str] = []
     if not out_dir.is_dir():
         return found
     runs_resolved = runs_dir.resolve()

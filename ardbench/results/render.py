@@ -334,6 +334,10 @@ def _header(t: Table) -> list[str]:
     ]
 
 
+def _worst_cell(mean: float | None) -> str:
+    return DASH if mean is None else f"{100 * mean:.1f}"
+
+
 def _teacher_title(t: Table) -> str:
     """Raw text: escape it where it is used."""
     if not t.teacher_sha:
@@ -380,16 +384,7 @@ def render_table(t: Table) -> str:
             md_text(method),
             md_text(r.recipe_cell),
             *(r.stats[c].cell(r.runs) for c in COLUMNS),
-            *(
-                [
-                    " / ".join(
-                        DASH if r.worst[c].mean is None else f"{100 * r.worst[c].mean:.1f}"
-                        for c in worst
-                    )
-                ]
-                if worst
-                else []
-            ),
+            *([" / ".join(_worst_cell(r.worst[c].mean) for c in worst)] if worst else []),
             paper_aa,
             str(r.runs),
             ", ".join(str(e) for e in r.epochs),

@@ -63,7 +63,7 @@ extra_teachers?     the other frozen networks a method named in its config (MTAR
 upgraded_from?      set by ``upgrade_record`` when it upgraded an older record in memory
 ==================  ========================================================================
 
-Unknown top-level fields are errors (a typo would otherwise silently drop information);
+A field that "may be absent" is never null either. Unknown top-level fields are errors (a typo would otherwise silently drop information);
 nested objects accept extra keys so that the evaluator and the hardware block can grow
 without a schema bump. Every value anywhere must be plain JSON: strings as keys, no NaN or
 infinity (a record that validates can always be written). ``method.source_sha256``, ``protocol``,
@@ -77,7 +77,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from numbers import Real
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -227,16 +227,28 @@ def _fractions_branch(value: Any) -> str:
     return "<object>" if isinstance(value, Mapping) else "<fraction>"
 
 
+def _present(value: Any, handler: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError("record", "may be absent, but not null")
+    return handler(value)
+
+
+NotNull = WrapValidator(_present)
+"""For a field that may be absent (typed ``X | None = None``) but never written as null."""
+
 # A fraction in [0, 1], null (not run), or an object of those (e.g. a breakdown). The tags
 # name the branch in pydantic's error locations; validation drops them from paths.
-Fractions = TypeAliasType(
-    "Fractions",
-    Annotated[
-        Annotated[dict[str, "Fractions"], Tag("<object>")]
-        | Annotated[Fraction | None, Tag("<fraction>")],
-        Discriminator(_fractions_branch),
-    ],
-)
+if TYPE_CHECKING:  # the same type, in words mypy reads
+    Fractions: TypeAlias = "dict[str, Fractions] | float | None"
+else:
+    Fractions = TypeAliasType(
+        "Fractions",
+        Annotated[
+            Annotated[dict[str, "Fractions"], Tag("<object>")]
+            | Annotated[Fraction | None, Tag("<fraction>")],
+            Discriminator(_fractions_branch),
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------- models
@@ -267,7 +279,7 @@ class Track(_Open):
     num_classes: Classes
     official: Bool
     description: Text | None = None
-    test_fingerprint: Hex64 = None  # may be absent, never null
+    test_fingerprint: Annotated[Hex64 | None, NotNull] = None
 
 
 class TeacherCheckBlock(_Open):
@@ -331,12 +343,12 @@ class Versions(_Open):
 class Eval(_Open):
     n_examples: Count1
     accuracy: dict[str, Fractions]
-    eps: Eps = None
-    norm: Norm = None
-    settings: dict[str, Any] = None
-    worst_class: dict[str, Fractions] = None
-    aa_unreliable: Bool = None
-    warnings: list[Text] = None
+    eps: Annotated[Eps | None, NotNull] = None
+    norm: Annotated[Norm | None, NotNull] = None
+    settings: Annotated[dict[str, Any] | None, NotNull] = None
+    worst_class: Annotated[dict[str, Fractions] | None, NotNull] = None
+    aa_unreliable: Annotated[Bool | None, NotNull] = None
+    warnings: Annotated[list[Text] | None, NotNull] = None
 
     def column(self, name: str) -> float | None:
         """A column's accuracy (fraction), or None when it was not evaluated."""
@@ -395,7 +407,7 @@ class ProtocolRef(_Open):
     registered_identity: (
         Annotated[StrictStr, _pattern(r"[0-9a-f]{12}"), _expect("12 hex digits")] | None
     ) = None
-    modified: Bool = None
+    modified: Annotated[Bool | None, NotNull] = None
     kind: Text | None = None
 
 
@@ -433,11 +445,11 @@ class Record(BaseModel):
     started_at: Timestamp | None = None
     recipe: Text | None = None
     paper: Paper | None = None
-    upgraded_from: Count1 = None
+    upgraded_from: Annotated[Count1 | None, NotNull] = None
     protocol: ProtocolRef | None = None
     checkpoint_rule: Text | None = None
-    checkpoints: dict[Id, ExtraCheckpoint] = None
-    extra_teachers: dict[Id, Teacher] = None
+    checkpoints: Annotated[dict[Id, ExtraCheckpoint] | None, NotNull] = None
+    extra_teachers: Annotated[dict[Id, Teacher] | None, NotNull] = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON document it is (what :func:`record_bytes` writes)."""

@@ -309,7 +309,7 @@ def _sort_rows(rows: list[Row]) -> tuple[list[Row], str]:
     would rank a row above a stronger one only because it was attacked longer."""
     by = "aa" if rows and all(r.stats["aa"].mean is not None for r in rows) else "pgd20"
 
-    def key(r: Row) -> tuple:
+    def key(r: Row) -> tuple[Any, ...]:
         primary = r.stats[by].mean
         secondary = r.stats["pgd20"].mean
         return (

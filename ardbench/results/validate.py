@@ -87,7 +87,7 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 def _message(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     kind = err["type"]
     if kind == "record":
-        return err["msg"]
+        return str(err["msg"])
     if kind == "missing":
         return "missing (a required field)"
     if kind == "extra_forbidden":
