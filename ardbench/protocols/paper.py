@@ -75,14 +75,14 @@ class PaperFigures(BaseModel):
         if self.tag is not None and self.tag not in TAGS:
             raise PydanticCustomError(
                 "record",
-                "paper.tag must be one of {tags}; got {got!r}",
+                "paper.tag must be one of {tags}; got '{got}'",
                 {"tags": ", ".join(TAGS), "got": self.tag},
             )
         for key in self.model_extra or {}:
             if key not in FIGURE_COLUMNS:
                 raise PydanticCustomError(
                     "record",
-                    "unknown key {key!r} in paper (known: {known})",
+                    "unknown key '{key}' in paper (known: {known})",
                     {"key": key, "known": ", ".join([*_TEXT_KEYS, *FIGURE_COLUMNS])},
                 )
         return self

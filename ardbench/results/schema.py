@@ -453,7 +453,8 @@ class Record(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON document it is (what :func:`record_bytes` writes)."""
-        return self.model_dump(exclude_unset=True)
+        # numbers are kept as written (an int in a float field): the serializer would warn
+        return self.model_dump(exclude_unset=True, warnings=False)
 
     @property
     def teacher_sha(self) -> str:
