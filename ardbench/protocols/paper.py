@@ -9,7 +9,7 @@ leaderboard sees "51.49 (RSLAD T3, checked, best-on-test)" and not a bare number
 (:meth:`PaperFigures.from_dict`, which also requires the source) and a record's ``paper``
 block (:class:`ardbench.results.schema.Record` validates it with the same model). A figure
 is a percentage keyed by an evaluation column: any column the evaluation knows
-(:data:`FIGURE_COLUMNS`) is accepted, other keys are errors.
+(:func:`figure_columns`) is accepted, other keys are errors.
 """
 
 from __future__ import annotations
@@ -27,16 +27,24 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
-from .sections import EVAL_COLUMNS
+from . import sections
 
 # checked: a careful third party read the paper's table; relayed: quoted without a check;
 # abstract: the paper's own abstract; rerun: an independent re-run; issue: a figure from the
 # official repository's issue tracker
 TAGS = ("checked", "relayed", "abstract", "rerun", "issue")
-FIGURE_COLUMNS = EVAL_COLUMNS  # every evaluation column may carry a published figure
+
+
+def figure_columns() -> tuple[str, ...]:
+    """The evaluation columns a figure may be given for: every column the evaluation knows,
+    read when a block is checked (so a column registered later is accepted too)."""
+    return tuple(sections.EVAL_COLUMNS)
+
+
+FIGURE_COLUMNS = figure_columns()  # the columns at import time (for listings)
 _TEXT_KEYS = ("source", "tag", "rule", "note")
 
-__all__ = ["FIGURE_COLUMNS", "TAGS", "PaperFigures"]
+__all__ = ["FIGURE_COLUMNS", "TAGS", "PaperFigures", "figure_columns"]
 
 
 def _percent(value: Any, handler: Any) -> Any:
@@ -79,11 +87,11 @@ class PaperFigures(BaseModel):
                 {"tags": ", ".join(TAGS), "got": self.tag},
             )
         for key in self.model_extra or {}:
-            if key not in FIGURE_COLUMNS:
+            if key not in figure_columns():
                 raise PydanticCustomError(
                     "record",
                     "unknown key '{key}' in paper (known: {known})",
-                    {"key": key, "known": ", ".join([*_TEXT_KEYS, *FIGURE_COLUMNS])},
+                    {"key": key, "known": ", ".join([*_TEXT_KEYS, *figure_columns()])},
                 )
         return self
 
@@ -108,7 +116,7 @@ class PaperFigures(BaseModel):
     @property
     def figures(self) -> dict[str, float]:
         """{column: percent} for the columns that have a figure, in column order."""
-        out = {c: self.figure(c) for c in FIGURE_COLUMNS}
+        out = {c: self.figure(c) for c in figure_columns()}
         return {c: v for c, v in out.items() if v is not None}
 
     def to_dict(self) -> dict[str, Any]:

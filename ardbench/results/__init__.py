@@ -1,6 +1,7 @@
 """Run records, leaderboard tables, comparisons and later evaluations.
 
 schema      the record (version 2) as pydantic models: the typed ``Record`` records load as
+fields      the schema's leaf types (strict, errors in the record's words)
 validate    a dict against the schema (RecordError naming the field), version upgrades
 provenance  code version (dirty, the method's source hash), libraries, hardware
 records     build, write, load (typed), find records

@@ -67,7 +67,7 @@ class Delta:
 class RowComparison:
     row: Row
     deltas: dict[str, Delta]
-    same_row: bool  # the row of the same method, recipe and protocol as ours
+    same_row: bool  # the row with ours's row key (method, recipe, row hash, checkpoint)
 
 
 @dataclass
@@ -75,7 +75,7 @@ class Comparison:
     subject: str  # "run X (method, recipe, seed s)" / "method NAME (recipe, k runs)"
     method: str
     recipe: str
-    protocol: str
+    row_hash: str  # ours's row hash (ardbench.protocols.identity.row_hash)
     ours: dict[str, Stat]
     ours_runs: int
     n_examples: int
@@ -111,7 +111,7 @@ def _compare(
         subject=subject,
         method=ours_row.method,
         recipe=ours_row.recipe_cell,
-        protocol=ours_row.protocol,
+        row_hash=ours_row.row_hash,
         ours=ours_row.stats,
         ours_runs=ours_row.runs,
         n_examples=n_examples,

@@ -74,35 +74,42 @@ are upgraded in memory by :func:`ardbench.results.validate.upgrade_record`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
-from numbers import Real
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    StrictBool,
-    StrictStr,
-    Tag,
-    ValidationError,
-    WrapValidator,
-)
-from pydantic_core import PydanticCustomError
-from typing_extensions import TypeAliasType
+from pydantic import BaseModel, ConfigDict, StrictStr
 
 from ..protocols.paper import PaperFigures
 from ..protocols.sections import EVAL_COLUMNS
+from .fields import (
+    ID_PATTERN,
+    NORMS,
+    AnyInt,
+    Bool,
+    Classes,
+    ConfigHash,
+    Count0,
+    Count1,
+    Eps,
+    Fractions,
+    Hex40,
+    Hex64,
+    Id,
+    Norm,
+    NotNull,
+    Percent,
+    RunId,
+    Seconds,
+    Snake,
+    Text,
+    Timestamp,
+    describe,
+    expect,
+    pattern,
+)
 
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 COLUMNS = EVAL_COLUMNS  # the one list: ardbench.protocols.sections
-NORMS = ("Linf", "L2")
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
-"""Ids (run ids, architecture names) become file and directory names: no separators, no
-leading dot or dash, no characters a shell or a markdown table would read."""
 
 __all__ = [
     "COLUMNS",
@@ -117,138 +124,6 @@ __all__ = [
     "RecordModel",
     "describe",
 ]
-
-
-def describe(value: Any) -> str:
-    """What a JSON value is, for error messages ("a string ('L3')", "a list")."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"a boolean ({value})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, Real):
-        return f"a number ({value!r})"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return type(value).__name__
-
-
-# ------------------------------------------------------------------------------ leaf types
-
-
-def _expect(what: str) -> WrapValidator:
-    """pydantic checks the value; this only says what was expected, in the record's words."""
-
-    def wrap(value: Any, handler: Any) -> Any:
-        try:
-            return handler(value)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            if first["type"] == "record":  # already in our words (a timestamp's own message)
-                raise PydanticCustomError("record", first["msg"]) from None
-            raise PydanticCustomError(
-                "record", "expected {what}, got {got}", {"what": what, "got": describe(value)}
-            ) from None
-
-    return WrapValidator(wrap)
-
-
-def _timestamp(value: str) -> str:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise PydanticCustomError(
-            "record", "expected an ISO-8601 timestamp, got {got}", {"got": repr(value)}
-        ) from None
-    if parsed.tzinfo is None:
-        raise PydanticCustomError(
-            "record",
-            "timestamp {got} has no timezone (write UTC: +00:00)",
-            {"got": repr(value)},
-        )
-    return value
-
-
-def _pattern(regex: str) -> Any:
-    # anchored: pydantic's pattern searches; the rust engine's $ is the very end of the text
-    return Field(pattern=f"^(?:{regex})$")
-
-
-Text = Annotated[StrictStr, Field(min_length=1), _expect("a non-empty string")]
-Id = Annotated[
-    StrictStr,
-    _pattern(ID_PATTERN),
-    _expect("an id (letters, digits, '.', '_', '-'; starting with a letter or digit)"),
-]
-RunId = Annotated[
-    StrictStr,
-    _pattern(ID_PATTERN),
-    _expect("a run id (letters, digits, '.', '_', '-'; starting with a letter or digit)"),
-]
-Snake = Annotated[StrictStr, _pattern(r"[a-z][a-z0-9_]*"), _expect("a lowercase snake_case name")]
-Hex64 = Annotated[
-    StrictStr, _pattern(r"[0-9a-f]{64}"), _expect("a sha256 (64 lowercase hex digits)")
-]
-Hex40 = Annotated[
-    StrictStr, _pattern(r"[0-9a-f]{40}"), _expect("a git sha (40 lowercase hex digits)")
-]
-ConfigHash = Annotated[StrictStr, _pattern(r"[0-9a-f]{8,64}"), _expect("a hex config hash")]
-Norm = Annotated[Literal["Linf", "L2"], _expect("one of " + ", ".join(NORMS))]
-Bool = Annotated[StrictBool, _expect("true or false")]
-Timestamp = Annotated[
-    StrictStr, WrapValidator(lambda v, h: _timestamp(h(v))), _expect("an ISO-8601 timestamp")
-]
-AnyInt = Annotated[int, _expect("an integer")]
-Count1 = Annotated[int, Field(ge=1), _expect("an integer >= 1")]
-Count0 = Annotated[int, Field(ge=0), _expect("an integer >= 0")]
-Classes = Annotated[int, Field(ge=2), _expect("an integer >= 2")]
-
-
-def _as_written(value: Any, handler: Any) -> Any:
-    """A number checked as a float but kept as written: a record's ``1`` loads as ``1`` and
-    dumps as ``1`` (not ``1.0``), so load -> dump gives the file's bytes back."""
-    checked = handler(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) else checked
-
-
-Number = WrapValidator(_as_written)
-Eps = Annotated[float, Field(gt=0), Number, _expect("eps > 0")]
-Seconds = Annotated[float, Field(ge=0), Number, _expect("a number >= 0")]
-Fraction = Annotated[
-    float, Field(ge=0, le=1), Number, _expect("an accuracy as a fraction in [0, 1] (or null)")
-]
-Percent = Annotated[float, Field(ge=0, le=100), Number, _expect("a percentage in [0, 100]")]
-
-
-def _fractions_branch(value: Any) -> str:
-    return "<object>" if isinstance(value, Mapping) else "<fraction>"
-
-
-def _present(value: Any, handler: Any) -> Any:
-    if value is None:
-        raise PydanticCustomError("record", "may be absent, but not null")
-    return handler(value)
-
-
-NotNull = WrapValidator(_present)
-"""For a field that may be absent (typed ``X | None = None``) but never written as null."""
-
-# A fraction in [0, 1], null (not run), or an object of those (e.g. a breakdown). The tags
-# name the branch in pydantic's error locations; validation drops them from paths.
-if TYPE_CHECKING:  # the same type, in words mypy reads
-    Fractions: TypeAlias = "dict[str, Fractions] | float | None"
-else:
-    Fractions = TypeAliasType(
-        "Fractions",
-        Annotated[
-            Annotated[dict[str, "Fractions"], Tag("<object>")]
-            | Annotated[Fraction | None, Tag("<fraction>")],
-            Discriminator(_fractions_branch),
-        ],
-    )
 
 
 # ---------------------------------------------------------------------------------- models
@@ -403,9 +278,9 @@ class ProtocolRef(_Open):
     """The named protocol a run followed and whether its values were the registered ones."""
 
     name: Text | None
-    identity: Annotated[StrictStr, _pattern(r"[0-9a-f]{12}"), _expect("12 hex digits")]
+    identity: Annotated[StrictStr, pattern(r"[0-9a-f]{12}"), expect("12 hex digits")]
     registered_identity: (
-        Annotated[StrictStr, _pattern(r"[0-9a-f]{12}"), _expect("12 hex digits")] | None
+        Annotated[StrictStr, pattern(r"[0-9a-f]{12}"), expect("12 hex digits")] | None
     ) = None
     modified: Annotated[Bool | None, NotNull] = None
     kind: Text | None = None
@@ -460,6 +335,14 @@ class Record(BaseModel):
     def teacher_sha(self) -> str:
         """The teacher's weights' sha256, "" for a run without a teacher."""
         return self.teacher.sha256 if self.teacher is not None else ""
+
+    @property
+    def protocol_name(self) -> str | None:
+        """The named protocol the run followed (the ``protocol`` block's, else the config's)."""
+        if self.protocol is not None and self.protocol.name:
+            return self.protocol.name
+        name = self.config.get("protocol")
+        return name if isinstance(name, str) else None
 
     @property
     def checkpoint_kind(self) -> str:

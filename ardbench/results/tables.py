@@ -88,7 +88,7 @@ def _frame_row(r: Record, kind: str, ev: Eval) -> dict[str, Any]:
         "teacher_sha": r.teacher_sha,
         "method": key.method,
         "recipe": key.recipe,
-        "protocol": key.row_hash,
+        "row_hash": key.row_hash,
         "seed": r.seed,
         "epochs": r.epochs,
         "n_examples": ev.n_examples,
@@ -137,7 +137,7 @@ class Stat:
 class Row:
     method: str
     recipe: str
-    protocol: str
+    row_hash: str  # ardbench.protocols.identity.row_hash: the config part of the row
     run_ids: tuple[str, ...]
     seeds: tuple[int, ...]
     stats: dict[str, Stat]
@@ -160,7 +160,12 @@ class Row:
     def key(self) -> tuple[str, str, str, str]:
         """The row's identity within its table (:class:`~ardbench.results.grouping.RowKey`
         without the table): method, recipe, row hash, checkpoint."""
-        return (self.method, self.recipe, self.protocol, self.checkpoint)
+        return (self.method, self.recipe, self.row_hash, self.checkpoint)
+
+    @property
+    def protocol(self) -> str:
+        """The row hash, by the name it had when it was called a protocol hash."""
+        return self.row_hash
 
     def sort_value(self, by: str) -> float | None:
         return self.stats[by].mean
@@ -262,7 +267,7 @@ def _row(g: pd.DataFrame, key: Any, with_teacher: bool) -> Row:
     return Row(
         method=key.method,
         recipe=key.recipe,
-        protocol=key.row_hash,
+        row_hash=key.row_hash,
         run_ids=tuple(g["run_id"]),
         seeds=tuple(int(s) for s in g["seed"]),
         stats={c: _stat(g[f"acc_{c}"]) for c in COLUMNS},
@@ -295,7 +300,7 @@ def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
             r,
             recipe_cell=_recipe_label(r.recipe)
             + (
-                f" (config {r.protocol[:8]})"
+                f" (config {r.row_hash[:8]})"
                 if names[(r.method, _recipe_label(r.recipe))] > 1
                 else ""
             ),
@@ -319,7 +324,7 @@ def _sort_rows(rows: list[Row]) -> tuple[list[Row], str]:
             -(secondary or 0.0),
             r.method,
             r.recipe,
-            r.protocol,
+            r.row_hash,
             r.checkpoint,
         )
 

@@ -96,7 +96,7 @@ def _row(r: Record) -> dict[str, Any]:
         "run_id": r.run_id,
         "method": r.method.name,
         "recipe": _recipe_label(r.recipe),
-        "protocol": (r.protocol.name if r.protocol else None) or r.config.get("protocol"),
+        "protocol": r.protocol_name,
         "teacher": teacher_label(teacher.spec) if teacher else None,
         "student": r.student.arch,
         "seed": r.seed,
