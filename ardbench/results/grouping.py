@@ -225,7 +225,7 @@ def row_key(record: RecordLike, checkpoint: str | None = None) -> RowKey:
     includes                               excludes
     =====================================  ============================================
     the table key (:func:`table_key`)      the seed (a row averages over seeds)
-    the method's name                      recipe text besides its path (paper...)
+    the method's name                      the paper figures the recipe sets beside ours
     the recipe (file or name) as recorded  the speed switches, ``eval.batch_size`` and
     the row hash of the config, with the   ``eval.aa_batch_size``, paths, device
     method config, the protocol's name     the run id, code version, hardware
