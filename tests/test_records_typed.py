@@ -132,6 +132,9 @@ def test_paper_figures_take_every_evaluation_column():
     rec = as_record(example_record(paper=block))
     assert rec.paper is not None and rec.paper.figure("aa") == 50.0
     assert rec.to_dict()["paper"] == block  # as written (50, not 50.0)
+    one = PaperFigures.from_dict({"source": "T3", "aa": 52.5})
+    assert one.aa == 52.5 and one.clean is None  # attribute access as before the model
+    assert one.label("aa") == "52.50 (T3)" and one.to_dict() == {"source": "T3", "aa": 52.5}
 
 
 def test_paper_figures_refuse_unknown_keys_and_bad_values():

@@ -14,7 +14,7 @@ is a percentage keyed by an evaluation column: any column the evaluation knows
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -107,6 +107,13 @@ class PaperFigures(BaseModel):
         if out.source is None:
             raise ConfigError("paper.source must name the paper and table")
         return out
+
+    if not TYPE_CHECKING:  # ``figures.aa`` as before the model: None for a column without one
+
+        def __getattr__(self, name: str) -> Any:
+            if name in figure_columns():
+                return (self.__pydantic_extra__ or {}).get(name)
+            return super().__getattr__(name)
 
     def figure(self, column: str) -> float | None:
         """The published figure (percent) for an evaluation column, or None."""

@@ -84,6 +84,11 @@ class Comparison:
     excluded: list[str] = field(default_factory=list)
     ours_epochs: tuple[int, ...] = ()
 
+    @property
+    def protocol(self) -> str:
+        """The row hash, by the name it had when it was called a protocol hash."""
+        return self.row_hash
+
 
 def delta(ours: Stat, row: Stat, n_examples: int) -> Delta:
     """The delta of one column and whether it is inside seed noise (see the module doc)."""
