@@ -36,7 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ import pandas as pd
 from .errors import ArdbenchError
 from .io import write_text_atomic
 from .rundir import Run
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .results.schema import Record
 
 __all__ = [
     "FIT_X",
@@ -112,28 +115,106 @@ class _Teacher:
     sha256: str
 
 
-def _load_teacher(run: Run, record: dict[str, Any], device: Any) -> _Teacher:
+def _load_teacher(run: Run, record: Record, device: Any) -> _Teacher:
     from .models import load_model
 
-    block = record.get("teacher") or {}
-    spec = block.get("resolved") or block.get("spec")
-    if not spec:
+    block = record.teacher
+    spec = (block.resolved or block.spec) if block is not None else None
+    if block is None or not spec:
         raise VarianceGapError(f"run {run.run_id} has no teacher")
     cfg = run.config
     loaded = load_model(
         spec,
-        num_classes=record["track"]["num_classes"],
+        num_classes=record.track.num_classes,
         dataset=cfg.dataset,
         runs_dir=run.directory.parent,
         device=device,
     )
-    if loaded.sha256 != block.get("sha256"):
+    if loaded.sha256 != block.sha256:
         raise VarianceGapError(
             f"run {run.run_id}: the teacher {spec!r} loads with other weights than the run "
-            f"used (sha256 {loaded.sha256[:12]} ≠ {str(block.get('sha256'))[:12]})",
+            f"used (sha256 {loaded.sha256[:12]} ≠ {block.sha256[:12]})",
             hint="a fresh ARCH teacher cannot be rebuilt; give it as ARCH:PATH or run:RUN_ID",
         )
     return _Teacher(loaded.module.eval(), spec, loaded.sha256)
+
+
+@dataclass
+class _Features:
+    """Penultimate features of student and teacher on clean and PGD-20 inputs (float64, CPU),
+    and which points the student got right on each."""
+
+    feats: dict[str, Any]  # s_clean, s_adv, t_clean, t_adv -> [n, d]
+    clean_ok: Any
+    adv_ok: Any
+
+
+def _features(
+    student: Any, teacher: Any, x: Any, y: Any, attack: tuple[float, str, int], batch_size: int
+) -> _Features:
+    """Attack the student (PGD-20 at ``attack`` = (eps, norm, seed)) batch by batch and
+    collect both networks' features on the clean and the adversarial inputs."""
+    import torch
+
+    from .eval.columns import adversarial_examples
+    from .models import logits_and_features
+
+    eps, norm, seed = attack
+    feats: dict[str, list[Any]] = {"s_clean": [], "s_adv": [], "t_clean": [], "t_adv": []}
+    correct: dict[str, list[Any]] = {"s_clean": [], "s_adv": []}
+    for b0 in range(0, len(x), batch_size):
+        xb, yb = x[b0 : b0 + batch_size], y[b0 : b0 + batch_size]
+        x_adv = adversarial_examples(
+            student, xb, yb, "pgd20", eps=eps, norm=norm, seed=seed, start=b0
+        )
+        with torch.no_grad():
+            for key, net, inputs in (
+                ("s_clean", student, xb),
+                ("s_adv", student, x_adv),
+                ("t_clean", teacher, xb),
+                ("t_adv", teacher, x_adv),
+            ):
+                logits, f = logits_and_features(net, inputs)
+                feats[key].append(f.flatten(1).double().cpu())
+                if key in correct:
+                    correct[key].append((logits.argmax(1) == yb).cpu())
+    return _Features(
+        {k: torch.cat(v) for k, v in feats.items()},
+        torch.cat(correct["s_clean"]),
+        torch.cat(correct["s_adv"]),
+    )
+
+
+def _gaps(var: dict[str, Any]) -> dict[str, Any]:
+    """The variance gaps (student minus teacher) and each network's ΔVar."""
+    return {
+        "gap_clean": var["s_clean"] - var["t_clean"],
+        "gap_adv": var["s_adv"] - var["t_adv"],
+        "dvar_student": var["s_adv"] - var["s_clean"],
+        "dvar_teacher": var["t_adv"] - var["t_clean"],
+    }
+
+
+def _class_rows(run_id: str, f: _Features, y: Any, num_classes: int) -> list[dict[str, Any]]:
+    """The rows of the per-class file: each class's feature variances and gaps."""
+    import torch
+
+    per = {k: per_class_variance(v, y, num_classes) for k, v in f.feats.items()}
+    counts = torch.bincount(y.cpu(), minlength=num_classes).tolist()
+    return [
+        {
+            "run_id": run_id,
+            "class": c,
+            "n": counts[c],
+            "var_student_clean": per["s_clean"][c],
+            "var_student_adv": per["s_adv"][c],
+            "var_teacher_clean": per["t_clean"][c],
+            "var_teacher_adv": per["t_adv"][c],
+            "gap_clean": per["s_clean"][c] - per["t_clean"][c],
+            "gap_adv": per["s_adv"][c] - per["t_adv"][c],
+        }
+        for c in range(num_classes)
+    ]
 
 
 def measure_run(
@@ -146,12 +227,8 @@ def measure_run(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The row of ``variance_gap.csv`` and the rows of the per-class file for one run;
     ``teacher`` overrides the run's own (for teacher-free baselines)."""
-    import torch
-
     from .data import load_dataset
     from .device import resolve_device
-    from .eval.columns import adversarial_examples
-    from .models import logits_and_features
 
     record = run.record
     if record is None:
@@ -161,77 +238,36 @@ def measure_run(
     t = teacher or _load_teacher(run, record, dev)
     student = run.model(device=str(dev))
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
-    n = n_examples or record["eval"]["n_examples"]
-    x, y = ds.test_subset(n, device=dev)
-    eps, norm, seed = float(record["track"]["eps"]), record["track"]["norm"], cfg.train.seed
-    feats: dict[str, list[Any]] = {"s_clean": [], "s_adv": [], "t_clean": [], "t_adv": []}
-    correct_clean, correct_adv = [], []
-    for b0 in range(0, len(x), batch_size):
-        xb, yb = x[b0 : b0 + batch_size], y[b0 : b0 + batch_size]
-        x_adv = adversarial_examples(
-            student, xb, yb, "pgd20", eps=eps, norm=norm, seed=seed, start=b0
-        )
-        with torch.no_grad():
-            for key, net, inputs in (
-                ("s_clean", student, xb),
-                ("s_adv", student, x_adv),
-                ("t_clean", t.module, xb),
-                ("t_adv", t.module, x_adv),
-            ):
-                logits, f = logits_and_features(net, inputs)
-                feats[key].append(f.flatten(1).double().cpu())
-                if key == "s_clean":
-                    correct_clean.append((logits.argmax(1) == yb).cpu())
-                elif key == "s_adv":
-                    correct_adv.append((logits.argmax(1) == yb).cpu())
-    F = {k: torch.cat(v) for k, v in feats.items()}
-    clean_ok, adv_ok = torch.cat(correct_clean), torch.cat(correct_adv)
-    var = {k: feature_variance(v) for k, v in F.items()}
+    x, y = ds.test_subset(n_examples or record.eval.n_examples, device=dev)
+    eps = float(record.track.eps)
+    f = _features(student, t.module, x, y, (eps, record.track.norm, cfg.train.seed), batch_size)
+    var = {k: feature_variance(v) for k, v in f.feats.items()}
     row = {
         "run_id": run.run_id,
-        "method": record["method"]["name"],
-        "seed": record["seed"],
-        "teacher_free": not record.get("teacher"),
+        "method": record.method.name,
+        "seed": record.seed,
+        "teacher_free": record.teacher is None,
         "teacher": t.spec,
         "n": len(x),
         "eps": eps,
-        "clean_acc": float(clean_ok.double().mean()),
-        "robust_acc": float((clean_ok & adv_ok).double().mean()),
-        "pgd20_record": record["eval"]["accuracy"].get("pgd20")
-        if record["eval"]["n_examples"] == len(x)
+        "clean_acc": float(f.clean_ok.double().mean()),
+        "robust_acc": float((f.clean_ok & f.adv_ok).double().mean()),
+        "pgd20_record": record.eval.accuracy.get("pgd20")
+        if record.eval.n_examples == len(x)
         else None,
         "var_student_clean": var["s_clean"],
         "var_student_adv": var["s_adv"],
         "var_teacher_clean": var["t_clean"],
         "var_teacher_adv": var["t_adv"],
-        "gap_clean": var["s_clean"] - var["t_clean"],
-        "gap_adv": var["s_adv"] - var["t_adv"],
-        "dvar_student": var["s_adv"] - var["s_clean"],
-        "dvar_teacher": var["t_adv"] - var["t_clean"],
+        **_gaps(var),
     }
-    per = {k: per_class_variance(v, y, ds.num_classes) for k, v in F.items()}
-    counts = torch.bincount(y.cpu(), minlength=ds.num_classes).tolist()
-    classes = [
-        {
-            "run_id": run.run_id,
-            "class": c,
-            "n": counts[c],
-            "var_student_clean": per["s_clean"][c],
-            "var_student_adv": per["s_adv"][c],
-            "var_teacher_clean": per["t_clean"][c],
-            "var_teacher_adv": per["t_adv"][c],
-            "gap_clean": per["s_clean"][c] - per["t_clean"][c],
-            "gap_adv": per["s_adv"][c] - per["t_adv"][c],
-        }
-        for c in range(ds.num_classes)
-    ]
-    return row, classes
+    return row, _class_rows(run.run_id, f, y, ds.num_classes)
 
 
 # -------------------------------------------------------------------------------- several
 
 
-def _pair_key(record: dict[str, Any]) -> tuple:
+def _pair_key(record: Record) -> tuple[Any, ...]:
     from .results.grouping import table_key
 
     return table_key(record)._replace(teacher_sha="")
@@ -240,13 +276,13 @@ def _pair_key(record: dict[str, Any]) -> tuple:
 def find_baselines(runs: Sequence[Run], search: Sequence[Path]) -> list[Run]:
     """Teacher-free finished runs in ``search`` (direct children) sharing a track and student
     with one of the distillation ``runs``."""
-    pairs = {_pair_key(r.record) for r in runs if r.record and r.record.get("teacher")}
+    pairs = {_pair_key(rec) for r in runs if (rec := r.record) and rec.teacher}
     found = []
     for folder in search:
         for cfg in sorted(Path(folder).glob("*/config.json")):
             run = Run(cfg.parent)
             rec = run.record
-            if rec and not rec.get("teacher") and _pair_key(rec) in pairs:
+            if rec and rec.teacher is None and _pair_key(rec) in pairs:
                 found.append(run)
     return found
 
@@ -267,11 +303,14 @@ def variance_gap(
 
     dev = resolve_device(device)
     runs = list(dict.fromkeys([*runs, *baselines]))
-    distill = [r for r in runs if r.record and r.record.get("teacher")]
-    free = [r for r in runs if r.record is not None and not r.record.get("teacher")]
-    unfinished = [r.run_id for r in runs if r.record is None]
+    records = {r: r.record for r in runs}
+    unfinished = [r.run_id for r, rec in records.items() if rec is None]
     if unfinished:
         raise VarianceGapError(f"unfinished runs (no record.json): {', '.join(unfinished)}")
+    distill = [
+        (r, rec) for r, rec in records.items() if rec is not None and rec.teacher is not None
+    ]
+    free = [(r, rec) for r, rec in records.items() if rec is not None and rec.teacher is None]
     if not distill:
         raise VarianceGapError(
             "no distillation run among these: the gap needs a student and its teacher",
@@ -279,9 +318,9 @@ def variance_gap(
         )
     rows, classes = [], []
     teachers: dict[tuple, _Teacher] = {}
-    for run in distill:
-        t = _load_teacher(run, run.record, dev)
-        teachers.setdefault(_pair_key(run.record), t)
+    for run, rec in distill:
+        t = _load_teacher(run, rec, dev)
+        teachers.setdefault(_pair_key(rec), t)
         if progress:
             progress(run)
         row, per = measure_run(
@@ -289,10 +328,11 @@ def variance_gap(
         )
         rows.append(row)
         classes += per
-    for run in free:
-        t = teachers.get(_pair_key(run.record))
-        if t is None:
+    for run, rec in free:
+        found = teachers.get(_pair_key(rec))
+        if found is None:
             continue  # no distillation run of its track and student to take a teacher from
+        t = found
         if progress:
             progress(run)
         row, per = measure_run(

@@ -383,24 +383,26 @@ def results(*paths: str | Path | Run) -> pd.DataFrame:
     Columns (:data:`ardbench.results.tidy.TIDY_COLUMNS`): ``run_id, method, recipe, protocol,
     teacher, student, seed, clean, fgsm, pgd20, cw, aa`` (accuracies as fractions, NaN where
     not evaluated), ``epochs, dataset, norm, eps, n_examples, split, later_columns,
-    aa_unreliable``, the full specs and hashes (``config_hash``; ``recipe_hash``: runs with
-    the same hash differ only by seed), ``wall_time_s, finished_at, code, run_dir``.
+    aa_unreliable``, the full specs, ``row_identity`` (the leaderboard's row: runs with the
+    same value are the seeds one table row averages), ``config_hash`` and ``recipe_hash``
+    (the older grouping, kept for compatibility: it does not split ``train.deterministic``),
+    ``wall_time_s, finished_at, code, run_dir``.
 
     Example::
 
         >>> df = ardbench.results("runs")
-        >>> df.groupby(["method", "recipe"])[["clean", "pgd20"]].agg(["mean", "std"])
+        >>> df.groupby("row_identity")[["clean", "pgd20"]].agg(["mean", "std"])
     """
     from .results.leaderboard import collect_records
-    from .results.records import RecordError
+    from .results.records import RecordError, record_bytes
     from .results.tidy import tidy_frame
 
-    records: dict[str, dict[str, Any]] = {}
+    records: dict[str, Any] = {}
     for path in paths or ("runs",):
         root = path.directory if isinstance(path, Run) else Path(path)
         for record in collect_records(root):
-            rid = record["run_id"]
-            if rid in records and records[rid] != record:
+            rid = record.run_id
+            if rid in records and record_bytes(records[rid]) != record_bytes(record):
                 raise RecordError(
                     "run_id", f"{rid!r} names two different records under {paths}", source=root
                 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import pandas as pd
 from .io import atomic_write_bytes, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .results.records import RecordLike
     from .results.tables import Table
     from .rundir import Run
 
@@ -59,13 +60,12 @@ def _save(fig: Any, png: Path) -> None:
 
 
 def _group_of(run: Run) -> tuple[str, str]:
-    """(group id, label): runs of one recipe that differ only by seed share a group."""
+    """(group id, label): runs that differ only by seed (one row hash, as a table row) share
+    a group."""
     from .results.tables import _recipe_label
 
     cfg = run.config
-    ident = "|".join(
-        [cfg.method, cfg.recipe_hash(), cfg.dataset, str(cfg.teacher or ""), cfg.student]
-    )
+    ident = "|".join([cfg.method, cfg.row_hash(), cfg.dataset, str(cfg.teacher or ""), cfg.student])
     label = f"{cfg.method} ({_recipe_label(cfg.recipe)}, {cfg.student})"
     return ident, label
 
@@ -269,7 +269,7 @@ def plot_table(table: Table, png: str | Path, csv: str | Path) -> tuple[Path, Pa
 
 
 def draw_table_plots(
-    records: Sequence[Mapping[str, Any]], out_dir: str | Path, removed: Iterable[str] = ()
+    records: Sequence[RecordLike], out_dir: str | Path, removed: Iterable[str] = ()
 ) -> list[str]:
     """Every table's scatter (PNG beside its CSV) in ``out_dir``; a PNG is redrawn only when
     its CSV changed or it is missing (the tables' data decide, not the drawing library). The

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from .protocols import RunConfig
+    from .results.schema import Record
 
 __all__ = ["Run", "RunNotFoundError", "curves_frame"]
 
@@ -87,8 +88,9 @@ class Run:
         return (self.directory / RECORD).is_file()
 
     @property
-    def record(self) -> dict[str, Any] | None:
-        """The validated record, or None while the run is unfinished."""
+    def record(self) -> Record | None:
+        """The validated, typed record (:class:`ardbench.results.schema.Record`), or None
+        while the run is unfinished."""
         if not self.completed:
             return None
         from .results.records import load_record
@@ -96,10 +98,12 @@ class Run:
         return load_record(self.directory / RECORD)
 
     @property
-    def metrics(self) -> dict[str, float | None]:
+    def metrics(self) -> dict[str, Any]:
         """The record's accuracies (fractions in [0, 1]) by column; empty while unfinished."""
         record = self.record
-        return dict(record["eval"]["accuracy"]) if record else {}
+        if record is None:
+            return {}
+        return dict(record.eval.accuracy)
 
     def log(self) -> list[dict[str, Any]]:
         """The epoch log (``log.jsonl``), one dict per finished epoch: ``epoch``, ``lr``,
@@ -127,13 +131,14 @@ class Run:
                 f"run {self.run_id} has no final weights yet (model.pt)",
                 hint="let it finish, or continue it with ardbench.resume(run)",
             )
-        record = self.record or {}
-        chosen = record.get("checkpoint_rule", "last")
+        record = self.record
+        chosen = record.checkpoint_kind if record else "last"
         if checkpoint is None or checkpoint == chosen:
             return load_model(f"run:{self.directory}", device=device).module.eval()
         path = self.directory / f"model-{checkpoint}.pt"
         if not path.is_file():
-            have = [chosen] + sorted((record.get("checkpoints") or {}).keys())
+            others = (record.checkpoints if record else None) or {}
+            have = [chosen] + sorted(others)
             raise ArdbenchError(
                 f"run {self.run_id} has no {checkpoint!r} checkpoint",
                 hint=f"it has: {', '.join(have)}",

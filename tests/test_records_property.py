@@ -105,7 +105,7 @@ def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
 def _round_trip(record: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = write_record(Path(tmp) / "run", record)
-        return load_record(path)
+        return load_record(path).to_dict()
 
 
 @SETTINGS

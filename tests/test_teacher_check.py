@@ -257,6 +257,16 @@ def test_cli_check_teacher(tiny_npz, random_teacher, tmp_path, capsys):
     assert not runs.exists() or not any(runs.iterdir())
 
 
+def _record(seed: int = 0, check: dict | None = None, teacher: bool = True) -> object:
+    """A typed record of ``seed`` with a teacher (its ``check`` when given) or without one."""
+    from ardbench.results.records import as_record, example_record
+
+    block = {"spec": "t.pt2", **({"check": check} if check else {})} if teacher else None
+    return as_record(
+        example_record(seed=seed, config={"train": {"seed": seed, "epochs": 1}}, teacher=block)
+    )
+
+
 def test_leaderboard_states_the_check():
     from ardbench.results.render import _teacher_check_text
 
@@ -270,21 +280,21 @@ def test_leaderboard_states_the_check():
         "chance": 10.0,
         "warnings": [],
     }
-    with_check = {"seed": 0, "teacher": {"spec": "t.pt2", "check": chk}}
-    old = {"seed": 0, "teacher": {"spec": "t.pt2"}}
+    with_check = _record(0, check=chk)
+    old = _record(0)
     text = _teacher_check_text([with_check, with_check])
     assert "seed 0: 80.27 % on 2048 training inputs as the students see them (flip)" in text
     assert "77.29 % on 1017 test points" in text and "warned" not in text
     # another seed draws other epoch-0 images: its figures are listed under its own seeds
-    other = {"seed": 2, "teacher": {"spec": "t.pt2", "check": {**chk, "augmented": 82.03}}}
-    again = {**with_check, "seed": 1}
+    other = _record(2, check={**chk, "augmented": 82.03})
+    again = _record(1, check=chk)
     text = _teacher_check_text([other, with_check, again])
     assert text.index("seeds 0, 1: 80.27 %") < text.index("seed 2: 82.03 %")
-    warned = {"seed": 0, "teacher": {"spec": "t.pt2", "check": {**chk, "warnings": ["x"]}}}
+    warned = _record(0, check={**chk, "warnings": ["x"]})
     assert "It warned in 1 of 2 runs" in _teacher_check_text([with_check, warned])
     assert "1 runs predate" in _teacher_check_text([with_check, old])
     assert "not recorded" in _teacher_check_text([old])
-    assert _teacher_check_text([{"teacher": None}]) == ""
+    assert _teacher_check_text([_record(0, teacher=False)]) == ""
 
 
 def test_the_retired_track_says_so_in_its_tables():

@@ -7,13 +7,16 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from ..errors import ConfigError
 from ..eval.result import COLUMN_TITLES
 from .console import console
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..results.schema import Record
 
 # --------------------------------------------------------------------------------------- run
 
@@ -206,20 +209,20 @@ def _interrupt_hint(
         raise
 
 
-def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
+def render_run_summary(record: Record, run_dir: Path) -> None:
     """A short results table: the student, and the teacher's own figures when it has a record."""
+    from ..protocols import format_eps
     from ..train.demo import teacher_record
 
-    eval_block = record["eval"]
-    columns = list(eval_block["accuracy"])
-    table = Table(title=f"ardbench run {record['run_id']}")
+    ev = record.eval
+    columns = list(ev.accuracy)
+    table = Table(title=f"ardbench run {record.run_id}")
     table.add_column("model")
     for col in columns:
         table.add_column(COLUMN_TITLES.get(col, col), justify="right")
     table.add_column("epochs", justify="right")
     table.add_column("wall time", justify="right")
-    teacher = record.get("teacher")
-    trec = teacher_record(teacher.get("resolved")) if teacher else None
+    trec = teacher_record(record.teacher.resolved) if record.teacher else None
     if trec:
         t = json.loads(trec.read_text())
         table.add_row(
@@ -229,18 +232,15 @@ def render_run_summary(record: dict[str, Any], run_dir: Path) -> None:
             f"{t['wall_time_s']:.0f}s",
         )
     table.add_row(
-        f"student ({record['method']['name']}, {record['student']['arch']})",
-        *[_pct(eval_block["accuracy"][c]) for c in columns],
-        str(record["epochs"]),
-        f"{record['wall_time_s']:.0f}s",
+        f"student ({record.method.name}, {record.student.arch})",
+        *[_pct(ev.column(c)) for c in columns],
+        str(record.epochs),
+        f"{record.wall_time_s:.0f}s",
     )
     console.print(table)
-    eps = record["track"]["eps"]
-    from ..protocols import format_eps
-
     console.print(
-        f"{record['track']['dataset']}, {record['track']['norm']} eps {format_eps(eps)}, "
-        f"n = {eval_block['n_examples']} test points; record: {run_dir / 'record.json'}"
+        f"{record.track.dataset}, {record.track.norm} eps {format_eps(record.track.eps)}, "
+        f"n = {ev.n_examples} test points; record: {run_dir / 'record.json'}"
     )
 
 

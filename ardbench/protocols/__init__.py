@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .eps import Eps, format_eps, parse_eps, parse_number
+from .identity import config_hash, protocol_identity, recipe_hash, row_hash
 from .paper import PaperFigures
 from .protocol import Protocol, derive, identity_of, protocol_changes
 from .registered import (
@@ -48,14 +49,18 @@ __all__ = [
     "all_protocols",
     "coerce",
     "computation_dict",
+    "config_hash",
     "derive",
     "faithful_protocol",
     "format_eps",
     "get_protocol",
     "identity_of",
     "protocol_changes",
+    "protocol_identity",
     "parse_eps",
     "parse_number",
     "protocol_ref",
+    "recipe_hash",
     "register_protocol",
+    "row_hash",
 ]

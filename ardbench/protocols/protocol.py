@@ -15,7 +15,7 @@ faithful protocols, written as the ARD-lineage base plus each paper's departures
 faithful protocol. The small track fixes the threat model and the budget but lets every method
 keep the random start and attack-time BatchNorm mode its official code uses.
 
-Identity: :meth:`Protocol.identity` is a hash over the values that define the protocol (not the
+Identity: :meth:`Protocol.identity` (:func:`ardbench.protocols.identity.protocol_identity`) is a hash over the values that define the protocol (not the
 seed, speed switches, determinism, batch sizes of the evaluation or ``per_method`` keys); the
 leaderboard puts runs with the same name and identity in one table. A run whose values differ
 from its named protocol (``--set train.epochs=5``) has another identity: it is a modified
@@ -25,35 +25,23 @@ protocol, shown as such.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from .identity import identity_body, identity_of
 from .sections import (
-    RUN_OPTION_KEYS,
     SECTIONS,
     AttackConfig,
     CheckpointConfig,
     EvalConfig,
     TrainConfig,
     build_section,
-    drop_later_defaults,
     section_dict,
 )
 
 __all__ = ["KINDS", "Protocol", "derive", "identity_of", "protocol_changes"]
-
-# values that never define a protocol: the seed varies within a row by design; the speed
-# switches keep the computation; determinism and the evaluation batch (its random starts are
-# per point) change no number a table shows
-_NOT_IDENTITY = {
-    "train": ("seed", "deterministic", *RUN_OPTION_KEYS),
-    "eval": ("batch_size",),
-}
-
 
 KINDS = ("standard", "track", "demo", "faithful", "base")
 
@@ -122,42 +110,6 @@ class Protocol:
         return identity_of(self.sections(), self.per_method, self.data_fingerprint)
 
 
-def _identity_body(
-    config: Mapping[str, Any],
-    per_method: Iterable[str] = (),
-    data_fingerprint: str | None = None,
-) -> dict[str, Any]:
-    """The values an identity hashes: the data and every section parsed through its type,
-    without the keys that are not part of an identity and the per-method ones."""
-    skip: dict[str, set[str]] = {s: set(keys) for s, keys in _NOT_IDENTITY.items()}
-    for key in per_method:
-        section, _, sub = key.partition(".")
-        skip.setdefault(section, set()).add(sub)
-    body: dict[str, Any] = {
-        "data": data_fingerprint or str(config.get("dataset")),
-    }
-    for section, cls in SECTIONS.items():
-        values = config.get(section) or {}
-        parsed = section_dict(build_section(cls, dict(values), section))
-        body[section] = {k: v for k, v in parsed.items() if k not in skip.get(section, ())}
-    for section in SECTIONS:
-        drop_later_defaults(section, body[section])
-    return body
-
-
-def identity_of(
-    config: Mapping[str, Any],
-    per_method: Iterable[str] = (),
-    data_fingerprint: str | None = None,
-) -> str:
-    """The identity hash (12 hex digits) of a protocol, or of a run's resolved config (a dict
-    with ``dataset``, ``attack``, ``train``, ``eval`` and optionally ``checkpoint``): values are
-    parsed through the typed sections first, so ``8/255`` and ``0.0313725...`` hash alike."""
-    body = _identity_body(config, per_method, data_fingerprint)
-    blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
 def protocol_changes(
     config: Mapping[str, Any], protocol: Protocol, data_fingerprint: str | None = None
 ) -> list[tuple[str, Any, Any]]:
@@ -172,9 +124,9 @@ def protocol_changes(
             out.update({f"{section}.{k}": v for k, v in body[section].items()})
         return out
 
-    mine = flat(_identity_body(config, protocol.per_method, fingerprint))
+    mine = flat(identity_body(config, protocol.per_method, fingerprint))
     theirs = flat(
-        _identity_body(protocol.sections(), protocol.per_method, protocol.data_fingerprint)
+        identity_body(protocol.sections(), protocol.per_method, protocol.data_fingerprint)
     )
     return [
         (k, mine.get(k), theirs.get(k))

@@ -8,16 +8,15 @@ configs of every ardbench version (radii written as floats before radii were fra
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
 from .eps import Eps
+from .identity import computation_dict, config_hash, recipe_hash, row_hash
 from .paper import PaperFigures
 from .sections import (
-    RUN_OPTION_KEYS,
     SECTIONS,
     AttackConfig,
     CheckpointConfig,
@@ -25,7 +24,6 @@ from .sections import (
     TrainConfig,
     build_section,
     coerce,
-    drop_later_defaults,
     section_dict,
     unknown_key,
 )
@@ -71,26 +69,18 @@ class RunConfig:
 
     def config_hash(self) -> str:
         """sha256 (16 hex) over everything that defines the computation, seed included
-        (provenance, paths, the device and the speed switches excluded)."""
-        d = computation_dict(self.to_dict())
-        for k in ("recipe", "paper", "data_dir", "download", "device", "protocol"):
-            d.pop(k, None)
-        return _digest(d, 16)
+        (:func:`ardbench.protocols.identity.config_hash`)."""
+        return config_hash(self.to_dict())
+
+    def row_hash(self) -> str:
+        """The config part of this run's leaderboard row
+        (:func:`ardbench.protocols.identity.row_hash`): runs with the same row hash differ
+        only by seed."""
+        return row_hash(self.to_dict())
 
     def recipe_hash(self) -> str:
-        """sha256 (12 hex) of what makes runs one leaderboard row: the computation without the
-        seed, the determinism switch and what the table already fixes (data, teacher and
-        student are the table's key). Runs with the same hash differ only by seed."""
-        d = computation_dict(self.to_dict())
-        for k in ("recipe", "paper", "data_dir", "download", "device", "protocol"):
-            d.pop(k, None)
-        for k in ("dataset", "teacher", "student"):
-            d.pop(k, None)
-        d.get("train", {}).pop("seed", None)
-        d.get("train", {}).pop("deterministic", None)
-        # AutoAttack's batch moves its numbers only through per-batch random inits
-        d.get("eval", {}).pop("aa_batch_size", None)
-        return _digest(d, 12)
+        """The Python API's older name for :meth:`row_hash` (kept for compatibility)."""
+        return recipe_hash(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "run config") -> RunConfig:
@@ -113,29 +103,3 @@ class RunConfig:
 
 
 TOP_LEVEL = tuple(f.name for f in dataclasses.fields(RunConfig))
-
-
-def computation_dict(config: dict[str, Any]) -> dict[str, Any]:
-    """A resolved config without what cannot change the numbers, for hashing: the speed
-    features that keep the computation (SPEED_KEYS; ``amp: none``; ``eval.batch_size``, whose
-    columns draw their random starts per point), the default checkpoint rule and section keys
-    left at None (so an optional key added in a later version hashes like its absence)."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
-    for section in SECTIONS:
-        sub = out.get(section)
-        if isinstance(sub, dict):
-            for key in RUN_OPTION_KEYS:
-                sub.pop(key, None)
-            if section == "eval":
-                sub.pop("batch_size", None)
-            drop_later_defaults(section, sub)
-            for key in [k for k, v in sub.items() if v is None]:
-                sub.pop(key)
-    if out.get("checkpoint") in ({"rule": "last"}, {}):
-        out.pop("checkpoint")
-    return out
-
-
-def _digest(d: dict[str, Any], n: int) -> str:
-    blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:n]

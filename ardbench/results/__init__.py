@@ -1,10 +1,12 @@
 """Run records, leaderboard tables, comparisons and later evaluations.
 
-schema      the record (version 2) as pydantic models
+schema      the record (version 2) as pydantic models: the typed ``Record`` records load as
+fields      the schema's leaf types (strict, errors in the record's words)
 validate    a dict against the schema (RecordError naming the field), version upgrades
 provenance  code version (dirty, the method's source hash), libraries, hardware
-records     build, write, load, find records; the protocol hash of a row
-grouping    table_key and table_relpath: which table a record is in, and its file name
+records     build, write, load (typed), find records
+grouping    table_key, row_key / row_identity and table_relpath: which table and row a record
+            is in, and the table's file name (the hashes: ardbench.protocols.identity)
 tables      records -> frame -> rows (mean ± std over seeds) -> sorted tables
 render      markdown of a table and of the index (record text escaped)
 leaderboard collect, write, --check, --add

@@ -20,16 +20,16 @@ left out of the leaderboard side (the output says so).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from .grouping import describe_key, table_key
-from .schema import COLUMNS
+from .grouping import TableKey, describe_key, table_key
+from .records import RecordLike, as_record
+from .schema import COLUMNS, Record
 from .tables import COLUMN_TITLES, DASH, Row, Stat, Table, build_tables
 
 __all__ = [
@@ -67,7 +67,7 @@ class Delta:
 class RowComparison:
     row: Row
     deltas: dict[str, Delta]
-    same_row: bool  # the row of the same method, recipe and protocol as ours
+    same_row: bool  # the row with ours's row key (method, recipe, row hash, checkpoint)
 
 
 @dataclass
@@ -75,7 +75,7 @@ class Comparison:
     subject: str  # "run X (method, recipe, seed s)" / "method NAME (recipe, k runs)"
     method: str
     recipe: str
-    protocol: str
+    row_hash: str  # ours's row hash (ardbench.protocols.identity.row_hash)
     ours: dict[str, Stat]
     ours_runs: int
     n_examples: int
@@ -83,6 +83,11 @@ class Comparison:
     rows: list[RowComparison] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     ours_epochs: tuple[int, ...] = ()
+
+    @property
+    def protocol(self) -> str:
+        """The row hash, by the name it had when it was called a protocol hash."""
+        return self.row_hash
 
 
 def delta(ours: Stat, row: Stat, n_examples: int) -> Delta:
@@ -111,7 +116,7 @@ def _compare(
         subject=subject,
         method=ours_row.method,
         recipe=ours_row.recipe_cell,
-        protocol=ours_row.protocol,
+        row_hash=ours_row.row_hash,
         ours=ours_row.stats,
         ours_runs=ours_row.runs,
         n_examples=n_examples,
@@ -125,53 +130,52 @@ def _compare(
             RowComparison(
                 row=row,
                 deltas={c: delta(ours_row.stats[c], row.stats[c], n) for c in COLUMNS},
-                same_row=(row.method, row.recipe, row.protocol)
-                == (ours_row.method, ours_row.recipe, ours_row.protocol),
+                same_row=row.key == ours_row.key,
             )
         )
     return comp
 
 
 def _table_for(
-    key: Any, leaderboard: Sequence[Mapping[str, Any]], exclude: set[str]
+    key: TableKey, leaderboard: Sequence[Record], exclude: set[str]
 ) -> tuple[Table | None, list[str]]:
     same_pair = [r for r in leaderboard if table_key(r) == key]
-    excluded = sorted(r["run_id"] for r in same_pair if r["run_id"] in exclude)
-    kept = [r for r in same_pair if r["run_id"] not in exclude]
+    excluded = sorted(r.run_id for r in same_pair if r.run_id in exclude)
+    kept = [r for r in same_pair if r.run_id not in exclude]
     tables = build_tables(kept)
     return (tables[0] if tables else None), excluded
 
 
-def compare_record(
-    record: Mapping[str, Any], leaderboard: Sequence[Mapping[str, Any]]
-) -> Comparison:
+def compare_record(record: RecordLike, leaderboard: Sequence[RecordLike]) -> Comparison:
     """One run against every row of its pair's table (the run itself left out of the table)."""
+    record = as_record(record)
     key = table_key(record)
-    table, excluded = _table_for(key, leaderboard, {record["run_id"]})
+    table, excluded = _table_for(key, [as_record(r) for r in leaderboard], {record.run_id})
     if table is None:
         raise NoTableError(
             f"the leaderboard has no other runs for this pair ({describe_key(key)}); "
             "nothing to compare with"
         )
     (ours,) = build_tables([record])[0].rows
-    subject = f"run {record['run_id']} ({ours.method}, {ours.recipe_cell}, seed {record['seed']})"
-    return _compare(subject, ours, record["eval"]["n_examples"], table, excluded)
+    subject = f"run {record.run_id} ({ours.method}, {ours.recipe_cell}, seed {record.seed})"
+    return _compare(subject, ours, record.eval.n_examples, table, excluded)
 
 
 def compare_method(
     name: str,
-    leaderboard: Sequence[Mapping[str, Any]],
+    leaderboard: Sequence[RecordLike],
     *,
-    candidates: Sequence[Mapping[str, Any]] | None = None,
+    candidates: Sequence[RecordLike] | None = None,
     pair: str | None = None,
 ) -> list[Comparison]:
     """The aggregate of method ``name`` (its runs in ``candidates``, by default the
     leaderboard's own) against the other rows of each pair table it appears in; ``pair`` (a
     table name ``<track-slug>/<teacher-slug>__<student>``, with or without ``.md``) picks one."""
-    pool = leaderboard if candidates is None else candidates
-    mine = [r for r in pool if r["method"]["name"] == name]
+    board = [as_record(r) for r in leaderboard]
+    pool = board if candidates is None else [as_record(r) for r in candidates]
+    mine = [r for r in pool if r.method.name == name]
     if not mine:
-        known = sorted({r["method"]["name"] for r in pool})
+        known = sorted({r.method.name for r in pool})
         raise NoTableError(
             f"no runs of method {name!r} found (methods with runs: {', '.join(known) or 'none'})"
         )
@@ -179,8 +183,8 @@ def compare_method(
     out = []
     for ours_table in build_tables(mine):
         key = table_key(ours_table.records[0])
-        mine_ids = {r["run_id"] for r in ours_table.records}
-        table, excluded = _table_for(key, leaderboard, mine_ids)
+        mine_ids = {r.run_id for r in ours_table.records}
+        table, excluded = _table_for(key, board, mine_ids)
         names = {ours_table.name} | ({table.name} if table else set())
         if wanted is not None and not any(
             n == wanted or n.endswith("/" + wanted) or wanted.endswith(n) for n in names

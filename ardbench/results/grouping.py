@@ -1,6 +1,8 @@
 """Which leaderboard table a record belongs to, and what that table's file is called.
 
-Two functions decide it, and nothing else in :mod:`ardbench.results` does:
+Two functions decide it, and nothing else in :mod:`ardbench.results` does (the identities
+are listed in :mod:`ardbench.protocols.identity`; the row a record's numbers go to is
+:func:`row_key` / :func:`row_identity`):
 
 - :func:`table_key` — a record's table: the protocol it followed (:func:`record_protocol`),
   the track (data fingerprint, threat model, evaluation split), the teacher's weights and the
@@ -35,16 +37,22 @@ directory.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
+from ..protocols.eps import format_eps
+from ..protocols.identity import row_hash
+from .records import RecordLike, as_record
 from .validate import RecordError
 
 __all__ = [
     "MAX_SLUG",
     "ProtocolKey",
+    "RowKey",
     "TableKey",
     "TrackKey",
     "dataset_label",
@@ -54,6 +62,8 @@ __all__ = [
     "format_eps",
     "record_protocol",
     "record_relpath",
+    "row_identity",
+    "row_key",
     "slug",
     "table_key",
     "table_relpath",
@@ -69,19 +79,9 @@ def slug(text: str) -> str:
     return out or "x"
 
 
-def format_eps(eps: float) -> str:
-    """8/255-style when eps is a whole or half number of 255ths (0.5/255), else up to 6
-    significant digits (TRADES's 0.031)."""
-    k2 = eps * 255 * 2
-    if abs(k2 - round(k2)) < 1e-6 and round(k2) > 0:
-        return f"{round(k2) / 2:g}/255"
-    return f"{eps:.6g}"
-
-
-def eval_split(record: Mapping[str, Any]) -> str:
+def eval_split(record: RecordLike) -> str:
     """ "test" for the test set (the default), "holdout" for held-out training examples."""
-    split = record["eval"].get("split")
-    return "test" if split in (None, "test") else "holdout"
+    return as_record(record).eval.split
 
 
 def dataset_label(spec: str) -> str:
@@ -173,35 +173,82 @@ def _legacy_identity(config: Mapping[str, Any], fingerprint: str) -> tuple[str |
         return None, hashlib.sha256(blob).hexdigest()[:12]
 
 
-def record_protocol(record: Mapping[str, Any]) -> ProtocolKey:
+def record_protocol(record: RecordLike) -> ProtocolKey:
     """The protocol a record followed, named as its table is."""
-    block = record.get("protocol")
-    if isinstance(block, Mapping):
-        name, identity = block.get("name"), block["identity"]
+    r = as_record(record)
+    if r.protocol is not None:
+        name, identity = r.protocol.name, r.protocol.identity
     else:
-        name, identity = _legacy_identity(
-            record.get("config") or {}, record["track"]["data_fingerprint"]
-        )
+        name, identity = _legacy_identity(r.config, r.track.data_fingerprint)
     registered = _registered_by_identity().get(identity)
     if registered:
         return ProtocolKey(registered, identity, False)
     return ProtocolKey(name or "custom", identity, True)
 
 
-def table_key(record: Mapping[str, Any]) -> TableKey:
-    """The table a record belongs to."""
-    t = record["track"]
+def table_key(record: RecordLike) -> TableKey:
+    """The table a record belongs to.
+
+    =====================================  ============================================
+    includes                               excludes
+    =====================================  ============================================
+    the protocol: its identity, named by   the method, its config, the recipe
+    the registered protocol with it        the seed, the code version, the hardware
+    the track: dataset name, norm, eps,    the teacher's spec (only its weights count)
+    data fingerprint, evaluation split     the student's spec (only its architecture)
+    the teacher's weights (sha256)
+    the student's architecture
+    =====================================  ============================================
+    """
+    r = as_record(record)
+    t = r.track
     track = TrackKey(
-        dataset_label(t["dataset"]),
-        t["norm"],
-        format_eps(t["eps"]),
-        t["data_fingerprint"],
-        eval_split(record),
+        dataset_label(t.dataset), t.norm, format_eps(t.eps), t.data_fingerprint, r.eval.split
     )
-    teacher = record.get("teacher") or {}
-    return TableKey(
-        record_protocol(record), track, teacher.get("sha256", ""), record["student"]["arch"]
+    return TableKey(record_protocol(r), track, r.teacher_sha, r.student.arch)
+
+
+class RowKey(NamedTuple):
+    """A leaderboard row's identity: the runs with one key are averaged into one row."""
+
+    table: TableKey
+    method: str
+    recipe: str  # the recipe as recorded ("" when none)
+    row_hash: str  # ardbench.protocols.identity.row_hash of the config
+    checkpoint: str  # which checkpoint: the rule's ("last", ...) or another one the run kept
+
+
+def row_key(record: RecordLike, checkpoint: str | None = None) -> RowKey:
+    """The row a record's (``checkpoint``'s, default the rule's) numbers go to.
+
+    =====================================  ============================================
+    includes                               excludes
+    =====================================  ============================================
+    the table key (:func:`table_key`)      the seed (a row averages over seeds)
+    the method's name                      the paper figures the recipe sets beside ours
+    the recipe (file or name) as recorded  the speed switches, ``eval.batch_size`` and
+    the row hash of the config, with the   ``eval.aa_batch_size``, paths, device
+    method config, the protocol's name     the run id, code version, hardware
+    and ``train.deterministic``
+    the checkpoint (last, best, swa)
+    =====================================  ============================================
+    """
+    r = as_record(record)
+    return RowKey(
+        table_key(r),
+        r.method.name,
+        r.recipe or "",
+        row_hash(r.config),
+        checkpoint or r.checkpoint_kind,
     )
+
+
+def row_identity(record: RecordLike, checkpoint: str | None = None) -> str:
+    """:func:`row_key` as 12 hex digits: the ``row_identity`` column of ``ardbench.results()``
+    (group by it to average exactly the runs a leaderboard row averages)."""
+    key = row_key(record, checkpoint)
+    blob = json.dumps([list(key.table), *key[1:]], separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def describe_key(key: TableKey) -> str:
@@ -225,13 +272,12 @@ def _table_dir(key: TableKey) -> str:
     return out if key.track.split == "test" else f"{out}_{slug(key.track.split)}"
 
 
-def table_relpath(key: TableKey, records: Iterable[Mapping[str, Any]]) -> str:
+def table_relpath(key: TableKey, records: Iterable[RecordLike]) -> str:
     """The table's file, relative to the output directory (``records``: the table's runs; the
     teacher's label is the first, in sorted order, of their teacher specs' labels)."""
     if key.teacher_sha:
-        labels = sorted(
-            teacher_label((r.get("teacher") or {}).get("spec")) for r in records if r.get("teacher")
-        )
+        teachers = [as_record(r).teacher for r in records]
+        labels = sorted(teacher_label(t.spec) for t in teachers if t is not None)
         teacher = f"{slug(labels[0] if labels else 'teacher')}-{slug(key.teacher_sha[:8])}"
     else:
         teacher = "no-teacher"
@@ -240,11 +286,12 @@ def table_relpath(key: TableKey, records: Iterable[Mapping[str, Any]]) -> str:
     return rel
 
 
-def record_relpath(record: Mapping[str, Any]) -> Path:
+def record_relpath(record: RecordLike) -> Path:
     """Where ``leaderboard --add`` files a record under the runs directory: beside the name of
     its table, ``<protocol>/<teacher-slug>__<student>/<run_id>.json``."""
-    table = table_relpath(table_key(record), [record]).removesuffix(".md")
-    rel = f"{table}/{record['run_id']}.json"  # a validated id (schema.ID_PATTERN)
+    r = as_record(record)
+    table = table_relpath(table_key(r), [r]).removesuffix(".md")
+    rel = f"{table}/{r.run_id}.json"  # a validated id (schema.ID_PATTERN)
     _check_relative(rel)
     return Path(rel)
 

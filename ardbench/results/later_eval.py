@@ -27,7 +27,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .records import RecordError, find_records, read_json, validate_record, write_bytes_exclusive
+from .records import (
+    RecordError,
+    RecordLike,
+    as_record,
+    find_records,
+    read_json,
+    write_bytes_exclusive,
+)
+from .schema import Record
 from .validate import check_model
 
 __all__ = [
@@ -83,62 +91,70 @@ def load_later_eval(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check(record: Mapping[str, Any], ev: Mapping[str, Any]) -> list[str]:
-    """Why ``ev`` is not a later evaluation of ``record``'s checkpoint on the same points."""
+def _check_data(record: Record, ev: Mapping[str, Any]) -> list[str]:
+    """Why ``ev``'s points are not the record's: another model, other data, another threat
+    model or another number of points."""
     problems = []
-    track, rec_eval = record["track"], record["eval"]
-    if rec_eval.get("split", "test") != "test":
-        problems.append("the record was evaluated on held-out training examples, not the test set")
-    if (ev["model"].get("sha256") or "") != record["checkpoint"]["sha256"]:
+    track, n = record.track, record.eval.n_examples
+    sha = ev["model"].get("sha256") or ""
+    if sha != record.checkpoint.sha256:
         problems.append(
-            f"model sha256 {str(ev['model'].get('sha256'))[:12]} is not the record's checkpoint "
-            f"{record['checkpoint']['sha256'][:12]}"
+            f"model sha256 {str(sha)[:12]} is not the record's checkpoint "
+            f"{record.checkpoint.sha256[:12]}"
         )
-    same_data = ev["data"].get("fingerprint") == track["data_fingerprint"]
-    test_fp = track.get("test_fingerprint")
-    same_test = test_fp is not None and ev["data"].get("test_fingerprint") == test_fp
+    data = ev["data"]
+    same_data = data.get("fingerprint") == track.data_fingerprint
+    test_fp = track.test_fingerprint
+    same_test = test_fp is not None and data.get("test_fingerprint") == test_fp
     if not (same_data or same_test):
         problems.append(
-            f"data fingerprint {str(ev['data'].get('fingerprint'))[:12]} is not the track's "
-            f"{track['data_fingerprint'][:12]}"
+            f"data fingerprint {str(data.get('fingerprint'))[:12]} is not the track's "
+            f"{track.data_fingerprint[:12]}"
             + (
-                f", nor its test fingerprint {str(ev['data'].get('test_fingerprint'))[:12]} the "
+                f", nor its test fingerprint {str(data.get('test_fingerprint'))[:12]} the "
                 f"record's {test_fp[:12]} (other test points)"
                 if test_fp
                 else " (another dataset or copy; this record predates test fingerprints, so "
                 "evaluate with its own dataset spec)"
             )
         )
-    if ev.get("norm") != track["norm"]:
-        problems.append(f"norm {ev.get('norm')} is not the track's {track['norm']}")
+    if ev.get("norm") != track.norm:
+        problems.append(f"norm {ev.get('norm')} is not the track's {track.norm}")
     eps = ev.get("eps")
-    if not isinstance(eps, (int, float)) or not math.isclose(eps, track["eps"], rel_tol=1e-9):
-        problems.append(f"eps {eps} is not the track's {track['eps']}")
-    if ev.get("n_examples") != rec_eval["n_examples"]:
-        problems.append(
-            f"{ev.get('n_examples')} points, the record {rec_eval['n_examples']} (use "
-            f"--n-examples {rec_eval['n_examples']})"
-        )
-    if not [c for c in ev["accuracy"] if c not in rec_eval["accuracy"]]:
+    if not isinstance(eps, (int, float)) or not math.isclose(eps, track.eps, rel_tol=1e-9):
+        problems.append(f"eps {eps} is not the track's {track.eps}")
+    if ev.get("n_examples") != n:
+        problems.append(f"{ev.get('n_examples')} points, the record {n} (use --n-examples {n})")
+    return problems
+
+
+def _check(record: Record, ev: Mapping[str, Any]) -> list[str]:
+    """Why ``ev`` is not a later evaluation of ``record``'s checkpoint on the same points."""
+    problems = []
+    if record.eval.extra("split") not in (None, "test"):
+        problems.append("the record was evaluated on held-out training examples, not the test set")
+    problems += _check_data(record, ev)
+    if not [c for c in ev["accuracy"] if c not in record.eval.accuracy]:
         problems.append(
             "it adds no column the record lacks (the record has "
-            f"{', '.join(sorted(rec_eval['accuracy']))})"
+            f"{', '.join(sorted(record.eval.accuracy))})"
         )
     return problems
 
 
 def merge_later_eval(
-    record: Mapping[str, Any], ev: Mapping[str, Any], source: str | Path | None = None
-) -> dict[str, Any]:
+    record: RecordLike, ev: Mapping[str, Any], source: str | Path | None = None
+) -> Record:
     """A copy of ``record`` with the columns it lacks taken from the later evaluation ``ev``
     (accuracy, worst class, settings; AutoAttack's reliability flag, breakdown and warnings),
     and ``eval.later_eval`` saying which columns came from where."""
-    problems = _check(record, ev)
+    rec = as_record(record)
+    problems = _check(rec, ev)
     if problems:
         raise RecordError(
             "", "not a later evaluation of this record: " + "; ".join(problems), source=source
         )
-    out = copy.deepcopy(dict(record))
+    out = rec.to_dict()  # a fresh copy: the record itself is never changed
     e = out["eval"]
     added = sorted(c for c in ev["accuracy"] if c not in e["accuracy"])
     for c in added:
@@ -154,11 +170,13 @@ def merge_later_eval(
         ]
     e["later_eval"] = {
         "columns": added,
-        "file": f"{record['run_id']}{SUFFIX}",
+        "file": f"{rec.run_id}{SUFFIX}",
         "versions": copy.deepcopy(ev.get("versions") or {}),
     }
-    validate_record(out)
-    return out
+    try:
+        return as_record(out)
+    except RecordError as exc:
+        raise exc if source is None else exc.at(source) from None
 
 
 def attach_later_evals(
@@ -167,9 +185,9 @@ def attach_later_evals(
     """File each evaluation JSON beside the record of the checkpoint it evaluated (see the
     module docstring). Returns (destination, "attached" | "already there") per source; every
     source is checked before anything is written."""
-    by_sha: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    by_sha: dict[str, list[tuple[Path, Record]]] = {}
     for path, record in find_records(runs_dir):
-        by_sha.setdefault(record["checkpoint"]["sha256"], []).append((path, record))
+        by_sha.setdefault(record.checkpoint.sha256, []).append((path, record))
     plan = []
     for src in sources:
         src = Path(src)
@@ -185,7 +203,7 @@ def attach_later_evals(
             )
         path, record = matches[0]
         merge_later_eval(record, ev, source=src)  # raises if it does not fit
-        plan.append((src, later_eval_path(path, record["run_id"])))
+        plan.append((src, later_eval_path(path, record.run_id)))
     out = []
     for src, dest in plan:
         blob = src.read_bytes()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from ..io import write_text_atomic
 from .grouping import eval_split, record_relpath
@@ -31,6 +30,7 @@ from .records import (
     write_record,
 )
 from .render import GENERATED_MARK, render_leaderboard
+from .schema import Record
 
 __all__ = [
     "add_records",
@@ -43,15 +43,15 @@ __all__ = [
 # ----------------------------------------------------------------------------- collecting
 
 
-def collect_records(root: str | Path) -> list[dict[str, Any]]:
+def collect_records(root: str | Path) -> list[Record]:
     """Every record under ``root`` (see :func:`ardbench.records.find_records`), validated,
     one per run id, sorted by run id, with its later evaluation merged in where one is filed
     beside it (:mod:`ardbench.later_eval`). The same run found twice (a run directory and its copy
     in ``leaderboard/runs``) counts once; two different records with one run id are an error."""
-    seen: dict[str, tuple[Path, dict[str, Any]]] = {}
+    seen: dict[str, tuple[Path, Record]] = {}
     later: dict[str, Path] = {}
     for path, record in find_records(root):
-        rid = record["run_id"]
+        rid = record.run_id
         extra = later_eval_path(path, rid)
         if extra.is_file():
             if rid in later and later[rid].read_bytes() != extra.read_bytes():
@@ -84,7 +84,7 @@ def collect_records(root: str | Path) -> list[dict[str, Any]]:
 
 def _generated_files(out_dir: Path, runs_dir: Path) -> list[str]:
     """Markdown files under ``out_dir`` (not under ``runs_dir``) that this command wrote."""
-    found = []
+    found: list[str] = []
     if not out_dir.is_dir():
         return found
     runs_resolved = runs_dir.resolve()
@@ -161,7 +161,7 @@ def add_records(sources: Iterable[str | Path], runs_dir: str | Path) -> list[tup
         if eval_split(record) != "test":
             raise RecordError(
                 "eval.split",
-                f"{record['eval'].get('split')!r}: a run evaluated on held-out training "
+                f"{record.eval.extra('split')!r}: a run evaluated on held-out training "
                 "examples is a selection run, not a leaderboard result; rerun without "
                 "train.holdout to evaluate on the test set",
                 source=path,

@@ -78,10 +78,10 @@ def code_version(method_files: Sequence[Path] = ()) -> dict[str, Any]:
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no").strip())
     except (OSError, subprocess.CalledProcessError):
         return {"git_sha": None, "dirty": None, "version": _version("ardbench")}
-    if not dirty:
-        untracked = _untracked(method_files)
-        dirty = None if untracked is None else untracked
-    return {"git_sha": sha, "dirty": dirty, "version": _version("ardbench")}
+    if dirty:
+        return {"git_sha": sha, "dirty": True, "version": _version("ardbench")}
+    # clean checkout: dirty when a file of the method's source is untracked (None: unknown)
+    return {"git_sha": sha, "dirty": _untracked(method_files), "version": _version("ardbench")}
 
 
 def _version(dist: str) -> str | None:

@@ -1,11 +1,16 @@
 """Run records: build, write (atomically, never over another), load (upgrading older schema
-versions in memory), find, and the protocol hash that groups runs into leaderboard rows.
+versions in memory) as the typed :class:`~ardbench.results.schema.Record`, and find.
 
 The schema lives in :mod:`ardbench.results.schema` (the field table is in its docstring), its
 validation and the version upgrades in :mod:`ardbench.results.validate`, the provenance
 blocks (code version, the method's source hash, library versions, hardware) in
 :mod:`ardbench.results.provenance`. Their public names are re-exported here:
 ``from ardbench.results.records import validate_record`` keeps working.
+
+:func:`load_record`, :func:`find_records` and :func:`as_record` give a
+:class:`~ardbench.results.schema.Record`: read it by attribute (``record.eval.column("aa")``,
+``record.teacher_sha``). :func:`record_bytes` writes a record (typed or a dict) as canonical
+JSON; a loaded record writes back to exactly the bytes it was read from.
 
 Writing (:func:`write_record`) is atomic and never overwrites: the record is written to a
 temporary file in the target directory and hard-linked to its final name, which fails if the
@@ -14,8 +19,6 @@ name exists, so two runs that finish at the same time can never clobber each oth
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
@@ -25,7 +28,8 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_bytes
-from ..protocols import computation_dict, protocol_ref
+from ..protocols import protocol_ref
+from ..protocols.identity import row_hash
 from .provenance import (
     code_version,
     hardware,
@@ -33,7 +37,7 @@ from .provenance import (
     method_source_files,
     method_source_sha256,
 )
-from .schema import COLUMNS, SCHEMA_VERSION
+from .schema import COLUMNS, SCHEMA_VERSION, Record
 from .validate import (
     RecordError,
     RecordExistsError,
@@ -44,13 +48,18 @@ from .validate import (
 )
 
 RECORD_FILENAME = "record.json"
+RecordLike = Record | Mapping[str, Any]
+"""A typed record, or a record as a JSON dict (upgraded and validated where it is read)."""
 
 __all__ = [
     "COLUMNS",
     "RECORD_FILENAME",
     "SCHEMA_VERSION",
     "RecordError",
+    "Record",
     "RecordExistsError",
+    "RecordLike",
+    "as_record",
     "build_record",
     "code_version",
     "example_record",
@@ -88,13 +97,62 @@ def _check(checks: dict[str, dict[str, Any]] | None, name: str) -> dict[str, Any
     return {"check": checks[name]} if checks and name in checks else {}
 
 
+def _track_block(cfg: Any, dataset: Any) -> dict[str, Any]:
+    return {
+        "dataset": cfg.dataset,
+        "norm": cfg.attack.norm,
+        "eps": float(cfg.eval_eps),
+        "data_fingerprint": dataset.fingerprint,
+        "test_fingerprint": dataset.test_fingerprint,
+        "num_classes": dataset.num_classes,
+        "official": is_official_dataset(cfg.dataset),
+        "description": getattr(dataset, "description", None) or None,
+    }
+
+
+def _teacher_block(cfg: Any, teacher: Any, checks: dict[str, Any] | None) -> dict[str, Any] | None:
+    if teacher is None:
+        return None
+    return {
+        "spec": cfg.teacher,
+        "resolved": teacher.spec,
+        "sha256": teacher.sha256,
+        **_check(checks, "teacher"),
+    }
+
+
+def _method_block(cfg: Any, cls: type) -> dict[str, Any]:
+    return {
+        "name": cfg.method,
+        "config": cfg.method_config,
+        "config_hash": cfg.config_hash(),
+        "unofficial": bool(getattr(cls, "unofficial", False)),
+        "teacher_in_attack": bool(getattr(cls, "teacher_in_attack", False)),
+        "source_sha256": method_source_sha256(cls),
+    }
+
+
+def _extra_teachers_block(
+    extra_teachers: dict[str, Any] | None, checks: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``{"extra_teachers": ...}`` for the other frozen networks a method named, if any."""
+    if not extra_teachers:
+        return {}
+    return {
+        "extra_teachers": {
+            name: {"spec": m.spec, "sha256": m.sha256, "arch": m.arch, **_check(checks, name)}
+            for name, m in sorted(extra_teachers.items())
+        }
+    }
+
+
 def build_record(
     *,
-    cfg,
+    cfg: Any,
     run_id: str,
-    dataset,
-    teacher,
-    student,
+    dataset: Any,
+    teacher: Any,
+    student: Any,
     eval_block: dict[str, Any],
     wall_time_s: float,
     device: torch.device,
@@ -106,46 +164,23 @@ def build_record(
     extra_teachers: dict[str, Any] | None = None,
     teacher_checks: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The record of a finished run (schema :data:`SCHEMA_VERSION`); validate before writing.
-    ``eval_block`` and ``checkpoint`` describe the checkpoint the protocol's rule reports;
-    ``checkpoints`` the run's others (``last`` beside a best-on-holdout or SWA checkpoint)."""
+    """The record of a finished run (schema :data:`SCHEMA_VERSION`) as a JSON dict; validate
+    before writing (:func:`write_record` does). ``eval_block`` and ``checkpoint`` describe the
+    checkpoint the protocol's rule reports; ``checkpoints`` the run's others (``last`` beside a
+    best-on-holdout or SWA checkpoint)."""
     from ..methods import get_method
 
     cls = get_method(cfg.method)
     source = method_source_files(cls)
-    eps = float(cfg.eval_eps)
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "started_at": _timestamp(started_at),
         "finished_at": _timestamp(finished_at) or _utc_now(),
-        "track": {
-            "dataset": cfg.dataset,
-            "norm": cfg.attack.norm,
-            "eps": eps,
-            "data_fingerprint": dataset.fingerprint,
-            "test_fingerprint": dataset.test_fingerprint,
-            "num_classes": dataset.num_classes,
-            "official": is_official_dataset(cfg.dataset),
-            "description": getattr(dataset, "description", None) or None,
-        },
-        "teacher": None
-        if teacher is None
-        else {
-            "spec": cfg.teacher,
-            "resolved": teacher.spec,
-            "sha256": teacher.sha256,
-            **_check(teacher_checks, "teacher"),
-        },
+        "track": _track_block(cfg, dataset),
+        "teacher": _teacher_block(cfg, teacher, teacher_checks),
         "student": {"spec": cfg.student, "arch": student.arch},
-        "method": {
-            "name": cfg.method,
-            "config": cfg.method_config,
-            "config_hash": cfg.config_hash(),
-            "unofficial": bool(getattr(cls, "unofficial", False)),
-            "teacher_in_attack": bool(getattr(cls, "teacher_in_attack", False)),
-            "source_sha256": method_source_sha256(cls),
-        },
+        "method": _method_block(cfg, cls),
         "recipe": cfg.recipe,
         "config": cfg.to_dict(),
         "seed": cfg.train.seed,
@@ -160,21 +195,7 @@ def build_record(
         "protocol": protocol_ref(cfg.to_dict(), dataset.fingerprint),
         "checkpoint_rule": checkpoint_rule,
         **({"checkpoints": checkpoints} if checkpoints else {}),
-        **(
-            {
-                "extra_teachers": {
-                    name: {
-                        "spec": m.spec,
-                        "sha256": m.sha256,
-                        "arch": m.arch,
-                        **_check(teacher_checks, name),
-                    }
-                    for name, m in sorted(extra_teachers.items())
-                }
-            }
-            if extra_teachers
-            else {}
-        ),
+        **_extra_teachers_block(extra_teachers, teacher_checks),
     }
 
 
@@ -197,21 +218,29 @@ def read_json(path: Path) -> Any:
         raise RecordError("", "JSON nested too deeply", source=path) from None
 
 
-def load_record(path: str | Path) -> dict[str, Any]:
+def as_record(record: RecordLike) -> Record:
+    """A typed record: a :class:`Record` as it is; a dict upgraded (older schema versions)
+    and validated (:class:`RecordError` naming the first bad field)."""
+    if isinstance(record, Record):
+        return record
+    data = upgrade_record(record)
+    validate_record(data)
+    return Record.model_validate(data)
+
+
+def load_record(path: str | Path) -> Record:
     """Read, upgrade (in memory) and validate a record file or a run directory's record."""
     path = _record_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no run record at {path}")
     data = read_json(path)
     try:
-        record = upgrade_record(data)
-        validate_record(record)
+        return as_record(data)
     except RecordError as exc:
         raise exc.at(path) from None
-    return record
 
 
-def find_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+def find_records(root: str | Path) -> Iterator[tuple[Path, Record]]:
     """(path, record) for every record under ``root`` (recursive, sorted by path).
 
     Files named ``record.json`` are records; any other ``*.json`` is one when it has a
@@ -241,12 +270,13 @@ def find_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 # ------------------------------------------------------------------------------------ write
 
 
-def record_bytes(record: Mapping[str, Any]) -> bytes:
+def record_bytes(record: RecordLike) -> bytes:
     """The canonical serialisation: sorted keys, 2-space indent, no NaN, trailing newline."""
-    return (json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+    data = record.to_dict() if isinstance(record, Record) else record
+    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
-def write_record(target: str | Path, record: Mapping[str, Any], *, validate: bool = True) -> Path:
+def write_record(target: str | Path, record: RecordLike, *, validate: bool = True) -> Path:
     """Write ``record`` atomically to ``target`` (a ``.json`` path, or a directory: then
     ``target/record.json``) and never over an existing file: :class:`RecordExistsError`.
 
@@ -259,7 +289,7 @@ def write_record(target: str | Path, record: Mapping[str, Any], *, validate: boo
     path = Path(target)
     if path.suffix != ".json":
         path = path / RECORD_FILENAME
-    if validate:
+    if validate and not isinstance(record, Record):  # a Record was validated when built
         validate_record(record)
     write_bytes_exclusive(path, record_bytes(record))
     return path
@@ -280,38 +310,12 @@ def write_bytes_exclusive(path: Path, blob: bytes) -> None:
 
 # ------------------------------------------------------------------------------ grouping keys
 
-# Config keys that do not define the computation of a row (provenance, where files live) or
-# that are part of the table's own key (dataset, teacher, student), and the seed, which varies
-# within a row by design.
-_NOT_PROTOCOL = (
-    "recipe",
-    "paper",
-    "data_dir",
-    "download",
-    "device",
-    "dataset",
-    "teacher",
-    "student",
-    "protocol",  # the name the run was started under: its values are what groups runs
-)
 
-
-def protocol_hash(record: Mapping[str, Any]) -> str:
-    """Hash of the record's resolved config without the seed and provenance: runs with the same
-    hash differ only by seed, so they are one leaderboard row (12 hex digits)."""
-    cfg = computation_dict(copy.deepcopy(dict(record.get("config") or {})))
-    for key in _NOT_PROTOCOL:
-        cfg.pop(key, None)
-    if isinstance(cfg.get("train"), dict):
-        # as RunConfig.recipe_hash: determinism changes no number a table shows
-        cfg["train"].pop("seed", None)
-        cfg["train"].pop("deterministic", None)
-    if isinstance(cfg.get("eval"), dict):
-        # batch sizes move AA only via its random inits (and no other column): same row
-        cfg["eval"].pop("batch_size", None)
-        cfg["eval"].pop("aa_batch_size", None)
-    blob = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+def protocol_hash(record: RecordLike) -> str:
+    """The row hash of a record's config (:func:`ardbench.protocols.identity.row_hash`; this
+    name is kept for compatibility: it never was a protocol's identity)."""
+    config = record.config if isinstance(record, Record) else record.get("config") or {}
+    return row_hash(config)
 
 
 # ---------------------------------------------------------------------------------- example

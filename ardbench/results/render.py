@@ -18,7 +18,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .grouping import dataset_label, display_spec, teacher_label
-from .schema import COLUMNS
+from .records import RecordLike
+from .schema import COLUMNS, Record, TeacherCheckBlock
 from .tables import COLUMN_TITLES, DASH, WORST_COLUMNS, Table, build_tables
 
 __all__ = [
@@ -101,36 +102,38 @@ _SETTINGS_KEYS = (
 )
 
 
-def _teacher_check_text(recs: list[dict[str, Any]]) -> str:
+def _check_figure(c: TeacherCheckBlock) -> str:
+    return (
+        f"{c.augmented:.2f} % on {c.n_train} training inputs as the students see "
+        f"them ({md_text(c.augmentation)}), {c.unaugmented:.2f} % unaugmented"
+        + (f", {c.test:.2f} % on {c.n_test} test points" if c.test else "")
+    )
+
+
+def _teacher_check_text(recs: Sequence[Record]) -> str:
     """The teacher check's figures as the runs recorded them, each with the seeds that gave
     it (runs that share the protocol and the seed see the same epoch-0 inputs and agree;
     another seed draws other images), or why there are none."""
-    with_teacher = [r for r in recs if r.get("teacher")]
+    with_teacher = [r for r in recs if r.teacher is not None]
     if not with_teacher:
         return ""
-    found = [r for r in with_teacher if isinstance(r["teacher"].get("check"), dict)]
-    if not found:
+    checks = [(r.seed, r.teacher.check) for r in with_teacher if r.teacher and r.teacher.check]
+    if not checks:
         return " Teacher check: not recorded (these runs predate it)."
     seeds: dict[str, set[int]] = {}  # figure -> the seeds (validated ints) that gave it
-    for r in found:
-        c = r["teacher"]["check"]
-        figure = (
-            f"{c['augmented']:.2f} % on {c['n_train']} training inputs as the students see "
-            f"them ({md_text(c['augmentation'])}), {c['unaugmented']:.2f} % unaugmented"
-            + (f", {c['test']:.2f} % on {c['n_test']} test points" if c.get("test") else "")
-        )
-        seeds.setdefault(figure, set()).add(r["seed"])
+    for seed, c in checks:
+        seeds.setdefault(_check_figure(c), set()).add(seed)
     parts = []
     for figure in sorted(seeds, key=lambda f: min(seeds[f])):
         ss = sorted(seeds[figure])
         label = ("seed " if len(ss) == 1 else "seeds ") + ", ".join(map(str, ss))
         parts.append(f"{label}: {figure}")
     text = " Teacher check before training: " + "; ".join(parts) + "."
-    warned = sum(bool(r["teacher"]["check"].get("warnings")) for r in found)
+    warned = sum(bool(c.warnings) for _, c in checks)
     if warned:
-        text += f" **It warned in {warned} of {len(found)} runs.**"
-    if len(found) < len(with_teacher):
-        text += f" ({len(with_teacher) - len(found)} runs predate the check.)"
+        text += f" **It warned in {warned} of {len(checks)} runs.**"
+    if len(checks) < len(with_teacher):
+        text += f" ({len(with_teacher) - len(checks)} runs predate the check.)"
     return text
 
 
@@ -155,7 +158,7 @@ def _protocol_lines(t: Table) -> list[str]:
     from ..protocols import PROTOCOLS
 
     pk = t.key.protocol
-    named = sorted({(r.get("protocol") or {}).get("name") or "" for r in t.records} - {""})
+    named = sorted({r.protocol.name or "" for r in t.records if r.protocol} - {""})
     if not pk.modified and pk.name in PROTOCOLS:
         p = PROTOCOLS.get(pk.name)
         also = [n for n in named if n != pk.name]
@@ -175,19 +178,17 @@ def _protocol_lines(t: Table) -> list[str]:
     ]
 
 
-def _changes_text(recs: Sequence[Mapping[str, Any]], name: str) -> str:
+def _changes_text(recs: Sequence[Record], name: str) -> str:
     """The values the table's runs changed in the named protocol (they share an identity,
     so the first run that can be read says it for all)."""
     from ..errors import ArdbenchError
     from ..protocols import PROTOCOLS, protocol_changes
 
     for r in recs:
-        if (r.get("protocol") or {}).get("name") != name or not isinstance(r.get("config"), dict):
+        if r.protocol is None or r.protocol.name != name:
             continue
         try:
-            changes = protocol_changes(
-                r["config"], PROTOCOLS.get(name), (r.get("track") or {}).get("data_fingerprint")
-            )
+            changes = protocol_changes(r.config, PROTOCOLS.get(name), r.track.data_fingerprint)
         except (ArdbenchError, TypeError, ValueError):  # a record's config this build cannot parse
             continue
         if changes:
@@ -205,30 +206,17 @@ def _changes_text(recs: Sequence[Mapping[str, Any]], name: str) -> str:
     return ""
 
 
-def _header(t: Table) -> list[str]:
-    label, norm, eps, fp, split = t.track
+def _data_lines(t: Table) -> list[str]:
+    """The data: its names, fingerprint and classes; whether it is the official dataset and
+    the test set."""
     recs = t.records
-    r0 = recs[0]
-    held = " · holdout" if split != "test" else ""
     lines = [
-        f"# {md_text(t.key.protocol.label)}{held} · {md_text(_teacher_title(t))} → "
-        f"{md_text(t.student)}",
-        "",
-        _generated_note(
-            "Regenerate from the records with `ardbench leaderboard`; CI runs "
-            "`ardbench leaderboard --check`."
-        ),
-        "",
-        *_protocol_lines(t),
-        "",
         "**Data.** "
-        + ", ".join(
-            md_code(d) for d in sorted({dataset_label(r["track"]["dataset"]) for r in recs})
-        )
-        + f"; fingerprint `sha256:{fp}` (of the train and test arrays); "
-        + f"{r0['track']['num_classes']} classes.",
+        + ", ".join(md_code(d) for d in sorted({dataset_label(r.track.dataset) for r in recs}))
+        + f"; fingerprint `sha256:{t.track.fingerprint}` (of the train and test arrays); "
+        + f"{recs[0].track.num_classes} classes.",
     ]
-    if not all(r["track"]["official"] for r in recs):
+    if not all(r.track.official for r in recs):
         lines += [
             "",
             "**Not the official dataset.** These runs used arrays from an `npz` file (a copy, "
@@ -236,15 +224,22 @@ def _header(t: Table) -> list[str]:
             "comparable only with runs on the same fingerprint, not with published figures on "
             "the original dataset.",
         ]
-    if split != "test":
+    if t.track.split != "test":
         lines += [
             "",
             "**Evaluated on held-out training examples, not the test set** ("
-            + _distinct(md_text(r["eval"].get("split")) for r in recs)
+            + _distinct(md_text(r.eval.extra("split")) for r in recs)
             + "): selection runs, not results to compare with test-set figures.",
         ]
-    teachers = sorted({display_spec((r.get("teacher") or {}).get("spec")) for r in recs} - {""})
-    lines += [
+    return lines
+
+
+def _models_and_evaluation(t: Table) -> list[str]:
+    """The teacher (spec, weights, its check), the student and the evaluation's settings."""
+    recs = t.records
+    teachers = sorted({display_spec(r.teacher.spec) for r in recs if r.teacher} - {""})
+    split = t.track.split
+    return [
         "",
         "**Teacher.** "
         + (
@@ -257,65 +252,90 @@ def _header(t: Table) -> list[str]:
         f"**Student.** {md_code(t.student)}.",
         "",
         "**Evaluation.** "
-        + f"{norm} ε = {eps}; the first n "
+        + f"{t.track.norm} ε = {t.track.eps}; the first n "
         + ("test points" if split == "test" else "held-out points")
         + " in order, n = "
-        + _distinct(str(r["eval"]["n_examples"]) for r in recs)
+        + _distinct(str(r.eval.n_examples) for r in recs)
         + "; checkpoint rule: "
-        + _distinct(md_text(r.get("checkpoint_rule") or "last") for r in recs)
+        + _distinct(md_text(r.checkpoint_kind) for r in recs)
         + " (never selected on the test set); fp32, eval mode.",
         "",
     ]
-    present = [c for c in COLUMNS if any(r["eval"]["accuracy"].get(c) is not None for r in recs)]
+
+
+def _aa_build(r: Record) -> str:
+    version = r.eval.setting("aa").get("package_version") or r.versions.extra("pyautoattack")
+    return md_text(version or "(version not recorded)")
+
+
+def _column_lines(t: Table) -> list[str]:
+    """Each evaluated column's settings (as the runs recorded them), the AutoAttack build and
+    the columns no run has."""
+    recs = t.records
+    present = [c for c in COLUMNS if any(r.eval.column(c) is not None for r in recs)]
+    lines = []
     for c in present:
         if c == "clean":
             continue
-        settings = [
-            _settings_line(((r["eval"].get("settings") or {}).get(c)) or {})
-            for r in recs
-            if r["eval"]["accuracy"].get(c) is not None
-        ]
+        settings = [_settings_line(r.eval.setting(c)) for r in recs if r.eval.column(c) is not None]
         lines.append(f"- {COLUMN_TITLES[c]}: {_distinct(settings)}")
     if "aa" in present:
-        versions = {
-            md_text(
-                ((r["eval"].get("settings") or {}).get("aa") or {}).get("package_version")
-                or (r.get("versions") or {}).get("pyautoattack")
-                or "(version not recorded)"
-            )
-            for r in recs
-            if r["eval"]["accuracy"].get("aa") is not None
-        }
+        versions = {_aa_build(r) for r in recs if r.eval.column("aa") is not None}
         lines.append(f"- AutoAttack build: pyautoattack {_distinct(versions)}")
     missing = [COLUMN_TITLES[c] for c in COLUMNS if c not in present]
     if missing:
         lines.append(f"- Not evaluated in this table: {', '.join(missing)}.")
+    return lines
+
+
+def _order_text(t: Table) -> str:
+    """How the rows are sorted, and why not by AA where they cannot be."""
     if t.sort_by == "aa" and any(r.stats["aa"].n < r.runs for r in t.rows):
-        order = (
+        return (
             "AA (mean over the runs that have it, descending; a cell marked (k of n runs) has "
             "AA on fewer runs than its other columns)"
         )
-    elif t.sort_by == "aa":
-        order = "AA (mean, descending)"
-    elif any(r.stats["aa"].mean is not None for r in t.rows):
-        order = (
+    if t.sort_by == "aa":
+        return "AA (mean, descending)"
+    if any(r.stats["aa"].mean is not None for r in t.rows):
+        return (
             "PGD-20 (mean, descending): AutoAttack is missing for some rows, so it cannot "
             "order the table"
         )
-    else:
-        order = "PGD-20 (mean, descending): no row has AutoAttack"
-    lines += [
+    return "PGD-20 (mean, descending): no row has AutoAttack"
+
+
+def _header(t: Table) -> list[str]:
+    held = " · holdout" if t.track.split != "test" else ""
+    return [
+        f"# {md_text(t.key.protocol.label)}{held} · {md_text(_teacher_title(t))} → "
+        f"{md_text(t.student)}",
         "",
-        f"Sorted by {order}. Cells: mean ± std over the row's runs (seeds), percent; std with "
-        f"ddof = 1, {DASH} with one run; {DASH} alone: not evaluated. Worst class: the lowest "
-        "per-class accuracy (mean over runs). AA (paper): the published figure the recipe sets "
-        "beside ours, with how far it can be trusted (checked, relayed, abstract, rerun, issue; "
-        "source and checkpoint rule below the table: most papers select the best checkpoint on "
-        "the test set, ardbench reports the protocol's rule). A method with a checkpoint in "
-        "brackets is that run's other checkpoint (e.g. the last epoch beside best-on-holdout).",
+        _generated_note(
+            "Regenerate from the records with `ardbench leaderboard`; CI runs "
+            "`ardbench leaderboard --check`."
+        ),
+        "",
+        *_protocol_lines(t),
+        "",
+        *_data_lines(t),
+        *_models_and_evaluation(t),
+        *_column_lines(t),
+        "",
+        f"Sorted by {_order_text(t)}. Cells: mean ± std over the row's runs (seeds), percent; "
+        f"std with ddof = 1, {DASH} with one run; {DASH} alone: not evaluated. Worst class: the "
+        "lowest per-class accuracy (mean over runs). AA (paper): the published figure the "
+        "recipe sets beside ours, with how far it can be trusted (checked, relayed, abstract, "
+        "rerun, issue; source and checkpoint rule below the table: most papers select the best "
+        "checkpoint on the test set, ardbench reports the protocol's rule). A method with a "
+        "checkpoint in brackets is that run's other checkpoint (e.g. the last epoch beside "
+        "best-on-holdout).",
         "",
     ]
-    return lines
+
+
+def _worst_cell(mean: float | None) -> str:
+    return DASH if mean is None else f"{100 * mean:.1f}"
 
 
 def _teacher_title(t: Table) -> str:
@@ -323,9 +343,7 @@ def _teacher_title(t: Table) -> str:
     if not t.teacher_sha:
         return "no teacher"
     # the table's teacher, not a teacherless reference row's "no-teacher"
-    labels = sorted(
-        {teacher_label((r.get("teacher") or {}).get("spec")) for r in t.records if r.get("teacher")}
-    )
+    labels = sorted({teacher_label(r.teacher.spec) for r in t.records if r.teacher})
     return f"teacher {labels[0]}"
 
 
@@ -366,16 +384,7 @@ def render_table(t: Table) -> str:
             md_text(method),
             md_text(r.recipe_cell),
             *(r.stats[c].cell(r.runs) for c in COLUMNS),
-            *(
-                [
-                    " / ".join(
-                        DASH if r.worst[c].mean is None else f"{100 * r.worst[c].mean:.1f}"
-                        for c in worst
-                    )
-                ]
-                if worst
-                else []
-            ),
+            *([" / ".join(_worst_cell(r.worst[c].mean) for c in worst)] if worst else []),
             paper_aa,
             str(r.runs),
             ", ".join(str(e) for e in r.epochs),
@@ -457,7 +466,7 @@ def render_index(tables: Sequence[Table]) -> str:
         top_cell = md_text(top.method) + (
             f" {100 * top_value:.2f} ({by})" if top_value is not None else ""
         )
-        official = "" if all(r["track"]["official"] for r in t.records) else " (npz copy)"
+        official = "" if all(r.track.official for r in t.records) else " (npz copy)"
         cells = [
             md_text(t.key.protocol.label) + (" (retired)" if _retired(t) else ""),
             f"{md_text(label)}{official} · {norm} {eps} · `{fp[:8]}`"
@@ -475,7 +484,7 @@ def render_index(tables: Sequence[Table]) -> str:
     return "\n".join(lines)
 
 
-def render_leaderboard(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+def render_leaderboard(records: Sequence[RecordLike]) -> dict[str, str]:
     """{path relative to the output directory: file text} for every table and the index."""
     tables = build_tables(records)
     out = {t.relpath: render_table(t) for t in tables}

@@ -1,10 +1,13 @@
 """The run record's schema (version 2) as pydantic models, its validation and its upgrades.
 
 A record is everything needed to place a run in a leaderboard table and to say what produced
-it (DESIGN.md, principles 3-4). :class:`RecordModel` is the record as pydantic models (strict:
+it (DESIGN.md, principles 3-4). :class:`Record` is the record as pydantic models (strict:
 no coercion; ``true`` is not ``1``, ``"2"`` is not ``2``); :mod:`ardbench.results.validate`
-judges a dict with them and names the first bad field. The dict is never replaced by the
-model: records stay plain JSON documents, the models only judge them.
+judges a dict with them and names the first bad field, and
+:func:`ardbench.results.records.load_record` returns the typed :class:`Record`. Consumers read
+attributes (``record.eval.column("aa")``, ``record.teacher_sha``); the open blocks (``config``,
+``eval.settings``) stay dicts. A record dumps (:meth:`Record.to_dict`) to exactly the JSON it
+was read from: numbers keep their written form, absent fields stay absent.
 
 Schema version 2 (fields; "?" = may be null or absent; an *id* is
 ``[A-Za-z0-9][A-Za-z0-9._-]*``, at most 200 characters, because ids become file names):
@@ -60,7 +63,7 @@ extra_teachers?     the other frozen networks a method named in its config (MTAR
 upgraded_from?      set by ``upgrade_record`` when it upgraded an older record in memory
 ==================  ========================================================================
 
-Unknown top-level fields are errors (a typo would otherwise silently drop information);
+A field that "may be absent" is never null either. Unknown top-level fields are errors (a typo would otherwise silently drop information);
 nested objects accept extra keys so that the evaluator and the hardware block can grow
 without a schema bump. Every value anywhere must be plain JSON: strings as keys, no NaN or
 infinity (a record that validates can always be written). ``method.source_sha256``, ``protocol``,
@@ -71,34 +74,42 @@ are upgraded in memory by :func:`ardbench.results.validate.upgrade_record`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
-from numbers import Real
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    StrictBool,
-    StrictStr,
-    Tag,
-    ValidationError,
-    WrapValidator,
-)
-from pydantic_core import PydanticCustomError
-from typing_extensions import TypeAliasType
+from pydantic import BaseModel, ConfigDict, StrictStr
 
+from ..protocols.paper import PaperFigures
 from ..protocols.columns import COLUMNS
+from .fields import (
+    ID_PATTERN,
+    NORMS,
+    AnyInt,
+    Bool,
+    Classes,
+    ConfigHash,
+    Count0,
+    Count1,
+    Eps,
+    Fractions,
+    Hex40,
+    Hex64,
+    Id,
+    Norm,
+    NotNull,
+    Percent,
+    RunId,
+    Seconds,
+    Snake,
+    Text,
+    Timestamp,
+    describe,
+    expect,
+    pattern,
+)
 
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 # COLUMNS: the registered evaluation columns, a live view of ardbench.protocols.columns
-NORMS = ("Linf", "L2")
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
-"""Ids (run ids, architecture names) become file and directory names: no separators, no
-leading dot or dash, no characters a shell or a markdown table would read."""
 
 __all__ = [
     "COLUMNS",
@@ -107,120 +118,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "SUPPORTED_VERSIONS",
     "UNION_TAGS",
+    "Paper",
     "PaperModel",
+    "Record",
     "RecordModel",
     "describe",
 ]
-
-
-def describe(value: Any) -> str:
-    """What a JSON value is, for error messages ("a string ('L3')", "a list")."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"a boolean ({value})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, Real):
-        return f"a number ({value!r})"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return type(value).__name__
-
-
-# ------------------------------------------------------------------------------ leaf types
-
-
-def _expect(what: str) -> WrapValidator:
-    """pydantic checks the value; this only says what was expected, in the record's words."""
-
-    def wrap(value: Any, handler: Any) -> Any:
-        try:
-            return handler(value)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            if first["type"] == "record":  # already in our words (a timestamp's own message)
-                raise PydanticCustomError("record", first["msg"]) from None
-            raise PydanticCustomError(
-                "record", "expected {what}, got {got}", {"what": what, "got": describe(value)}
-            ) from None
-
-    return WrapValidator(wrap)
-
-
-def _timestamp(value: str) -> str:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise PydanticCustomError(
-            "record", "expected an ISO-8601 timestamp, got {got}", {"got": repr(value)}
-        ) from None
-    if parsed.tzinfo is None:
-        raise PydanticCustomError(
-            "record",
-            "timestamp {got} has no timezone (write UTC: +00:00)",
-            {"got": repr(value)},
-        )
-    return value
-
-
-def _pattern(regex: str) -> Any:
-    # anchored: pydantic's pattern searches; the rust engine's $ is the very end of the text
-    return Field(pattern=f"^(?:{regex})$")
-
-
-Text = Annotated[StrictStr, Field(min_length=1), _expect("a non-empty string")]
-Id = Annotated[
-    StrictStr,
-    _pattern(ID_PATTERN),
-    _expect("an id (letters, digits, '.', '_', '-'; starting with a letter or digit)"),
-]
-RunId = Annotated[
-    StrictStr,
-    _pattern(ID_PATTERN),
-    _expect("a run id (letters, digits, '.', '_', '-'; starting with a letter or digit)"),
-]
-Snake = Annotated[StrictStr, _pattern(r"[a-z][a-z0-9_]*"), _expect("a lowercase snake_case name")]
-Hex64 = Annotated[
-    StrictStr, _pattern(r"[0-9a-f]{64}"), _expect("a sha256 (64 lowercase hex digits)")
-]
-Hex40 = Annotated[
-    StrictStr, _pattern(r"[0-9a-f]{40}"), _expect("a git sha (40 lowercase hex digits)")
-]
-ConfigHash = Annotated[StrictStr, _pattern(r"[0-9a-f]{8,64}"), _expect("a hex config hash")]
-Norm = Annotated[Literal["Linf", "L2"], _expect("one of " + ", ".join(NORMS))]
-Bool = Annotated[StrictBool, _expect("true or false")]
-Timestamp = Annotated[
-    StrictStr, WrapValidator(lambda v, h: _timestamp(h(v))), _expect("an ISO-8601 timestamp")
-]
-AnyInt = Annotated[int, _expect("an integer")]
-Count1 = Annotated[int, Field(ge=1), _expect("an integer >= 1")]
-Count0 = Annotated[int, Field(ge=0), _expect("an integer >= 0")]
-Classes = Annotated[int, Field(ge=2), _expect("an integer >= 2")]
-Eps = Annotated[float, Field(gt=0), _expect("eps > 0")]
-Seconds = Annotated[float, Field(ge=0), _expect("a number >= 0")]
-Fraction = Annotated[
-    float, Field(ge=0, le=1), _expect("an accuracy as a fraction in [0, 1] (or null)")
-]
-Percent = Annotated[float, Field(ge=0, le=100), _expect("a percentage in [0, 100]")]
-
-
-def _fractions_branch(value: Any) -> str:
-    return "<object>" if isinstance(value, Mapping) else "<fraction>"
-
-
-# A fraction in [0, 1], null (not run), or an object of those (e.g. a breakdown). The tags
-# name the branch in pydantic's error locations; validation drops them from paths.
-Fractions = TypeAliasType(
-    "Fractions",
-    Annotated[
-        Annotated[dict[str, "Fractions"], Tag("<object>")]
-        | Annotated[Fraction | None, Tag("<fraction>")],
-        Discriminator(_fractions_branch),
-    ],
-)
 
 
 # ---------------------------------------------------------------------------------- models
@@ -231,6 +134,17 @@ class _Open(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
 
+    def extra(self, key: str) -> Any:
+        """An open key's value (None when absent): the blocks grow without a schema bump."""
+        return (self.model_extra or {}).get(key)
+
+
+def _number(value: Any) -> float | None:
+    """A measured value as a float, or None (not run, or a breakdown object)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
 
 class Track(_Open):
     dataset: Text
@@ -240,7 +154,7 @@ class Track(_Open):
     num_classes: Classes
     official: Bool
     description: Text | None = None
-    test_fingerprint: Hex64 = None  # may be absent, never null
+    test_fingerprint: Annotated[Hex64 | None, NotNull] = None
 
 
 class TeacherCheckBlock(_Open):
@@ -283,6 +197,13 @@ class CodeVersion(_Open):
     dirty: Bool | None = None
     version: Text | None = None
 
+    @property
+    def label(self) -> str:
+        """``1a2b3c4+dirty`` (the git sha's first 7 digits), else ``v<version>``."""
+        if self.git_sha:
+            return self.git_sha[:7] + ("+dirty" if self.dirty else "")
+        return f"v{self.version}"
+
 
 class Hardware(_Open):
     device: Text
@@ -297,12 +218,51 @@ class Versions(_Open):
 class Eval(_Open):
     n_examples: Count1
     accuracy: dict[str, Fractions]
-    eps: Eps = None
-    norm: Norm = None
-    settings: dict[str, Any] = None
-    worst_class: dict[str, Fractions] = None
-    aa_unreliable: Bool = None
-    warnings: list[Text] = None
+    eps: Annotated[Eps | None, NotNull] = None
+    norm: Annotated[Norm | None, NotNull] = None
+    settings: Annotated[dict[str, Any] | None, NotNull] = None
+    worst_class: Annotated[dict[str, Fractions] | None, NotNull] = None
+    aa_unreliable: Annotated[Bool | None, NotNull] = None
+    warnings: Annotated[list[Text] | None, NotNull] = None
+
+    def column(self, name: str) -> float | None:
+        """A column's accuracy (fraction), or None when it was not evaluated."""
+        return _number(self.accuracy.get(name))
+
+    def worst(self, name: str) -> float | None:
+        """A column's worst-class accuracy (fraction), or None."""
+        return _number((self.worst_class or {}).get(name))
+
+    def setting(self, name: str) -> dict[str, Any]:
+        """The settings of a column's attack (``{}`` when none were recorded)."""
+        value = (self.settings or {}).get(name)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def split(self) -> str:
+        """ "test" (the default) or "holdout" (held-out training examples)."""
+        return "test" if self.extra("split") in (None, "test") else "holdout"
+
+    @property
+    def is_aa_unreliable(self) -> bool:
+        return bool(self.aa_unreliable)
+
+    @property
+    def later_columns(self) -> tuple[str, ...]:
+        """The columns merged in from a later evaluation (``leaderboard --attach``)."""
+        later = self.extra("later_eval")
+        columns = later.get("columns") if isinstance(later, dict) else None
+        return tuple(columns or ())
+
+    @property
+    def failed_compliance(self) -> tuple[str, ...]:
+        """The compliance checks that ran and failed (sorted)."""
+        checks = self.extra("compliance")
+        if not isinstance(checks, dict):
+            return ()
+        return tuple(
+            sorted(k for k, v in checks.items() if isinstance(v, dict) and v.get("passed") is False)
+        )
 
 
 class Checkpoint(_Open):
@@ -311,24 +271,18 @@ class Checkpoint(_Open):
     url: Text | None = None
 
 
-class Paper(_Open):
-    source: Text | None = None
-    clean: Percent | None = None
-    fgsm: Percent | None = None
-    pgd20: Percent | None = None
-    cw: Percent | None = None
-    aa: Percent | None = None
+Paper = PaperFigures  # one model for published figures: ardbench.protocols.paper
 
 
 class ProtocolRef(_Open):
     """The named protocol a run followed and whether its values were the registered ones."""
 
     name: Text | None
-    identity: Annotated[StrictStr, _pattern(r"[0-9a-f]{12}"), _expect("12 hex digits")]
+    identity: Annotated[StrictStr, pattern(r"[0-9a-f]{12}"), expect("12 hex digits")]
     registered_identity: (
-        Annotated[StrictStr, _pattern(r"[0-9a-f]{12}"), _expect("12 hex digits")] | None
+        Annotated[StrictStr, pattern(r"[0-9a-f]{12}"), expect("12 hex digits")] | None
     ) = None
-    modified: Bool = None
+    modified: Annotated[Bool | None, NotNull] = None
     kind: Text | None = None
 
 
@@ -338,9 +292,12 @@ class ExtraCheckpoint(Checkpoint):
     eval: Eval
 
 
-class RecordModel(BaseModel):
-    """A current-version record. Fields declared ``= None`` may be absent; ``Optional`` ones
-    may be null."""
+class Record(BaseModel):
+    """A current-version record, typed. Fields declared ``= None`` may be absent; ``Optional``
+    ones may be null. :meth:`to_dict` gives back exactly what was validated (absent fields
+    stay absent, numbers as written), so a loaded record dumps to the bytes it was read from.
+    Build one from a dict with :func:`ardbench.results.records.as_record` (upgrades older
+    versions and checks the cross-field rules too)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
@@ -363,11 +320,52 @@ class RecordModel(BaseModel):
     started_at: Timestamp | None = None
     recipe: Text | None = None
     paper: Paper | None = None
-    upgraded_from: Count1 = None
+    upgraded_from: Annotated[Count1 | None, NotNull] = None
     protocol: ProtocolRef | None = None
     checkpoint_rule: Text | None = None
-    checkpoints: dict[Id, ExtraCheckpoint] = None
-    extra_teachers: dict[Id, Teacher] = None
+    checkpoints: Annotated[dict[Id, ExtraCheckpoint] | None, NotNull] = None
+    extra_teachers: Annotated[dict[Id, Teacher] | None, NotNull] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the JSON document it is (what :func:`record_bytes` writes)."""
+        # numbers are kept as written (an int in a float field): the serializer would warn
+        return self.model_dump(exclude_unset=True, warnings=False)
+
+    @property
+    def teacher_sha(self) -> str:
+        """The teacher's weights' sha256, "" for a run without a teacher."""
+        return self.teacher.sha256 if self.teacher is not None else ""
+
+    @property
+    def protocol_name(self) -> str | None:
+        """The named protocol the run followed (the ``protocol`` block's, else the config's)."""
+        if self.protocol is not None and self.protocol.name:
+            return self.protocol.name
+        name = self.config.get("protocol")
+        return name if isinstance(name, str) else None
+
+    @property
+    def checkpoint_kind(self) -> str:
+        """Which checkpoint ``eval`` describes: the protocol's rule (``last`` by default)."""
+        return self.checkpoint_rule or "last"
+
+    # Read-only dict access for code written when records were dicts (``record["eval"]``):
+    # the value is the JSON form. New code reads attributes.
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    def checkpoint_evals(self) -> list[tuple[str, Eval]]:
+        """(checkpoint kind, eval block): the rule's checkpoint first, then the run's others
+        (the last epoch beside a best-on-holdout or SWA checkpoint), by kind."""
+        out = [(self.checkpoint_kind, self.eval)]
+        out += [(kind, extra.eval) for kind, extra in sorted((self.checkpoints or {}).items())]
+        return out
+
+
+RecordModel = Record  # the name before records were returned typed
 
 
 class PaperModel(BaseModel):

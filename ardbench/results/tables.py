@@ -3,7 +3,9 @@
 Which table a record belongs to and the table's file name come from
 :mod:`ardbench.results.grouping`; the markdown from :mod:`ardbench.results.render`.
 
-- **Row** = (method, recipe, protocol hash): runs that differ only by seed. Runs of a recipe
+- **Row** = :func:`~ardbench.results.grouping.row_key` (table, method, recipe, row hash,
+  checkpoint): runs that differ only by seed; ``ardbench.results()`` exposes the same
+  identity as its ``row_identity`` column. Runs of a recipe
   with different overrides are different rows (the recipe cell then shows the config hash).
 - Methods that train without a teacher (natural, pgd_at, trades) are the reference rows of
   every teacher's table whose key is otherwise equal; they get a table of their own only where
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,9 @@ from typing import Any
 import pandas as pd
 
 from ..protocols.columns import COLUMN_TITLES  # the registry's titles (a live view)
-from .grouping import TableKey, TrackKey, table_key, table_relpath, teacher_label
-from .records import protocol_hash
-from .schema import COLUMNS
+from .grouping import TableKey, TrackKey, row_key, table_key, table_relpath, teacher_label
+from .records import RecordLike, as_record
+from .schema import COLUMNS, Eval, Record
 
 __all__ = [
     "COLUMN_TITLES",
@@ -59,76 +61,55 @@ def _recipe_label(recipe: str | None) -> str:
     return recipe
 
 
-def _code_label(cv: Mapping[str, Any]) -> str:
-    sha = cv.get("git_sha")
-    if sha:
-        return sha[:7] + ("+dirty" if cv.get("dirty") else "")
-    return f"v{cv.get('version')}"
-
-
 # ----------------------------------------------------------------------------- the frame
 
 
-def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per record: the grouping keys, display fields and accuracy columns (NaN where
-    a column was not evaluated)."""
+def records_frame(records: Iterable[RecordLike]) -> pd.DataFrame:
+    """One row per record and checkpoint: the grouping keys, display fields and accuracy
+    columns (NaN where a column was not evaluated)."""
     rows = []
-    for r in sorted(records, key=lambda r: r["run_id"]):
-        key = table_key(r)
-        for kind, ev in _checkpoint_evals(r):
-            rows.append(_frame_row(r, key, kind, ev))
+    for r in sorted((as_record(r) for r in records), key=lambda r: r.run_id):
+        for kind, ev in r.checkpoint_evals():
+            rows.append(_frame_row(r, kind, ev))
     return pd.DataFrame(rows)
 
 
-def _checkpoint_evals(record: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """(checkpoint kind, eval block): the rule's checkpoint first, then the run's others (the
-    last epoch beside a best-on-holdout or SWA checkpoint: the tables show both)."""
-    out = [(record.get("checkpoint_rule") or "last", record["eval"])]
-    for kind, extra in sorted((record.get("checkpoints") or {}).items()):
-        out.append((kind, extra["eval"]))
-    return out
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
-def _frame_row(r: Mapping[str, Any], key: Any, kind: str, ev: Mapping[str, Any]) -> dict:
-    acc = ev["accuracy"]
-    paper = r.get("paper") or {}
+def _frame_row(r: Record, kind: str, ev: Eval) -> dict[str, Any]:
+    key = row_key(r, kind)
+    paper = r.paper.to_dict() if r.paper is not None else {}
     row: dict[str, Any] = {
-        "run_id": r["run_id"],
-        "key": key,
-        "teacher_sha": key.teacher_sha,
-        "method": r["method"]["name"],
-        "recipe": r.get("recipe") or "",
-        "protocol": protocol_hash(r),
-        "seed": r["seed"],
-        "epochs": r["epochs"],
-        "n_examples": ev["n_examples"],
-        "code": _code_label(r["code_version"]),
-        "unofficial": bool(r["method"]["unofficial"]),
-        "teacher_in_attack": bool(r["method"]["teacher_in_attack"]),
-        "aa_unreliable": bool(ev.get("aa_unreliable", False)),
-        "compliance_failed": tuple(
-            sorted(
-                k
-                for k, v in (ev.get("compliance") or {}).items()
-                if isinstance(v, Mapping) and v.get("passed") is False
-            )
-        ),
+        "run_id": r.run_id,
+        "key": key.table,
+        "row": key,
+        "teacher_sha": r.teacher_sha,
+        "method": key.method,
+        "recipe": key.recipe,
+        "row_hash": key.row_hash,
+        "seed": r.seed,
+        "epochs": r.epochs,
+        "n_examples": ev.n_examples,
+        "code": r.code_version.label,
+        "unofficial": r.method.unofficial,
+        "teacher_in_attack": r.method.teacher_in_attack,
+        "aa_unreliable": ev.is_aa_unreliable,
+        "compliance_failed": ev.failed_compliance,
         "paper_json": json.dumps(paper, sort_keys=True) if paper else "",
-        "later_cols": tuple((ev.get("later_eval") or {}).get("columns") or ()),
+        "later_cols": ev.later_columns,
         "checkpoint": kind,
         "extras": "; ".join(
-            f"{name}: {teacher_label(t.get('spec'))} ({t['sha256'][:8]})"
-            for name, t in sorted((r.get("extra_teachers") or {}).items())
+            f"{name}: {teacher_label(t.spec)} ({t.sha256[:8]})"
+            for name, t in sorted((r.extra_teachers or {}).items())
         ),
     }
-    worst = ev.get("worst_class") or {}
     for col in COLUMNS:
-        v = acc.get(col)
-        row[f"acc_{col}"] = float(v) if isinstance(v, (int, float)) else math.nan
-        w = worst.get(col) if isinstance(v, (int, float)) else None
-        row[f"worst_{col}"] = float(w) if isinstance(w, (int, float)) else math.nan
-        p = paper.get(col)
-        row[f"paper_{col}"] = float(p) if isinstance(p, (int, float)) else math.nan
+        v = ev.column(col)
+        row[f"acc_{col}"] = _nan(v)
+        row[f"worst_{col}"] = _nan(ev.worst(col) if v is not None else None)
+        row[f"paper_{col}"] = _nan(r.paper.figure(col) if r.paper is not None else None)
     return row
 
 
@@ -156,7 +137,7 @@ class Stat:
 class Row:
     method: str
     recipe: str
-    protocol: str
+    row_hash: str  # ardbench.protocols.identity.row_hash: the config part of the row
     run_ids: tuple[str, ...]
     seeds: tuple[int, ...]
     stats: dict[str, Stat]
@@ -175,6 +156,17 @@ class Row:
     def runs(self) -> int:
         return len(self.run_ids)
 
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """The row's identity within its table (:class:`~ardbench.results.grouping.RowKey`
+        without the table): method, recipe, row hash, checkpoint."""
+        return (self.method, self.recipe, self.row_hash, self.checkpoint)
+
+    @property
+    def protocol(self) -> str:
+        """The row hash, by the name it had when it was called a protocol hash."""
+        return self.row_hash
+
     def sort_value(self, by: str) -> float | None:
         return self.stats[by].mean
 
@@ -186,7 +178,7 @@ class Table:
 
     key: TableKey
     relpath: str
-    records: list[dict[str, Any]]
+    records: list[Record]
     rows: list[Row] = field(default_factory=list)
     sort_by: str = "aa"
 
@@ -229,74 +221,86 @@ def _teacherless_note(method: str) -> str:
         return "no teacher (reference row)"
 
 
+def _row_notes(g: pd.DataFrame, method: str, with_teacher: bool) -> tuple[str, ...]:
+    """What a row's cells do not say: reference row, unofficial, extra teachers, repeats,
+    unreliable AA, columns from a later evaluation, failed compliance checks."""
+    notes = []
+    if (g["teacher_sha"] == "").all() and with_teacher:
+        notes.append(_teacherless_note(method))
+    if g["unofficial"].any():
+        notes.append("unofficial re-implementation")
+    if g["teacher_in_attack"].any():
+        notes.append("teacher in attack")
+    extras = sorted({e for e in g["extras"] if e})
+    if extras:
+        notes.append("extra teacher " + " | ".join(extras))
+    if g["seed"].duplicated().any():
+        notes.append("repeated seed")
+    if g["aa_unreliable"].any():
+        notes.append("AA unreliable (AutoAttack warnings)")
+    later = sorted({c for v in g["later_cols"] for c in v})
+    if later:
+        titles = ", ".join(COLUMN_TITLES[c] for c in COLUMNS if c in later)
+        notes.append(f"{titles} from a later evaluation of the same checkpoint")
+    failed = sorted({c for v in g["compliance_failed"] for c in v})
+    if failed:
+        notes.append("failed compliance: " + ", ".join(failed))
+    return tuple(notes)
+
+
+def _row_paper(g: pd.DataFrame) -> tuple[dict[str, float], str | None, dict[str, str]]:
+    """(figures, source, tag/rule/note) of the first of the row's papers (in sorted order)."""
+    papers = sorted({p for p in g["paper_json"] if p})
+    if not papers:
+        return {}, None, {}
+    first = json.loads(papers[0])
+    paper = {c: float(first[c]) for c in COLUMNS if isinstance(first.get(c), (int, float))}
+    source = first.get("source") if isinstance(first.get("source"), str) else None
+    meta = {k: first[k] for k in ("tag", "rule", "note") if isinstance(first.get(k), str)}
+    return paper, source, meta
+
+
+def _row(g: pd.DataFrame, key: Any, with_teacher: bool) -> Row:
+    """One row from its runs' frame rows (``key``: their :class:`RowKey`)."""
+    g = g.sort_values("run_id", kind="mergesort")
+    paper, source, meta = _row_paper(g)
+    return Row(
+        method=key.method,
+        recipe=key.recipe,
+        row_hash=key.row_hash,
+        run_ids=tuple(g["run_id"]),
+        seeds=tuple(int(s) for s in g["seed"]),
+        stats={c: _stat(g[f"acc_{c}"]) for c in COLUMNS},
+        worst={c: _stat(g[f"worst_{c}"]) for c in WORST_COLUMNS},
+        checkpoint=key.checkpoint,
+        epochs=tuple(sorted({int(e) for e in g["epochs"]})),
+        n_examples=tuple(sorted({int(n) for n in g["n_examples"]})),
+        code=tuple(sorted(set(g["code"]))),
+        paper=paper,
+        paper_source=source,
+        paper_meta=meta,
+        notes=_row_notes(g, key.method, with_teacher),
+    )
+
+
 def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
-    out = []
-    for (method, recipe, protocol, checkpoint), g in df.groupby(
-        ["method", "recipe", "protocol", "checkpoint"], sort=True, dropna=False
-    ):
-        g.attrs["with_teacher"] = with_teacher
-        g = g.sort_values("run_id", kind="mergesort")
-        notes = []
-        if (g["teacher_sha"] == "").all() and g.attrs.get("with_teacher"):
-            notes.append(_teacherless_note(str(method)))
-        if g["unofficial"].any():
-            notes.append("unofficial re-implementation")
-        if g["teacher_in_attack"].any():
-            notes.append("teacher in attack")
-        extras = sorted({e for e in g["extras"] if e})
-        if extras:
-            notes.append("extra teacher " + " | ".join(extras))
-        if g["seed"].duplicated().any():
-            notes.append("repeated seed")
-        if g["aa_unreliable"].any():
-            notes.append("AA unreliable (AutoAttack warnings)")
-        later = sorted({c for v in g["later_cols"] for c in v})
-        if later:
-            titles = ", ".join(COLUMN_TITLES[c] for c in COLUMNS if c in later)
-            notes.append(f"{titles} from a later evaluation of the same checkpoint")
-        failed = sorted({c for v in g["compliance_failed"] for c in v})
-        if failed:
-            notes.append("failed compliance: " + ", ".join(failed))
-        papers = sorted({p for p in g["paper_json"] if p})
-        paper: dict[str, float] = {}
-        source = None
-        meta: dict[str, str] = {}
-        if papers:
-            first = json.loads(papers[0])
-            paper = {c: float(first[c]) for c in COLUMNS if isinstance(first.get(c), (int, float))}
-            source = first.get("source") if isinstance(first.get("source"), str) else None
-            meta = {k: first[k] for k in ("tag", "rule", "note") if isinstance(first.get(k), str)}
-        out.append(
-            Row(
-                method=method,
-                recipe=recipe,
-                protocol=protocol,
-                run_ids=tuple(g["run_id"]),
-                seeds=tuple(int(s) for s in g["seed"]),
-                stats={c: _stat(g[f"acc_{c}"]) for c in COLUMNS},
-                worst={c: _stat(g[f"worst_{c}"]) for c in WORST_COLUMNS},
-                checkpoint=checkpoint,
-                epochs=tuple(sorted({int(e) for e in g["epochs"]})),
-                n_examples=tuple(sorted({int(n) for n in g["n_examples"]})),
-                code=tuple(sorted(set(g["code"]))),
-                paper=paper,
-                paper_source=source,
-                paper_meta=meta,
-                notes=tuple(notes),
-            )
-        )
+    """The table's rows: its runs grouped by their row key (:func:`row_key`)."""
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(df["row"]):
+        groups.setdefault(key, []).append(i)
+    out = [_row(df.iloc[idx], key, with_teacher) for key, idx in groups.items()]
     # the recipe cell: the recipe's short name, plus the config hash where one method and
-    # recipe name cover several protocols (runs with different overrides)
+    # recipe name cover several rows (runs with different overrides)
     names: dict[tuple[str, str], int] = {}
     for r in out:
-        key = (r.method, _recipe_label(r.recipe))
-        names[key] = names.get(key, 0) + 1
+        name = (r.method, _recipe_label(r.recipe))
+        names[name] = names.get(name, 0) + 1
     return [
-        _replace_recipe_cell(
+        replace(
             r,
-            _recipe_label(r.recipe)
+            recipe_cell=_recipe_label(r.recipe)
             + (
-                f" (config {r.protocol[:8]})"
+                f" (config {r.row_hash[:8]})"
                 if names[(r.method, _recipe_label(r.recipe))] > 1
                 else ""
             ),
@@ -305,16 +309,12 @@ def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
     ]
 
 
-def _replace_recipe_cell(row: Row, cell: str) -> Row:
-    return replace(row, recipe_cell=cell)
-
-
 def _sort_rows(rows: list[Row]) -> tuple[list[Row], str]:
     """By AA when every row has it, else by PGD-20: an order that put the rows with AA first
     would rank a row above a stronger one only because it was attacked longer."""
     by = "aa" if rows and all(r.stats["aa"].mean is not None for r in rows) else "pgd20"
 
-    def key(r: Row) -> tuple:
+    def key(r: Row) -> tuple[Any, ...]:
         primary = r.stats[by].mean
         secondary = r.stats["pgd20"].mean
         return (
@@ -324,24 +324,24 @@ def _sort_rows(rows: list[Row]) -> tuple[list[Row], str]:
             -(secondary or 0.0),
             r.method,
             r.recipe,
-            r.protocol,
+            r.row_hash,
             r.checkpoint,
         )
 
     return sorted(rows, key=key), by
 
 
-def build_tables(records: Sequence[Mapping[str, Any]]) -> list[Table]:
+def build_tables(records: Sequence[RecordLike]) -> list[Table]:
     """Group records into tables (sorted by their file path) with aggregated rows."""
-    groups: dict[TableKey, list[dict[str, Any]]] = {}
-    for r in sorted(records, key=lambda r: r["run_id"]):
-        groups.setdefault(table_key(r), []).append(dict(r))
+    groups: dict[TableKey, list[Record]] = {}
+    for r in sorted((as_record(r) for r in records), key=lambda r: r.run_id):
+        groups.setdefault(table_key(r), []).append(r)
     teacher_keys = [k for k in groups if k.teacher_sha]
     tables = []
     for key, members in groups.items():
         if key.teacher_sha:
             reference = key._replace(teacher_sha="")
-            members = sorted(members + groups.get(reference, []), key=lambda r: r["run_id"])
+            members = sorted(members + groups.get(reference, []), key=lambda r: r.run_id)
         elif any(k._replace(teacher_sha="") == key for k in teacher_keys):
             continue  # reference rows of the teachers' tables, no table of their own
         rows, by = _sort_rows(_rows(records_frame(members), with_teacher=bool(key.teacher_sha)))

@@ -4,6 +4,11 @@ Unlike :func:`ardbench.results.tables.records_frame` (the leaderboard's internal
 for grouping), this frame is for people: readable names, one column per metric, accuracies as
 fractions in [0, 1] (NaN where a column was not evaluated), the later evaluation's columns
 (``ardbench leaderboard --attach``) merged in and named in ``later_columns``.
+
+``row_identity`` is the leaderboard's row (:func:`ardbench.results.grouping.row_identity`):
+group by it to average exactly the runs one table row averages. ``recipe_hash`` (the older
+name of the config part of it, :func:`ardbench.protocols.identity.row_hash`) is kept for
+compatibility.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import Any
 
 import pandas as pd
 
-from .grouping import eval_split, format_eps, teacher_label
-from .schema import COLUMNS
+from ..protocols.eps import format_eps
+from .grouping import row_identity, teacher_label
+from .records import RecordLike, as_record
+from .schema import COLUMNS, CodeVersion, Record
 from .tables import _recipe_label
 
 __all__ = ["TIDY_COLUMNS", "tidy_frame"]
@@ -43,6 +50,7 @@ TIDY_COLUMNS = (
     "student_spec",
     "recipe_source",
     "protocol_modified",
+    "row_identity",
     "config_hash",
     "recipe_hash",
     "wall_time_s",
@@ -61,60 +69,68 @@ def _recipe_hash(config: Mapping[str, Any]) -> str | None:
         return None
 
 
-def _run_dir(record: Mapping[str, Any]) -> str | None:
-    path = (record.get("checkpoint") or {}).get("path")
+def _run_dir(record: Record) -> str | None:
+    path = record.checkpoint.path
     if not path:
         return None
     parent = Path(path).parent
     return str(parent) if (parent / "config.json").is_file() else None
 
 
-def _row(r: Mapping[str, Any]) -> dict[str, Any]:
-    ev, track = r["eval"], r["track"]
-    teacher = r.get("teacher") or {}
-    protocol = r.get("protocol") or {}
-    code = r.get("code_version") or {}
-    row: dict[str, Any] = {
-        "run_id": r["run_id"],
-        "method": r["method"]["name"],
-        "recipe": _recipe_label(r.get("recipe")),
-        "protocol": protocol.get("name") or (r.get("config") or {}).get("protocol"),
-        "teacher": teacher_label(teacher.get("spec")) if teacher else None,
-        "student": r["student"]["arch"],
-        "seed": r["seed"],
+def _code(cv: CodeVersion) -> str | None:
+    text = (cv.git_sha or "")[:7] + ("+dirty" if cv.dirty else "")
+    return text or cv.version
+
+
+def _identity_columns(r: Record) -> dict[str, Any]:
+    """The hashes: the row identity the leaderboard groups by, and the older ones."""
+    return {
+        "row_identity": row_identity(r),
+        "config_hash": r.method.config_hash,
+        "recipe_hash": _recipe_hash(r.config),
     }
-    acc = ev.get("accuracy") or {}
+
+
+def _row(r: Record) -> dict[str, Any]:
+    ev, track, teacher = r.eval, r.track, r.teacher
+    row: dict[str, Any] = {
+        "run_id": r.run_id,
+        "method": r.method.name,
+        "recipe": _recipe_label(r.recipe),
+        "protocol": r.protocol_name,
+        "teacher": teacher_label(teacher.spec) if teacher else None,
+        "student": r.student.arch,
+        "seed": r.seed,
+    }
     for col in COLUMNS:
-        v = acc.get(col)
-        row[col] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+        v = ev.column(col)
+        row[col] = math.nan if v is None else v
     row.update(
         {
-            "epochs": r["epochs"],
-            "dataset": track["dataset"],
-            "norm": track["norm"],
-            "eps": format_eps(track["eps"]),
-            "n_examples": ev["n_examples"],
-            "split": eval_split(r),
-            "later_columns": ",".join((ev.get("later_eval") or {}).get("columns") or ()),
-            "aa_unreliable": bool(ev.get("aa_unreliable", False)),
-            "teacher_spec": teacher.get("spec"),
-            "teacher_sha256": teacher.get("sha256"),
-            "student_spec": r["student"]["spec"],
-            "recipe_source": r.get("recipe"),
-            "protocol_modified": protocol.get("modified"),
-            "config_hash": r["method"].get("config_hash"),
-            "recipe_hash": _recipe_hash(r.get("config") or {}),
-            "wall_time_s": r.get("wall_time_s"),
-            "finished_at": r.get("finished_at"),
-            "code": (code.get("git_sha") or "")[:7] + ("+dirty" if code.get("dirty") else "")
-            or code.get("version"),
+            "epochs": r.epochs,
+            "dataset": track.dataset,
+            "norm": track.norm,
+            "eps": format_eps(track.eps),
+            "n_examples": ev.n_examples,
+            "split": ev.split,
+            "later_columns": ",".join(ev.later_columns),
+            "aa_unreliable": ev.is_aa_unreliable,
+            "teacher_spec": teacher.spec if teacher else None,
+            "teacher_sha256": teacher.sha256 if teacher else None,
+            "student_spec": r.student.spec,
+            "recipe_source": r.recipe,
+            "protocol_modified": r.protocol.modified if r.protocol else None,
+            **_identity_columns(r),
+            "wall_time_s": r.wall_time_s,
+            "finished_at": r.finished_at,
+            "code": _code(r.code_version),
             "run_dir": _run_dir(r),
         }
     )
     return row
 
 
-def tidy_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+def tidy_frame(records: Iterable[RecordLike]) -> pd.DataFrame:
     """One row per record (sorted by run id) with :data:`TIDY_COLUMNS`."""
-    rows = [_row(r) for r in sorted(records, key=lambda r: r["run_id"])]
-    return pd.DataFrame(rows, columns=list(TIDY_COLUMNS))
+    typed = sorted((as_record(r) for r in records), key=lambda r: r.run_id)
+    return pd.DataFrame([_row(r) for r in typed], columns=list(TIDY_COLUMNS))

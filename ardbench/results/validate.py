@@ -29,7 +29,7 @@ from .schema import (
     SUPPORTED_VERSIONS,
     UNION_TAGS,
     PaperModel,
-    RecordModel,
+    Record,
     describe,
 )
 
@@ -87,7 +87,7 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 def _message(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     kind = err["type"]
     if kind == "record":
-        return err["msg"]
+        return str(err["msg"])
     if kind == "missing":
         return "missing (a required field)"
     if kind == "extra_forbidden":
@@ -142,7 +142,10 @@ def _not_json(value: Any, path: str) -> tuple[str, str] | None:
 
 def validate_record(d: Any) -> None:
     """Raise :class:`RecordError` naming the first bad field of ``d`` (a current-version
-    record: upgrade older ones with :func:`upgrade_record` first)."""
+    record: upgrade older ones with :func:`upgrade_record` first; a typed :class:`Record` is
+    judged by its JSON form)."""
+    if isinstance(d, Record):
+        d = d.to_dict()
     if isinstance(d, Mapping) and "schema_version" in d:
         v = d["schema_version"]
         if v != SCHEMA_VERSION or isinstance(v, bool):
@@ -158,7 +161,7 @@ def validate_record(d: Any) -> None:
     if not isinstance(d, dict) and isinstance(d, Mapping):
         d = dict(d)
     try:
-        check_model(RecordModel, d)
+        check_model(Record, d)
         found = _not_json(d, "")
     except RecursionError:
         raise RecordError("", "nested too deeply to be a record") from None
