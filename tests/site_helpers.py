@@ -58,13 +58,14 @@ def tiny_runs(folder: Path) -> list[Path]:
 
 def hostile_record(source: Path) -> dict:
     """A copy of a committed record whose free text is markup and a script."""
-    record = load_record(source)
+    record = load_record(source).to_dict()
     record["run_id"] = HOSTILE_RUN
     record["seed"] = 7
     record["config"]["train"]["seed"] = 7
     record["recipe"] = EVIL
     record["teacher"]["spec"] = EVIL
-    record["paper"] = {"source": "[x](javascript:alert(3)) " + EVIL, "tag": EVIL, "aa": 50.0}
+    # the tag is a closed set (records refuse another): the free text is the source
+    record["paper"] = {"source": "[x](javascript:alert(3)) " + EVIL, "tag": "relayed", "aa": 50.0}
     return record
 
 

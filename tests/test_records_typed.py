@@ -150,15 +150,16 @@ def test_paper_figures_refuse_unknown_keys_and_bad_values():
 # ------------------------------------------------------------------------------- identities
 
 
-def _config(seed: int, bf16: bool) -> dict:
-    train = {"seed": seed, "epochs": 1, "amp": "bf16" if bf16 else "none"}
-    return {"method": "kd", "train": train}
+def _config(seed: int, hot: bool) -> dict:
+    """A kd run; ``hot``: another temperature (a method setting: the same table, another row)."""
+    config = {"method": "kd", "train": {"seed": seed, "epochs": 1}}
+    return {**config, "method_config": {"tau": 4.0}} if hot else config
 
 
 def test_identity_hashes_say_what_they_include():
     base = _config(0, False)
     assert row_hash(base) == row_hash(_config(1, False))  # the seed varies within a row
-    assert row_hash(base) != row_hash(_config(0, True))  # bf16 training is another row
+    assert row_hash(base) != row_hash(_config(0, True))  # another method setting is another row
     deterministic = {**base, "train": {**base["train"], "deterministic": True}}
     assert row_hash(base) == row_hash(deterministic)  # changes no number: the same row
     assert recipe_hash(base) == row_hash(base)  # the API's older name, the same grouping
@@ -175,15 +176,15 @@ def test_one_format_eps():
 
 
 def _write_runs(root: Path) -> list[dict]:
-    """Four kd runs that differ only in the seed and ``train.amp`` (a row-identity setting)."""
+    """Four kd runs that differ only in the seed and ``method_config.tau`` (a row setting)."""
     out = []
-    for bf16 in (False, True):
+    for hot in (False, True):
         for seed in (0, 1):
-            run_id = f"kd-s{seed}-{'bf16' if bf16 else 'fp32'}"
+            run_id = f"kd-s{seed}-{'tau4' if hot else 'tau1'}"
             raw = example_record(
                 run_id=run_id,
                 seed=seed,
-                config=_config(seed, bf16),
+                config=_config(seed, hot),
                 eval={"accuracy": {"clean": 0.8 + seed / 100, "pgd20": 0.5}},
             )
             write_record(root / f"{run_id}.json", raw)
@@ -195,7 +196,7 @@ def test_api_groups_runs_exactly_as_the_leaderboard_rows(tmp_path):
     _write_runs(tmp_path)
     (table,) = build_tables([load_record(p) for p in sorted(tmp_path.glob("*.json"))])
     table_rows = sorted(sorted(r.run_ids) for r in table.rows)
-    assert table_rows == [["kd-s0-bf16", "kd-s1-bf16"], ["kd-s0-fp32", "kd-s1-fp32"]]
+    assert table_rows == [["kd-s0-tau1", "kd-s1-tau1"], ["kd-s0-tau4", "kd-s1-tau4"]]
 
     df = ardbench.results(tmp_path)
     api_rows = sorted(sorted(g["run_id"]) for _, g in df.groupby("row_identity"))

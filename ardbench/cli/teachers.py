@@ -40,6 +40,8 @@ def render_teachers(runs: str, model_dir: str | None) -> None:
         for (model_id, dataset), recipes in needed.items():
             path = robustbench_path(model_id, dataset, root)
             state = "present" if path.is_file() else "missing"
+            # the recipes for any method first: they name a teacher every method may use
+            recipes = sorted(recipes, key=lambda r: not r.startswith("(any)/"))
             more = f" and {len(recipes) - 3} more" if len(recipes) > 3 else ""
             shown = ", ".join(recipes[:3]) + more
             _line(f"  robustbench:{model_id} ({dataset}): {state} at {path} — recipes {shown}")
