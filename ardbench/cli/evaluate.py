@@ -25,7 +25,7 @@ def add_eval_parser(sub: Any) -> None:
         "non-zero input gradients).",
     )
     p.add_argument(
-        "model", metavar="MODEL_SPEC", help="ARCH:PATH, PATH.pt2, robustbench:ID or run:RUN_ID"
+        "model", metavar="MODEL_SPEC", help="ARCH:PATH, PATH.pt2, robustbench:ID, run:RUN_ID or demo | demo_natural"
     )
     p.add_argument("--dataset", required=True, help="digits | cifar10 | cifar100 | npz:PATH")
     p.add_argument("--data-dir", help="where cifar10/cifar100 live (torchvision layout)")

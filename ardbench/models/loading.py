@@ -161,8 +161,20 @@ SPEC_ALIASES: dict[str, Callable[[], str]] = {}
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".bin", SAFETENSORS_SUFFIX)
 
 
+# Aliases whose module registers them on import, for a caller that never imported it
+# (``ardbench eval demo`` imports no trainer): fixed names to fixed ardbench modules.
+LAZY_ALIASES = {"demo": "ardbench.train.demo", "demo_natural": "ardbench.train.demo"}
+
+
 def register_spec_alias(name: str, resolve: Callable[[], str]) -> None:
     SPEC_ALIASES[name] = resolve
+
+
+def resolve_alias(spec: str) -> str:
+    """``spec`` itself, or the concrete spec a named alias (``demo``) stands for."""
+    if spec in LAZY_ALIASES and spec not in SPEC_ALIASES:
+        importlib.import_module(LAZY_ALIASES[spec])
+    return SPEC_ALIASES[spec]() if spec in SPEC_ALIASES else spec
 
 
 def load_model(
@@ -176,9 +188,7 @@ def load_model(
     device: str | torch.device = "cpu",
 ) -> LoadedModel:
     """Resolve a model spec (see the module docstring); the module is in eval mode on ``device``."""
-    spec = spec.strip()
-    if spec in SPEC_ALIASES:
-        spec = SPEC_ALIASES[spec]()
+    spec = resolve_alias(spec.strip())
     head, sep, tail = spec.partition(":")
     is_drive = len(head) == 1 and head.isalpha() and tail[:1] in ("\\", "/")  # C:\...
     if sep and not is_drive:
