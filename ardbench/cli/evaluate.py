@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from ..errors import ConfigError
 from .console import console, err_console
-from .run import add_threads_argument
+from .run import add_force_argument, add_threads_argument
 
 # -------------------------------------------------------------------------------------- eval
 
@@ -25,7 +25,9 @@ def add_eval_parser(sub: Any) -> None:
         "non-zero input gradients).",
     )
     p.add_argument(
-        "model", metavar="MODEL_SPEC", help="ARCH:PATH, PATH.pt2, robustbench:ID, run:RUN_ID or demo | demo_natural"
+        "model",
+        metavar="MODEL_SPEC",
+        help="ARCH:PATH, PATH.pt2, robustbench:ID, run:RUN_ID or demo | demo_natural",
     )
     p.add_argument("--dataset", required=True, help="digits | cifar10 | cifar100 | npz:PATH")
     p.add_argument("--data-dir", help="where cifar10/cifar100 live (torchvision layout)")
@@ -92,6 +94,7 @@ def add_eval_parser(sub: Any) -> None:
         help="points per saved chunk (default 1000 with --state-dir, else all)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_force_argument(p)
     p.add_argument(
         "--trust-model",
         action="store_true",
@@ -120,9 +123,11 @@ def _check_settings(args: argparse.Namespace) -> None:
     from ..eval.columns import parse_attacks
     from ..io import remove_stale_tmp
     from ..protocols import Eps
+    from ..protocols.eps_check import check_eps_plausible
     from ..protocols.sections import check_radius
 
     check_radius("--eps", Eps(args.eps))
+    check_eps_plausible(args.norm, args.eps, force=args.force, key="--eps")
     for flag, value, low in (
         ("--n-examples", args.n_examples, 1),
         ("--seed", args.seed, 0),

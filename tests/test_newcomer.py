@@ -1,0 +1,98 @@
+"""A newcomer's first hour (issue 27): the errors and fixes a new user met, as tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import ardbench
+from ardbench.cli import main
+from ardbench.errors import ConfigError
+from ardbench.protocols.eps_check import check_eps_plausible, implausible_eps
+
+# ------------------------------------------------------------------ an implausible L∞ radius
+
+
+@pytest.mark.parametrize(
+    ("eps", "meant"),
+    [
+        ("0.5", "did you mean 0.5/255"),
+        ("1", "pixel count: did you mean 1/255"),
+        ("40/255", "8/255"),
+        (0.2, "0.2/255"),
+    ],
+)
+def test_an_implausible_linf_radius_says_what_was_meant(eps, meant):
+    problem = implausible_eps("Linf", eps)
+    assert problem is not None and meant in problem and "32/255" in problem
+    with pytest.raises(ConfigError, match="--force"):
+        check_eps_plausible("Linf", eps)
+    check_eps_plausible("Linf", eps, force=True)  # forced: accepted
+
+
+@pytest.mark.parametrize("eps", ["8/255", "16/255", "32/255", "0.031", 8 / 255])
+def test_usual_radii_pass(eps):
+    assert implausible_eps("Linf", eps) is None
+
+
+def test_l2_radii_are_not_linf_ones():
+    assert implausible_eps("L2", "0.5") is None  # the standard CIFAR L2 radius
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--preset", "demo", "--method", "rslad", "--set", "attack.eps=0.5", "--dry-run"],
+        ["eval", "small_cnn", "--dataset", "digits", "--eps", "0.5"],
+        ["sweep", "--methods", "rslad", "--recipe", "demo", "--set", "attack.eps=0.5", "--dry-run"],
+    ],
+)
+def test_run_eval_and_sweep_refuse_eps_half_before_any_work(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "0.5/255" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written: no sweep/, no runs/
+
+
+def test_force_runs_the_radius_as_given(capsys):
+    argv = ["run", "--preset", "demo", "--method", "rslad", "--set", "attack.eps=0.5"]
+    assert main([*argv, "--dry-run", "--force"]) == 0
+    assert '"eps": "127.5/255"' in capsys.readouterr().out
+
+
+def test_the_api_refuses_and_forces():
+    with pytest.raises(ConfigError, match="force=True"):
+        ardbench.config(method="rslad", preset="demo", sets=["attack.eps=0.5"])
+    cfg = ardbench.config(method="rslad", preset="demo", sets=["attack.eps=0.5"], force=True)
+    assert float(cfg.attack.eps) == 0.5
+    with pytest.raises(ConfigError, match="eps"):
+        ardbench.evaluate("small_cnn", dataset="digits", eps=0.5)
+
+
+# ------------------------------------------------------------------ eval demo, without the trainer
+
+
+@pytest.mark.parametrize("spec", ["demo", "demo_natural"])
+def test_demo_specs_resolve_without_importing_the_trainer_first(spec, tmp_path):
+    """``ardbench eval demo`` imports no trainer: the alias's module is imported on use."""
+    from ardbench.train.demo import demo_teacher_config
+
+    cached = tmp_path / "demo" / f"teacher-{demo_teacher_config(spec).config_hash()}"
+    cached.mkdir(parents=True)
+    (cached / "record.json").write_text("{}")  # a cached teacher: nothing is trained
+    code = (
+        "import sys\n"
+        "from ardbench.models.loading import SPEC_ALIASES, resolve_alias\n"
+        f"assert {spec!r} not in SPEC_ALIASES and 'ardbench.train' not in sys.modules\n"
+        f"print(resolve_alias({spec!r}))\n"
+    )
+    env = {**os.environ, "ARDBENCH_CACHE": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"run:{cached}"
