@@ -96,3 +96,23 @@ def test_demo_specs_resolve_without_importing_the_trainer_first(spec, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"run:{cached}"
+
+
+# ------------------------------------------------------------------ ARDBENCH_CACHE
+
+
+def test_ardbench_cache_moves_models_data_and_list_teachers(tmp_path, monkeypatch, capsys):
+    from ardbench.data.datasets import default_data_dir
+    from ardbench.models import default_model_dir
+
+    monkeypatch.setenv("ARDBENCH_CACHE", str(tmp_path / "c"))
+    monkeypatch.delenv("ARDBENCH_MODEL_DIR", raising=False)
+    monkeypatch.delenv("ARDBENCH_DATA_DIR", raising=False)
+    assert default_model_dir() == tmp_path / "c" / "robustbench"
+    assert default_data_dir() == tmp_path / "c" / "data"
+    ckpt = tmp_path / "c" / "robustbench" / "cifar10" / "Linf" / "Zhang2019Theoretically.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"0")
+    assert main(["list", "teachers", "--runs", str(tmp_path / "runs")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "present at" in out and str(tmp_path / "c" / "robustbench") in out.replace(" ", "")

@@ -108,6 +108,8 @@ class RSLAD(Method):
                         f"rslad: {key} must be one of {', '.join(allowed)}; got {value!r}"
                     )
 
+    _renorm: Tensor
+
     def __init__(self, config: MethodConfig | None = None) -> None:
         super().__init__(config)
         # the renormalisation constants as a buffer (moved to the device with the method): a

@@ -149,9 +149,12 @@ def _require_file(path: Path, what: str) -> Path:
 
 
 def default_model_dir() -> Path:
-    """``$ARDBENCH_MODEL_DIR`` or ``~/.cache/ardbench/robustbench``."""
+    """``$ARDBENCH_MODEL_DIR``, else ``robustbench/`` in the cache (``$ARDBENCH_CACHE``, else
+    ``~/.cache/ardbench``)."""
+    from ..paths import cache_dir
+
     env = os.environ.get("ARDBENCH_MODEL_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ardbench" / "robustbench"
+    return Path(env).expanduser() if env else cache_dir() / "robustbench"
 
 
 # Named specs resolved by a function that returns a concrete spec (e.g. "demo": the cached

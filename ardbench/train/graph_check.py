@@ -141,12 +141,12 @@ def compare(
         if not abs(g - e) <= LOSS_ATOL + LOSS_RTOL * abs(e):
             return f"loss term {k}: {g:.6g} captured vs {e:.6g} eager"
     for name, b in before.items():
-        e, g = eager_after[name], graph_after[name]
+        te, tg = eager_after[name], graph_after[name]
         if not b.is_floating_point():
-            if not torch.equal(e, g):
+            if not torch.equal(te, tg):
                 return f"{name} differs (an integer tensor: exact)"
             continue
-        de, dg = (e - b).double(), (g - b).double()
+        de, dg = (te - b).double(), (tg - b).double()
         scale = float(de.abs().max()) if de.numel() else 0.0
         floor = VALUE_RTOL * (float(b.abs().max()) if b.numel() else 0.0) + 1e-12
         diff = float((dg - de).abs().max()) if de.numel() else 0.0
@@ -185,6 +185,7 @@ def checked_capture(cs: CapturedStep, batch: Batch, epoch: int, step: int) -> di
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         problem = f"the check failed ({type(exc).__name__}: {text[:200]})"
     if problem is None:
+        assert out is not None
         cs.plan.notes.append(
             f"cuda_graph self-check passed: the captured step gave the eager step's loss terms "
             f"(rtol {LOSS_RTOL:g}) and updates of {len(before)} state tensors "

@@ -72,7 +72,7 @@ class _SyncProbe(TorchDispatchMode):
         super().__init__()
         self.seen, self.depth = seen, depth
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func.overloadpacket) if hasattr(func, "overloadpacket") else str(func)
         if not self.depth[0]:
             if name in _SYNC_OPS:
