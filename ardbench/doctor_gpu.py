@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .methods import Batch, build_method
-from .protocols import AttackConfig, TrainConfig
+from .protocols import AttackConfig, Eps, TrainConfig
 
 __all__ = ["SHAPES", "captured_vs_eager", "compliance", "images_per_second", "run_gpu_checks"]
 
@@ -58,7 +58,7 @@ def _job(
     if device.type != "cuda":  # resolve_speed turns capture off on the CPU: a stand-in runs
         plan = dataclasses.replace(plan, cuda_graph=cuda_graph, notes=[])
     prepare_models(plan, student, teacher)
-    attack = AttackConfig(eps=8 / 255, step=2 / 255, steps=steps)
+    attack = AttackConfig(eps=Eps(8, 255), step=Eps(2, 255), steps=steps)
     step = TrainStep(
         method=method,
         method_name=method_name,
