@@ -32,6 +32,7 @@ from .paths import baselines_dir
 from .protocols import PROTOCOLS, Protocol, faithful_protocol, get_protocol
 from .protocols.run_config import TOP_LEVEL, RunConfig
 from .protocols.sections import SECTIONS, section_dict, unknown_key
+from .recipe_paths import anchor_paths
 from .safe_yaml import load_yaml
 
 __all__ = [
@@ -246,6 +247,7 @@ def resolve_config(
         raise ConfigError("pass either --preset or --recipe, not both")
     layer: dict[str, Any] = {}
     provenance = None
+    recipe_file: Path | None = None
     name = recipe or preset
     if name:
         # --preset NAME and --recipe NAME look alike: the method's own recipe of that name
@@ -253,7 +255,7 @@ def resolve_config(
         found = find_recipe(method, name)
         if isinstance(found, Path):
             layer = load_recipe_file(found)
-            provenance = _recipe_name(found)
+            provenance, recipe_file = _recipe_name(found), found
         else:
             layer, provenance = dict(found), f"preset:{name}"
     method = method or layer.get("method") or default_method
@@ -278,7 +280,10 @@ def resolve_config(
         dataset,
     )
     merged: dict[str, Any] = {"method": method, "protocol": chosen.name}
-    merged = merge(merged, protocol_layer(chosen, method))
+    # relative paths of the recipe and the protocol, found from where they are written
+    checkout = baselines_dir().parent if baselines_dir() else None
+    merged = merge(merged, anchor_paths(protocol_layer(chosen, method), None, checkout))
+    layer = anchor_paths(layer, recipe_file, checkout)
     merged = merge(merged, {k: v for k, v in layer.items() if k != "protocol"})
     merged = merge(merged, {k: v for k, v in cli.items() if k != "protocol"})
     merged = merge(merged, {k: v for k, v in set_layer.items() if k != "protocol"})

@@ -116,3 +116,49 @@ def test_ardbench_cache_moves_models_data_and_list_teachers(tmp_path, monkeypatc
     assert main(["list", "teachers", "--runs", str(tmp_path / "runs")]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "present at" in out and str(tmp_path / "c" / "robustbench") in out.replace(" ", "")
+
+
+# ------------------------------------------------------------------ paths, from elsewhere
+
+
+def test_recipe_paths_are_found_from_the_recipe_file(tmp_path, monkeypatch):
+    folder = tmp_path / "mine"
+    (folder / "weights").mkdir(parents=True)
+    (folder / "weights" / "t.pt").write_bytes(b"")
+    recipe = folder / "r.yaml"
+    recipe.write_text("teacher: small_cnn:weights/t.pt\nstudent: small_cnn\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = ardbench.config(method="rslad", recipe=str(recipe), dataset="digits")
+    assert cfg.teacher == f"small_cnn:{folder / 'weights' / 't.pt'}"
+    monkeypatch.chdir(folder)  # where the path exists as written: kept as written
+    cfg = ardbench.config(method="rslad", recipe=str(recipe), dataset="digits")
+    assert cfg.teacher == "small_cnn:weights/t.pt"
+
+
+def test_checkout_recipes_and_protocol_data_work_from_another_directory(tmp_path, monkeypatch):
+    from ardbench.paths import baselines_dir
+
+    checkout = baselines_dir().parent
+    shared = checkout.parent / "shared" / "data"
+    if not (shared / "models" / "resnet4b_cifar10_linf2.pt2").is_file():
+        pytest.skip("../shared/data is not beside the checkout")
+    monkeypatch.chdir(tmp_path)
+    cfg = ardbench.config(method="rslad", recipe="cifar10_exact_linf2_resnet4b")
+    assert cfg.teacher == str((shared / "models" / "resnet4b_cifar10_linf2.pt2").resolve())
+    assert cfg.dataset.startswith(f"npz:{shared.resolve()}/cifar10/")
+    monkeypatch.chdir(checkout)
+    cfg_root = ardbench.config(method="rslad", recipe="cifar10_exact_linf2_resnet4b")
+    assert cfg_root.teacher == "../shared/data/models/resnet4b_cifar10_linf2.pt2"  # as committed
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [(["leaderboard", "--check"], "--runs"), (["compare", "--method", "rslad"], "--records")],
+)
+def test_a_missing_records_folder_says_where_it_looked(argv, flag, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"looked in {tmp_path / 'leaderboard' / 'runs'}" in err and flag in err

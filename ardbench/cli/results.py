@@ -47,12 +47,36 @@ def add_leaderboard_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_leaderboard)
 
 
+def require_records_dir(folder: str, flag: str, out: str | None = None) -> None:
+    """A missing records folder as one line: where ardbench looked and how to point it
+    elsewhere (the default, leaderboard/runs, is relative to the working directory)."""
+    from ..paths import baselines_dir
+
+    where = Path(folder)
+    if where.is_dir() or where.is_file():
+        return
+    hint = f"run from the checkout root, or pass {flag} DIR"
+    root = baselines_dir()
+    if root is not None and not where.is_absolute() and (root.parent / where).is_dir():
+        more = f" --out {root.parent / out}" if out and not Path(out).is_absolute() else ""
+        hint = (
+            f"pass {flag} {root.parent / where}{more} (the checkout's), or run from {root.parent}"
+        )
+    raise ConfigError(
+        f"no directory {folder} (looked in {where.resolve()}, relative to the working "
+        f"directory {Path.cwd()})",
+        hint=hint,
+    )
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from ..io import remove_stale_tmp
     from ..results.leaderboard import add_records, check_leaderboard, write_leaderboard
 
     if (args.add or args.attach) and args.check:
         raise ConfigError("--add/--attach and --check do not go together")
+    if args.check or not args.add:
+        require_records_dir(args.runs, "--runs", args.out)
     if not args.check:  # what a killed earlier call left half-written
         for folder in (args.runs, args.out):
             remove_stale_tmp(folder, recursive=True)
@@ -137,6 +161,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ..results.leaderboard import collect_records
     from ..results.records import load_record
 
+    require_records_dir(args.records, "--records")
     leaderboard = collect_records(args.records)
     try:
         if args.method:
