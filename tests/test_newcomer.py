@@ -162,3 +162,36 @@ def test_a_missing_records_folder_says_where_it_looked(argv, flag, tmp_path, mon
     assert main(argv) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"looked in {tmp_path / 'leaderboard' / 'runs'}" in err and flag in err
+
+
+# ------------------------------------------------------------------ a modified protocol
+
+MODIFIED = "cifar10-exact-linf2-flip+5945a639"  # the committed 32-epoch budget runs
+
+
+def _modified_record():
+    from ardbench.paths import baselines_dir
+
+    folder = baselines_dir().parent / "leaderboard" / "runs"
+    found = sorted(folder.glob(f"{MODIFIED}_*/*/*.json"))
+    if not found:
+        pytest.skip("no committed record of a modified protocol")
+    return found[0]
+
+
+def test_compare_says_the_protocol_was_modified_what_changed_and_what_to_do(tmp_path, capsys):
+    record = _modified_record()
+    assert main(["compare", str(record), "--records", str(tmp_path)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"followed a modified protocol, {MODIFIED}" in err
+    assert "train.epochs = 32 (registered 8)" in err
+    assert "rerun with the registered protocol cifar10-exact-linf2-flip" in err
+
+
+def test_results_protocol_column_names_modified_protocols():
+    record = _modified_record()
+    df = ardbench.results(record.parent.parent.parent)
+    assert MODIFIED in set(df["protocol"])
+    assert set(df.loc[df["protocol"] == MODIFIED, "protocol_modified"]) == {True}
+    plain = df.loc[df["protocol"] == "cifar10-exact-linf2-flip", "protocol_modified"]
+    assert len(plain) and not plain.any()

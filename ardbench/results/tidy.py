@@ -69,6 +69,19 @@ def _run_dir(record: Mapping[str, Any]) -> str | None:
     return str(parent) if (parent / "config.json").is_file() else None
 
 
+def _protocol_label(r: Mapping[str, Any]) -> str | None:
+    """The protocol as the leaderboard names it: a modified one with its identity
+    (``demo+2e998dbf``), so 1-, 2- and 12-epoch runs of ``demo`` do not share a name
+    (issue 27)."""
+    from .grouping import record_protocol
+
+    protocol = r.get("protocol") or {}
+    try:
+        return record_protocol(r).label
+    except (KeyError, TypeError, ValueError):  # a record too old or odd for an identity
+        return protocol.get("name") or (r.get("config") or {}).get("protocol")
+
+
 def _row(r: Mapping[str, Any]) -> dict[str, Any]:
     ev, track = r["eval"], r["track"]
     teacher = r.get("teacher") or {}
@@ -78,7 +91,7 @@ def _row(r: Mapping[str, Any]) -> dict[str, Any]:
         "run_id": r["run_id"],
         "method": r["method"]["name"],
         "recipe": _recipe_label(r.get("recipe")),
-        "protocol": protocol.get("name") or (r.get("config") or {}).get("protocol"),
+        "protocol": _protocol_label(r),
         "teacher": teacher_label(teacher.get("spec")) if teacher else None,
         "student": r["student"]["arch"],
         "seed": r["seed"],
