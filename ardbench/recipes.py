@@ -20,6 +20,7 @@ Everything is validated here, before a run directory exists.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,11 @@ def find_recipe(method: str | None, recipe: str) -> Path | dict[str, Any]:
         {p.stem for d in _recipe_dirs(method) if d.is_dir() for p in d.glob("*.yaml")}
         | set(PRESETS)
     )
+    close = difflib.get_close_matches(recipe, known, n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]!r}? " if close else ""
     raise ConfigError(
         f"no recipe {recipe!r} for method {method!r}",
-        hint=f"known: {', '.join(known) or 'none'}; or pass a path to a YAML file",
+        hint=f"{guess}known: {', '.join(known) or 'none'}; or pass a path to a YAML file",
     )
 
 
