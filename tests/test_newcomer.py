@@ -195,3 +195,22 @@ def test_results_protocol_column_names_modified_protocols():
     assert set(df.loc[df["protocol"] == MODIFIED, "protocol_modified"]) == {True}
     plain = df.loc[df["protocol"] == "cifar10-exact-linf2-flip", "protocol_modified"]
     assert len(plain) and not plain.any()
+
+
+# ------------------------------------------------------------------ small errors
+
+
+def test_a_mistyped_recipe_gets_a_did_you_mean(capsys):
+    assert main(["run", "--method", "rslad", "--recipe", "dmeo", "--dry-run"]) == 2
+    assert "did you mean 'demo'?" in capsys.readouterr().err
+
+
+def test_epochs_zero_says_how_to_fix_it(capsys):
+    assert main(["run", "--method", "rslad", "--preset", "demo", "--epochs", "0", "--dry-run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "train.epochs must be > 0" in err and "--epochs 1" in err
+
+
+def test_doctor_is_a_command(capsys):
+    assert main(["doctor", "--no-gpu-checks"]) == 0
+    assert "ardbench doctor" in capsys.readouterr().out
