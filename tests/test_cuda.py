@@ -22,6 +22,10 @@ Every test here is marked ``gpu`` (CI runs ``-m "not gpu"``). What is covered:
    last batch eagerly and a replay after it; and with torch.compile (rslad, trades). On the
    CPU (``ARDBENCH_TEST_DEVICE=cpu``) ``EagerReplay`` stands in for CUDA graphs, which checks
    the orchestration only; ``tests/test_graph.py`` covers it further.
+8. The run's first capture checks itself against an eager step (``train/graph_check.py``):
+   it passes on the GPU (rslad, trades, mtard, kdiga), a planted wrong update falls back with
+   one warning, and a failed capture leaves the current stream and the generator usable
+   (``train/capture_safety.py``; torch <= 2.12 kept the generator in capture mode).
 
 Tolerances. Training on CUDA runs cuDNN convolutions in TF32 (PyTorch's default for cuDNN:
 operands rounded to a 10-bit mantissa, accumulation in fp32), and the two sides of a comparison

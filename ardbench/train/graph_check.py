@@ -9,8 +9,9 @@ advance, an input buffer the graph does not read. So the first time a run captur
 1. the state the step changes is saved (:func:`live_state`: student, method and extra
    networks' parameters and buffers, the optimiser's state, the epoch's device-side sums,
    the random generator);
-2. the step runs **eagerly** on the batch; its loss terms, the new state and the generator
-   are kept;
+2. the step runs **eagerly** on the batch (on the warm-up's stream, so autograd's
+   accumulation stays on the stream the capture uses); its loss terms, the new state and the
+   generator are kept;
 3. the saved state is put back (in place: the graph will read these very tensors), the step
    is **captured and replayed** on the same batch;
 4. the two are compared (:func:`compare`) within :data:`LOSS_RTOL` / :data:`UPDATE_RTOL`.
@@ -165,7 +166,8 @@ def checked_capture(cs: CapturedStep, batch: Batch, epoch: int, step: int) -> di
     device = torch.device(st.plan.device)
     live = live_state(st)
     before, examples, rng0 = _snapshot(live), st.stats.examples, _Rng.get(device)
-    eager_out = {k: v.clone() for k, v in st.eager(batch, epoch=epoch, step=step).items()}
+    with cs.backend.warmup():  # on the warm-up's stream, as every eager step before capture
+        eager_out = {k: v.clone() for k, v in st.eager(batch, epoch=epoch, step=step).items()}
     cs.counts.self_checks += 1
     eager_after, rng_e = _snapshot(live), _Rng.get(device)
     _restore(live, before)
