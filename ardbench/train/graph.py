@@ -37,6 +37,10 @@ second shape, and keeps the recipe's data (dropping the batch would change what 
 raises, a slot created during capture, ``ctx.step`` read) runs eagerly from then on; the
 reason goes into the plan's notes (hence ``log.jsonl`` and the record) and a RuntimeWarning.
 
+**Self-check.** On CUDA the run's first capture is compared with an eager step on the same
+state (``graph_check.py``: loss terms, every changed tensor's update, the generator); on a
+mismatch or an error the step runs eagerly from then on, the same way.
+
 Verified against torch 2.14.1's Python sources (``/work/venv``), the points this relies on:
 
 - ``optim/sgd.py``: ``SGD(lr: float | Tensor)`` (a 1-element tensor); ``SGD.step`` never calls
