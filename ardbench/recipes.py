@@ -284,7 +284,8 @@ def resolve_config(
     )
     merged: dict[str, Any] = {"method": method, "protocol": chosen.name}
     # relative paths of the recipe and the protocol, found from where they are written
-    checkout = baselines_dir().parent if baselines_dir() else None
+    root = baselines_dir()
+    checkout = root.parent if root is not None else None
     merged = merge(merged, anchor_paths(protocol_layer(chosen, method), None, checkout))
     layer = anchor_paths(layer, recipe_file, checkout)
     merged = merge(merged, {k: v for k, v in layer.items() if k != "protocol"})
