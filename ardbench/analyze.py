@@ -378,14 +378,6 @@ def _plot(table: pd.DataFrame, fits: pd.DataFrame, png: Path) -> None:
             if part.empty:
                 continue
             ax.scatter(part[x], 100 * part["robust_acc"], marker=marker, color=color)
-            for _, p in part.iterrows():
-                ax.annotate(
-                    f"{p['method']} s{p['seed']}",
-                    (p[x], 100 * p["robust_acc"]),
-                    textcoords="offset points",
-                    xytext=(4, 3),
-                    fontsize=7,
-                )
             fit = fits[(fits["series"] == series) & (fits["x"] == x)].iloc[0]
             label = f"{series} (n={fit['n']})"
             if not math.isnan(fit["slope"]):
@@ -396,6 +388,7 @@ def _plot(table: pd.DataFrame, fits: pd.DataFrame, png: Path) -> None:
                 ax.plot(xs, fit["slope"] * xs + fit["intercept"], "--", color=color, label=label)
             else:
                 ax.plot([], [], marker, color=color, label=label)
+        _label_points(ax, table, x)
         ax.set_xlabel(xlabel, fontsize=9)
         ax.set_ylabel("robust accuracy, PGD-20 (%)")
         ax.grid(alpha=0.3)
@@ -406,3 +399,16 @@ def _plot(table: pd.DataFrame, fits: pd.DataFrame, png: Path) -> None:
         fontsize=10,
     )
     _save(fig, png)
+
+
+def _label_points(ax: Any, table: pd.DataFrame, x: str) -> None:
+    """``method s<seed>`` beside each point, placed apart; two runs of one method and seed
+    (other recipes) are told apart by their run ids."""
+    from .plot_labels import place_labels, unique_labels
+
+    ax.autoscale_view()
+    labels = unique_labels(
+        [f"{p['method']} s{p['seed']}" for _, p in table.iterrows()],
+        [str(p.get("run_id", "")) for _, p in table.iterrows()],
+    )
+    place_labels(ax, list(table[x]), list(100 * table["robust_acc"]), labels)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .protocols.eps_check import check_eps_plausible
 from .rundir import Run, RunNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .train.teacher_check import TeacherCheck
 
 F = TypeVar("F", bound=Callable[..., Any])
+_FORCE = "--force (Python: force=True)"  # how to run an implausible radius anyway
 
 __all__ = [
     "Run",
@@ -67,6 +69,7 @@ def config(
     device: str | None = None,
     download: bool = False,
     sets: Iterable[str] = (),
+    force: bool = False,
     _default_method: str | None = None,
     **overrides: Any,
 ) -> RunConfig:
@@ -81,6 +84,8 @@ def config(
         teacher, student: model specs (``ARCH``, ``ARCH:PATH``, ``PATH.pt2``,
             ``robustbench:ID``, ``run:RUN_ID``, ``demo``).
         sets: ``--set`` strings, ``"train.lr=0.05"``.
+        force: accept an implausible L∞ radius (above 32/255, e.g. ``0.5`` meant as 0.5/255),
+            which is otherwise refused before anything runs.
         **overrides: any config key as ``--set`` takes it, as a Python value: a bare key that
             exists in one place (``beta=6``, ``train_subset=256``, ``lr=0.05``) or a section
             with a mapping (``train={"lr": 0.05, "milestones": [5]}``, ``attack={"steps": 3}``,
@@ -109,7 +114,7 @@ def config(
     train_layer = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
     if train_layer:
         cli["train"] = train_layer
-    return resolve_config(
+    cfg = resolve_config(
         method,
         protocol=protocol,
         preset=preset,
@@ -119,6 +124,8 @@ def config(
         overrides=overrides,
         default_method=_default_method,
     )
+    check_eps_plausible(cfg.attack.norm, cfg.attack.eps, force=force, flag=_FORCE)
+    return cfg
 
 
 def _takes_config_parameters(func: F) -> F:
@@ -252,6 +259,7 @@ def evaluate(
     runs: str | Path = "runs",
     progress: bool = False,
     threads: int | None = None,
+    force: bool = False,
 ) -> EvalResult:
     """Evaluate a model on the first ``n_examples`` test points of ``dataset`` (all by
     default) with the benchmark's evaluator; return its
@@ -267,6 +275,7 @@ def evaluate(
             :class:`~ardbench.eval.settings.EvalSpec`.
         eps: the L-inf (or L2, ``norm="L2"``) radius, ``"8/255"`` or a float.
         seed: seeds the random starts (drawn per point: the batch size changes only speed).
+        force: accept an implausible L∞ radius (above 32/255), otherwise refused.
 
     Example::
 
@@ -287,6 +296,7 @@ def evaluate(
         aa_batch_size=aa_batch_size,
         n_examples=n_examples,
     )
+    check_eps_plausible(norm, eps, force=force, key="eps", flag=_FORCE)
     set_threads(threads)
     if isinstance(model, (Run, str)):
         from .eval import evaluate_spec

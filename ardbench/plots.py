@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .io import atomic_write_bytes, write_text_atomic
+from .plot_labels import place_labels, unique_labels
 
 if TYPE_CHECKING:  # pragma: no cover
     from .results.records import RecordLike
@@ -182,7 +183,11 @@ def plot_curves(
                     handles.append(h)
                     labels.append(lab)
         fig.legend(handles, labels, loc="outside lower center", ncol=1, fontsize=8, frameon=False)
-    fig.suptitle("training curves (shaded: ± 1 std over seeds)", fontsize=11)
+    several = bool(len(table)) and int(table["n"].max()) > 1
+    title = "training curves" + (" (shaded: ± 1 std over seeds)" if several else "")
+    if len(runs) == 1:  # one run: say which, not seeds
+        title = f"training curves of run {runs[0].run_id}"
+    fig.suptitle(title, fontsize=11)
     _save(fig, png)
     return png, csv
 
@@ -236,9 +241,16 @@ def plot_table(table: Table, png: str | Path, csv: str | Path) -> tuple[Path, Pa
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     one_recipe = points["recipe"].nunique() <= 1
-    for _, p in points.iterrows():
-        if math.isnan(p["clean_mean"]) or math.isnan(p[f"{y_col}_mean"]):
-            continue
+    # runs with the y column per row (AA is often attached to seed 0 only); not in the CSV,
+    # whose columns the committed leaderboard's files fix
+    points["y_n"] = [r.stats[y_col].n for r in table.rows]
+    shown = points[~(points["clean_mean"].isna() | points[f"{y_col}_mean"].isna())]
+    labels = unique_labels(
+        [_point_label(p, y_col, one_recipe) for _, p in shown.iterrows()],
+        [str(p["recipe"]) for _, p in shown.iterrows()],
+    )
+    paper = 0
+    for _, p in shown.iterrows():
         ax.errorbar(
             p["clean_mean"],
             p[f"{y_col}_mean"],
@@ -247,25 +259,34 @@ def plot_table(table: Table, png: str | Path, csv: str | Path) -> tuple[Path, Pa
             fmt="o",
             capsize=3,
         )
-        recipe = "" if one_recipe else f" ({p['recipe']})"
-        ax.annotate(
-            f"{p['rank']}. {p['method']}{recipe}, n={p['seeds']}",
-            (p["clean_mean"], p[f"{y_col}_mean"]),
-            textcoords="offset points",
-            xytext=(5, 4),
-            fontsize=7,
-        )
         if not (math.isnan(p["paper_clean"]) or math.isnan(p[f"paper_{y_col}"])):
             ax.plot(p["paper_clean"], p[f"paper_{y_col}"], "x", color="grey")
+            paper += 1
+    ax.autoscale_view()
+    place_labels(ax, list(shown["clean_mean"]), list(shown[f"{y_col}_mean"]), labels)
     title = COLUMN_TITLES[y_col] + (" (no AA in this table)" if y_col != "aa" else "")
     if one_recipe and len(points):
         title += f"; recipe {points['recipe'].iloc[0]}"
+    # say only what the plot shows: bars exist where a row has several runs, x where a paper
+    # figure is known
+    legend = (["bars ± 1 std over seeds"] if (shown["seeds"] > 1).any() else []) + (
+        ["x: paper"] if paper else []
+    )
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel(f"{COLUMN_TITLES[y_col]} accuracy (%)")
-    ax.set_title(f"{table.name}\nclean vs {title}; bars ± 1 std over seeds; x: paper", fontsize=8)
+    ax.set_title(f"{table.name}\nclean vs {'; '.join([title, *legend])}", fontsize=8)
     ax.grid(alpha=0.3)
     _save(fig, png)
     return png, csv
+
+
+def _point_label(p: Any, y_col: str, one_recipe: bool) -> str:
+    """``rank. method (recipe), n=…``; where the y value comes from fewer runs than the
+    clean one (AA attached to one seed of three), both counts."""
+    recipe = "" if one_recipe else f" ({p['recipe']})"
+    n_y, n = int(p["y_n"]), int(p["seeds"])
+    count = f"n={n}" if n_y == n else f"n={n}, {y_col.upper()} n={n_y}"
+    return f"{p['rank']}. {p['method']}{recipe}, {count}"
 
 
 def draw_table_plots(

@@ -20,6 +20,7 @@ Everything is validated here, before a run directory exists.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from .paths import baselines_dir
 from .protocols import PROTOCOLS, Protocol, faithful_protocol, get_protocol
 from .protocols.run_config import TOP_LEVEL, RunConfig
 from .protocols.sections import SECTIONS, section_dict, unknown_key
+from .recipe_paths import anchor_paths
 from .safe_yaml import load_yaml
 
 __all__ = [
@@ -121,9 +123,11 @@ def find_recipe(method: str | None, recipe: str) -> Path | dict[str, Any]:
         {p.stem for d in _recipe_dirs(method) if d.is_dir() for p in d.glob("*.yaml")}
         | set(PRESETS)
     )
+    close = difflib.get_close_matches(recipe, known, n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]!r}? " if close else ""
     raise ConfigError(
         f"no recipe {recipe!r} for method {method!r}",
-        hint=f"known: {', '.join(known) or 'none'}; or pass a path to a YAML file",
+        hint=f"{guess}known: {', '.join(known) or 'none'}; or pass a path to a YAML file",
     )
 
 
@@ -246,6 +250,7 @@ def resolve_config(
         raise ConfigError("pass either --preset or --recipe, not both")
     layer: dict[str, Any] = {}
     provenance = None
+    recipe_file: Path | None = None
     name = recipe or preset
     if name:
         # --preset NAME and --recipe NAME look alike: the method's own recipe of that name
@@ -253,7 +258,7 @@ def resolve_config(
         found = find_recipe(method, name)
         if isinstance(found, Path):
             layer = load_recipe_file(found)
-            provenance = _recipe_name(found)
+            provenance, recipe_file = _recipe_name(found), found
         else:
             layer, provenance = dict(found), f"preset:{name}"
     method = method or layer.get("method") or default_method
@@ -278,7 +283,11 @@ def resolve_config(
         dataset,
     )
     merged: dict[str, Any] = {"method": method, "protocol": chosen.name}
-    merged = merge(merged, protocol_layer(chosen, method))
+    # relative paths of the recipe and the protocol, found from where they are written
+    root = baselines_dir()
+    checkout = root.parent if root is not None else None
+    merged = merge(merged, anchor_paths(protocol_layer(chosen, method), None, checkout))
+    layer = anchor_paths(layer, recipe_file, checkout)
     merged = merge(merged, {k: v for k, v in layer.items() if k != "protocol"})
     merged = merge(merged, {k: v for k, v in cli.items() if k != "protocol"})
     merged = merge(merged, {k: v for k, v in set_layer.items() if k != "protocol"})

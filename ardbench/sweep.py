@@ -166,9 +166,10 @@ class Point:
     config: dict[str, Any]
 
 
-def resolve_points(grid: Grid) -> list[Point]:
+def resolve_points(grid: Grid, *, force: bool = False) -> list[Point]:
     """Every point's config, resolved and validated before anything runs; points that resolve
-    to the same computation count once (a teacher-free method ignores the teachers axis)."""
+    to the same computation count once (a teacher-free method ignores the teachers axis).
+    ``force``: accept an implausible L∞ radius (``ardbench sweep --force``)."""
     from .api import config as resolve
     from .methods import get_method
 
@@ -187,6 +188,7 @@ def resolve_points(grid: Grid) -> list[Point]:
             student=student,
             seed=seed,
             sets=grid.sets,
+            force=force,
             **dict(grid.settings),
             **dict(grid.overrides),
         )

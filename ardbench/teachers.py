@@ -7,7 +7,7 @@ Three kinds of teacher are cached locally:
   ``$ARDBENCH_CACHE/demo/teacher-<config hash>/``;
 - RobustBench models (``robustbench:ID``): loaded from
   ``<model dir>/<dataset>/Linf/<ID>.pt`` (RobustBench's own layout), the model dir being
-  ``$ARDBENCH_MODEL_DIR`` or ``~/.cache/ardbench/robustbench``; ``--download`` fetches a
+  ``$ARDBENCH_MODEL_DIR``, else ``$ARDBENCH_CACHE/robustbench``; ``--download`` fetches a
   missing one, which needs the network;
 - ardbench runs (``run:RUN_ID``): any finished run's final weights, ``<runs>/<RUN_ID>/``.
 """

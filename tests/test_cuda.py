@@ -22,6 +22,10 @@ Every test here is marked ``gpu`` (CI runs ``-m "not gpu"``). What is covered:
    last batch eagerly and a replay after it; and with torch.compile (rslad, trades). On the
    CPU (``ARDBENCH_TEST_DEVICE=cpu``) ``EagerReplay`` stands in for CUDA graphs, which checks
    the orchestration only; ``tests/test_graph.py`` covers it further.
+8. The run's first capture checks itself against an eager step (``train/graph_check.py``):
+   it passes on the GPU (rslad, trades, mtard, kdiga), a planted wrong update falls back with
+   one warning, and a failed capture leaves the current stream and the generator usable
+   (``train/capture_safety.py``; torch <= 2.12 kept the generator in capture mode).
 
 Tolerances. Training on CUDA runs cuDNN convolutions in TF32 (PyTorch's default for cuDNN:
 operands rounded to a 10-bit mantissa, accumulation in fp32), and the two sides of a comparison
@@ -577,3 +581,77 @@ def test_captured_compiled_step_matches_plain_path_on_device(method, fresh_dynam
     check_captured(captured, method)
     assert captured.runner.plan.compile, captured.runner.plan.notes
     assert_close_runs(captured, plain, f"{method} compiled + captured")
+
+
+# ------------------------------------------------ 8. the step checks itself (issue 27)
+
+
+@pytest.mark.skipif(not IS_CUDA, reason="the self-check runs with the CUDA backend only")
+@pytest.mark.parametrize("method", ("rslad", "trades", "mtard", "kdiga"))
+def test_self_check_passes_on_the_gpu(method):
+    """The run's first capture is compared with an eager step on the same state
+    (``graph_check.py``): on a GPU the two agree, the graph stays on, the notes say so."""
+    captured = run_steps_on(DEV, method, graph_plan(on=True), steps=GRAPH_STEPS, half_at=GRAPH_HALF)
+    g = captured.runner.graph
+    notes = captured.runner.plan.notes
+    assert g.self_check and g.checked and g.counts.self_checks == 1
+    assert g.off is None, notes
+    assert any(n.startswith("cuda_graph self-check passed") for n in notes), notes
+    eager = run_steps_on(DEV, method, graph_plan(on=False), steps=GRAPH_STEPS, half_at=GRAPH_HALF)
+    assert_close_runs(captured, eager, f"{method} self-checked")
+
+
+@pytest.mark.skipif(not IS_CUDA, reason="CUDA graphs")
+def test_a_planted_mismatch_on_the_gpu_falls_back_with_one_warning():
+    """A graph that also nudges a weight (captured with the step): the check sees the update
+    differ, drops the graph and keeps the eager step's state."""
+    from ardbench.train.graph import CudaGraphs
+
+    class Nudging(CudaGraphs):
+        def capture(self, fn):
+            def nudged():
+                out = fn()
+                with torch.no_grad():
+                    for p in student_params:
+                        p.add_(1e-2)
+                return out
+
+            return super().capture(nudged)
+
+    built, student, teacher, extras, batch = tiny_setup("rslad")
+    for module in (student, teacher, built):
+        module.to(DEV)
+    student_params = list(student.parameters())[:1]
+    batch = Batch(x=batch.x.to(DEV), y=batch.y.to(DEV), index=batch.index.to(DEV))
+    plan = graph_plan(on=True)
+    runner = test_speed.tiny_runner(built, "rslad", student, teacher, extras, plan, Nudging(DEV))
+    runner.graph.self_check = True
+    with pytest.warns(RuntimeWarning, match="self-check") as warned:
+        for i in range(WARMUP_STEPS + 3):
+            test_speed.step_values(runner, batch, epoch=0, step=i)
+    assert sum("self-check" in str(w.message) for w in warned) == 1
+    assert "the captured update differs" in runner.graph.off and not plan.cuda_graph
+    torch.rand(1, device=DEV)  # the generator works eagerly afterwards
+
+
+@pytest.mark.skipif(not IS_CUDA, reason="CUDA graphs")
+def test_a_failed_capture_restores_the_stream_and_the_generator():
+    """torch <= 2.12 leaves the generator in capture mode and the capture stream current
+    when capture_end fails (capture_safety.py): both are restored, eager draws work."""
+    from ardbench.train.capture_safety import capture_on
+
+    side = torch.cuda.Stream(DEV)
+    before = torch.cuda.current_stream(DEV)
+    x = torch.ones(4, device=DEV)
+
+    def uncapturable():
+        torch.rand(1, device=DEV)  # registers the generator with the capture
+        return {"v": torch.tensor([x.sum().item()], device=DEV)}  # a sync: capture fails
+
+    with pytest.raises(RuntimeError):
+        capture_on(torch.cuda.CUDAGraph(), side, DEV, uncapturable)
+    assert torch.cuda.current_stream(DEV) == before
+    torch.cuda.manual_seed(7)
+    a = torch.rand(3, device=DEV)
+    torch.cuda.manual_seed(7)
+    assert torch.equal(a, torch.rand(3, device=DEV))

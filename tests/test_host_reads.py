@@ -76,3 +76,26 @@ def test_check_catches_a_method_that_reads_the_host(monkeypatch):
     results = {r.name: r for r in run_contract_checks("reads_host")}
     (probe,) = [r for name, r in results.items() if name.startswith("no host reads")]
     assert not probe.passed and "__bool__" in probe.detail
+
+
+def test_the_probe_sees_syncs_made_below_python():
+    """Synchronising ATen operators that no patched Tensor method sees (issue 27)."""
+    x = torch.randn(6)
+    with count_host_reads() as reads:
+        torch.equal(x, x)
+        x.nonzero()
+        x[x > 0]  # boolean-mask indexing: nonzero inside
+        torch.tensor([1.0, 2.0])  # from Python data: a host-to-device copy on a GPU
+        torch.masked_select(x, x > 0)
+    names = [name.split(" ")[0] for name, _ in reads.calls]
+    assert names == ["torch.equal", "nonzero", "boolean-mask", "torch.tensor(...)", "masked_select"]
+    assert all("test_host_reads.py" in where for _, where in reads.calls)  # the caller
+
+
+def test_the_probe_leaves_device_side_work_alone():
+    x = torch.randn(6)
+    with count_host_reads() as reads:
+        torch.where(x > 0, x, 0.0).masked_fill(x < 0, 1.0)
+        x[torch.arange(3)]  # integer indexing: no value read
+        float(x.sum())  # one read, counted once (not again as _local_scalar_dense)
+    assert [name for name, _ in reads.calls] == ["__float__"]

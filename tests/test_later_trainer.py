@@ -133,7 +133,31 @@ def test_speed_features_keep_the_later_methods(name, feature):
     import test_speed
 
     plain = test_speed.run_steps(name)
-    test_speed.assert_same(plain, test_speed.run_steps(name, **{feature: True}))
+    test_speed.assert_same(
+        plain, test_speed.run_steps(name, **{feature: True}), loss_atol=_loss_atol(name)
+    )
+
+
+def _loss_atol(name: str) -> float:
+    """The loss terms' absolute tolerance (1e-5 but for AdaIAD; issue 27).
+
+    AdaIAD's terms are tau^2 (= 900) times a KL between two nearly uniform tau-30 softmaxes:
+    a sum of p * (log p - log q) with every log-probability near -ln 10, so the KL (~2e-5)
+    is the difference of float32 numbers whose spacing there is 2^-22 (2.4e-7). Anything
+    that changes the logits at rounding level moves the term by up to tau^2 * 2^-22 = 2.1e-4
+    absolute, whatever its value: channels_last's convolutions sum in another order, and
+    which order oneDNN takes depends on the thread count (and on what ran before). Measured
+    over 6 tiny setups: kl_adv moved by at most 3.0e-5 at 1 thread, 5.4e-5 at 2 (2.9e-3 relative;
+    every other method's terms by at most 7e-7, and share_teacher changes no bit). The check
+    guards against a layout or sharing mistake (wrong permute, a teacher output reused for
+    other inputs), which moves a term by far more than 1 %; the gradients and weights stay
+    compared at rtol 1e-4."""
+    if name != "adaiad":
+        return 1e-5
+    from ardbench.train.check import tiny_setup
+
+    tau = tiny_setup(name)[0].config.tau  # 30, AdaIAD's faithful temperature
+    return tau**2 * 2.0**-22
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from .. import __version__
 from ..errors import ArdbenchError
 from .analyze import add_analyze_parser
 from .console import err_console
+from .doctor import add_doctor_parser
 from .evaluate import add_eval_parser
 from .info import add_check_parser, add_list_parser
 from .plot import add_plot_parser
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plot_parser(sub)
     add_analyze_parser(sub)
     add_site_parser(sub)
+    add_doctor_parser(sub)
     return parser
 
 

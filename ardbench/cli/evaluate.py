@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..eval.settings import DEFAULT_ATTACKS, EvalSpec, SettingError
 from ..protocols.columns import COLUMNS
 from .console import console, err_console
-from .run import add_threads_argument
+from .run import add_force_argument, add_threads_argument
 
 # -------------------------------------------------------------------------------------- eval
 
@@ -27,7 +27,9 @@ def add_eval_parser(sub: Any) -> None:
         "non-zero input gradients).",
     )
     p.add_argument(
-        "model", metavar="MODEL_SPEC", help="ARCH:PATH, PATH.pt2, robustbench:ID or run:RUN_ID"
+        "model",
+        metavar="MODEL_SPEC",
+        help="ARCH:PATH, PATH.pt2, robustbench:ID, run:RUN_ID or demo | demo_natural",
     )
     p.add_argument("--dataset", required=True, help="digits | cifar10 | cifar100 | npz:PATH")
     p.add_argument("--data-dir", help="where cifar10/cifar100 live (torchvision layout)")
@@ -43,6 +45,7 @@ def add_eval_parser(sub: Any) -> None:
         help="load a .pt2 archive without the safety checks; torch may then run code from it: "
         "only for archives from someone you trust",
     )
+    add_force_argument(p)
     add_threads_argument(p)
     p.set_defaults(func=_cmd_eval)
 
@@ -132,6 +135,7 @@ def _check_settings(args: argparse.Namespace) -> EvalSpec:
     as the :class:`EvalSpec` the evaluator takes, and where the outputs go."""
     from ..device import check_device
     from ..io import remove_stale_tmp
+    from ..protocols.eps_check import check_eps_plausible
 
     try:
         spec = EvalSpec.create(
@@ -148,6 +152,7 @@ def _check_settings(args: argparse.Namespace) -> EvalSpec:
     except SettingError as exc:  # in the flag's words: "--n-examples must be >= 1, got 0"
         flag = "--" + exc.setting.replace("_", "-")
         raise ConfigError(f"{flag} {exc.detail}", hint=exc.hint) from None
+    check_eps_plausible(args.norm, args.eps, force=args.force, key="--eps")
     check_device(args.device)
     for flag, out in (("--json", args.json_out), ("--model-info", args.model_info_out)):
         if out and (Path(out).is_dir() or Path(out).parent.is_file()):

@@ -25,7 +25,8 @@ def add_list_parser(sub: Any) -> None:
     p.add_argument(
         "--model-dir",
         help="teachers: the RobustBench model directory (default: $ARDBENCH_MODEL_DIR, else "
-        "~/.cache/ardbench/robustbench: where ardbench run looks)",
+        "$ARDBENCH_CACHE/robustbench, ARDBENCH_CACHE defaulting to ~/.cache/ardbench: where "
+        "ardbench run looks)",
     )
     p.set_defaults(func=_cmd_list)
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from ..errors import ConfigError
 from .console import console, err_console
 
@@ -47,12 +49,36 @@ def add_leaderboard_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_leaderboard)
 
 
+def require_records_dir(folder: str, flag: str, out: str | None = None) -> None:
+    """A missing records folder as one line: where ardbench looked and how to point it
+    elsewhere (the default, leaderboard/runs, is relative to the working directory)."""
+    from ..paths import baselines_dir
+
+    where = Path(folder)
+    if where.is_dir() or where.is_file():
+        return
+    hint = f"run from the checkout root, or pass {flag} DIR"
+    root = baselines_dir()
+    if root is not None and not where.is_absolute() and (root.parent / where).is_dir():
+        more = f" --out {root.parent / out}" if out and not Path(out).is_absolute() else ""
+        hint = (
+            f"pass {flag} {root.parent / where}{more} (the checkout's), or run from {root.parent}"
+        )
+    raise ConfigError(
+        f"no directory {folder} (looked in {where.resolve()}, relative to the working "
+        f"directory {Path.cwd()})",
+        hint=hint,
+    )
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from ..io import remove_stale_tmp
     from ..results.leaderboard import add_records, check_leaderboard, write_leaderboard
 
     if (args.add or args.attach) and args.check:
         raise ConfigError("--add/--attach and --check do not go together")
+    if args.check or not args.add:
+        require_records_dir(args.runs, "--runs", args.out)
     if not args.check:  # what a killed earlier call left half-written
         for folder in (args.runs, args.out):
             remove_stale_tmp(folder, recursive=True)
@@ -132,11 +158,46 @@ def add_compare_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_compare)
 
 
+def _modified_note(target: str) -> str | None:
+    """When the run followed a modified protocol: which, what it changed, and how to compare
+    it anyway (the leaderboard's tables are per protocol, so it has no rows for it)."""
+    from ..errors import ArdbenchError
+    from ..protocols import PROTOCOLS, protocol_changes
+    from ..results.grouping import record_protocol
+    from ..results.records import load_record
+
+    try:
+        record = load_record(target)
+        key = record_protocol(record)
+    except (ArdbenchError, OSError, KeyError, TypeError, ValueError):
+        return None
+    if not key.modified:
+        return None
+    changed = ""
+    if key.name in PROTOCOLS.names() and isinstance(record.get("config"), dict):
+        try:
+            diffs = protocol_changes(
+                record["config"], PROTOCOLS.get(key.name), record["track"]["data_fingerprint"]
+            )
+        except (ArdbenchError, KeyError, TypeError, ValueError):
+            diffs = []
+        shown = [f"{k} = {mine} (registered {theirs})" for k, mine, theirs in diffs[:4]]
+        changed = f" ({'; '.join(shown)})" if shown else ""
+    return (
+        f"Run {record['run_id']} followed a modified protocol, {key.label}: {key.name} with "
+        f"changes{changed}; the leaderboard compares runs of one protocol only. To compare "
+        f"anyway, compare with runs of the same changes (--records runs after running other "
+        f"methods with the same settings), or rerun with the registered protocol {key.name} "
+        f"(without the changes)."
+    )
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from ..results.compare import NoTableError, compare_method, compare_record, render_comparison
     from ..results.leaderboard import collect_records
     from ..results.records import load_record
 
+    require_records_dir(args.records, "--records")
     leaderboard = collect_records(args.records)
     try:
         if args.method:
@@ -156,8 +217,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         else:
             raise ConfigError("compare needs a run directory / record, or --method NAME")
     except NoTableError as exc:
+        note = _modified_note(args.target) if args.target and not args.method else None
         err_console.print(
-            f"[yellow]nothing to compare:[/] {exc}. Hint: compare with other records by "
+            f"[yellow]nothing to compare:[/] {exc}."
+            + (f" {escape(note)}" if note else "")
+            + " Hint: compare with other records by "
             f"--records DIR (now {args.records}; e.g. --records runs), or add runs to the "
             "leaderboard first (ardbench leaderboard --add RUN_DIR ...)",
             highlight=False,

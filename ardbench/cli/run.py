@@ -82,6 +82,7 @@ def add_run_parser(sub: Any) -> None:
         help="also log each epoch to RUN_DIR/tensorboard/ (needs: pip install tensorboard)",
     )
     add_threads_argument(p)
+    add_force_argument(p)
     p.set_defaults(func=_cmd_run)
 
 
@@ -96,6 +97,16 @@ def add_set_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, help:
     """``--set KEY=VALUE``, repeatable (run, sweep, check-teacher)."""
     p.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
+def add_force_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--force`` (run, eval, sweep): accept an implausible L∞ radius (above 32/255)."""
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="accept an L∞ eps above 32/255 (refused by default: 0.5 is usually 0.5/255 "
+        "or 8/255 mistyped)",
     )
 
 
@@ -159,6 +170,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             recipe=args.recipe,
             download=args.download,
             sets=[*args.sets, *(["train.teacher_check=strict"] if args.strict else [])],
+            force=args.force,
             **settings,
         )
         if args.dry_run:

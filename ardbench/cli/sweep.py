@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from .console import console, err_console
-from .run import add_set_argument, add_threads_argument
+from .run import add_force_argument, add_set_argument, add_threads_argument
 
 EPILOG = """\
 examples:
@@ -69,6 +69,7 @@ def add_sweep_parser(sub: Any) -> None:
         "number of GPUs shares them",
     )
     add_threads_argument(p, "the physical cores divided among the concurrent runs")
+    add_force_argument(p)
     s = p.add_argument_group("slurm")
     s.add_argument("--partition")
     s.add_argument("--time", type=int, default=24 * 60, help="minutes per run (default 1440)")
@@ -111,7 +112,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from ..sweep import SweepDir, resolve_points
 
     grid = _grid(args)
-    points = resolve_points(grid)  # every config validated before anything runs
+    points = resolve_points(grid, force=args.force)  # every config validated before any run
     sweep = SweepDir(args.dir)
     with sweep.locked():
         sweep.write_manifest(grid, points)

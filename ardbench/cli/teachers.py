@@ -48,7 +48,8 @@ def render_teachers(runs: str, model_dir: str | None) -> None:
     _line(
         "Offline use of robustbench:ID: put the checkpoint at <model dir>/<dataset>/Linf/<ID>.pt "
         f"(RobustBench's own layout; model dir = $ARDBENCH_MODEL_DIR, else "
-        f"~/.cache/ardbench/robustbench; here {root}). For the standard recipes' "
+        f"$ARDBENCH_CACHE/robustbench, else ~/.cache/ardbench/robustbench; here {root}). For "
+        "the standard recipes' "
         "robustbench:Zhang2019Theoretically that is "
         f"{robustbench_path('Zhang2019Theoretically', 'cifar10', root)}. On a machine with "
         "network, --download fetches it to that path, e.g. `ardbench eval "

@@ -11,7 +11,7 @@ Dataset specs (``--dataset``):
   ``numpy.random.RandomState(0)`` (a frozen stream) go to the test set; both splits keep the
   original order. That gives **1,438 train / 359 test** images, 10 classes.
 - ``cifar10``, ``cifar100``: torchvision's on-disk layout under ``data_dir`` (default
-  ``$ARDBENCH_DATA_DIR`` or ``~/.cache/ardbench/data``). The network is used only when
+  ``$ARDBENCH_DATA_DIR``, else ``$ARDBENCH_CACHE/data``). The network is used only when
   ``download=True``; missing files raise ``FileNotFoundError`` saying where they go.
 - ``npz:PATH``: arrays ``x_test, y_test`` and optionally ``x_train, y_train`` (images uint8
   NHWC or NCHW, or float NCHW/NHWC in [0,1]; labels integers). A train-only file is combined
@@ -57,9 +57,12 @@ _ARRAY_ORDER = ("x_train", "y_train", "x_test", "y_test")
 
 
 def default_data_dir() -> Path:
-    """``$ARDBENCH_DATA_DIR`` if set, else ``~/.cache/ardbench/data``."""
+    """``$ARDBENCH_DATA_DIR`` if set, else ``data/`` in the cache (``$ARDBENCH_CACHE``, else
+    ``~/.cache/ardbench``)."""
+    from ..paths import cache_dir
+
     env = os.environ.get(DATA_DIR_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ardbench" / "data"
+    return Path(env).expanduser() if env else cache_dir() / "data"
 
 
 # --------------------------------------------------------------------------------------------

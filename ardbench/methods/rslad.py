@@ -90,13 +90,23 @@ class RSLAD(Method[RSLADConfig]):
     needs_teacher = True
     teacher_in_attack = False  # the objective uses the constant T(x), computed once
 
+    _renorm: Tensor
+
+    def __init__(self, config: RSLADConfig | None = None) -> None:
+        super().__init__(config)
+        # the renormalisation constants as a buffer (moved to the device with the method): a
+        # tensor made from Python numbers inside the step is a host-to-device copy, which a
+        # CUDA graph capture refuses. float64, so that .to(x.dtype) rounds each constant once,
+        # as torch.tensor(c, dtype=x.dtype) did (bit-identical); not persistent: no checkpoint
+        # key
+        consts = (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD)
+        self.register_buffer("_renorm", torch.tensor(consts, dtype=torch.float64), False)
+
     def _teacher_logits(self, teacher: nn.Module, x: Tensor, num_classes: int) -> Tensor:
         cfg = self.config
         if num_classes == 100 and cfg.teacher_norm_c100 == "cifar10_constants":
-            m10, s10, m100, s100 = (
-                torch.tensor(c, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-                for c in (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD)
-            )
+            renorm = self._renorm.to(device=x.device, dtype=x.dtype)
+            m10, s10, m100, s100 = (renorm[i].view(1, -1, 1, 1) for i in range(4))
             x = m100 + s100 * (x - m10) / s10
         half = num_classes == 100 and cfg.teacher_dtype_c100 == "fp16"
         ctx = torch.autocast(x.device.type, dtype=torch.float16) if half else nullcontext()

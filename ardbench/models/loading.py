@@ -149,9 +149,12 @@ def _require_file(path: Path, what: str) -> Path:
 
 
 def default_model_dir() -> Path:
-    """``$ARDBENCH_MODEL_DIR`` or ``~/.cache/ardbench/robustbench``."""
+    """``$ARDBENCH_MODEL_DIR``, else ``robustbench/`` in the cache (``$ARDBENCH_CACHE``, else
+    ``~/.cache/ardbench``)."""
+    from ..paths import cache_dir
+
     env = os.environ.get("ARDBENCH_MODEL_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ardbench" / "robustbench"
+    return Path(env).expanduser() if env else cache_dir() / "robustbench"
 
 
 # Named specs resolved by a function that returns a concrete spec (e.g. "demo": the cached
@@ -161,8 +164,20 @@ SPEC_ALIASES: dict[str, Callable[[], str]] = {}
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".bin", SAFETENSORS_SUFFIX)
 
 
+# Aliases whose module registers them on import, for a caller that never imported it
+# (``ardbench eval demo`` imports no trainer): fixed names to fixed ardbench modules.
+LAZY_ALIASES = {"demo": "ardbench.train.demo", "demo_natural": "ardbench.train.demo"}
+
+
 def register_spec_alias(name: str, resolve: Callable[[], str]) -> None:
     SPEC_ALIASES[name] = resolve
+
+
+def resolve_alias(spec: str) -> str:
+    """``spec`` itself, or the concrete spec a named alias (``demo``) stands for."""
+    if spec in LAZY_ALIASES and spec not in SPEC_ALIASES:
+        importlib.import_module(LAZY_ALIASES[spec])
+    return SPEC_ALIASES[spec]() if spec in SPEC_ALIASES else spec
 
 
 def load_model(
@@ -176,9 +191,7 @@ def load_model(
     device: str | torch.device = "cpu",
 ) -> LoadedModel:
     """Resolve a model spec (see the module docstring); the module is in eval mode on ``device``."""
-    spec = spec.strip()
-    if spec in SPEC_ALIASES:
-        spec = SPEC_ALIASES[spec]()
+    spec = resolve_alias(spec.strip())
     head, sep, tail = spec.partition(":")
     is_drive = len(head) == 1 and head.isalpha() and tail[:1] in ("\\", "/")  # C:\...
     if sep and not is_drive:

@@ -92,9 +92,22 @@ def check_radius(key: str, eps: Eps, *, allow_zero: bool = False) -> None:
         )
 
 
+# how to give a positive value, for the keys a user sets most (issue 27: --epochs 0)
+_POSITIVE_HINTS = {
+    "train.epochs": "at least one: --epochs 1 (or --set train.epochs=1); to only evaluate a "
+    "model, use ardbench eval",
+    "train.batch_size": "e.g. --set train.batch_size=128",
+    "train.lr": "e.g. --set train.lr=0.1",
+    "train.train_subset": "a number of training examples, e.g. --set train.train_subset=256; "
+    "leave it out for all of them",
+    "eval.n_examples": "a number of test points, e.g. --set eval.n_examples=1000; leave it out "
+    "for all of them",
+}
+
+
 def _positive(key: str, value: Any) -> None:
     if value is not None and value <= 0:
-        raise ConfigError(f"{key} must be > 0, got {value!r}")
+        raise ConfigError(f"{key} must be > 0, got {value!r}", hint=_POSITIVE_HINTS.get(key))
 
 
 @dataclass(frozen=True)

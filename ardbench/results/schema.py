@@ -78,8 +78,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StrictStr
 
-from ..protocols.paper import PaperFigures
 from ..protocols.columns import COLUMNS
+from ..protocols.paper import PaperFigures
 from .fields import (
     ID_PATTERN,
     NORMS,

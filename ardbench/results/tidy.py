@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ..protocols.eps import format_eps
-from .grouping import row_identity, teacher_label
+from .grouping import record_protocol, row_identity, teacher_label
 from .records import RecordLike, as_record
 from .schema import COLUMNS, CodeVersion, Record
 from .tables import _recipe_label
@@ -91,13 +91,22 @@ def _identity_columns(r: Record) -> dict[str, Any]:
     }
 
 
+def _protocol_label(r: Record) -> str | None:
+    """The protocol as the leaderboard names it: a modified one with its identity
+    (``demo+2e998dbf``), so 1-, 2- and 12-epoch runs of ``demo`` do not share a name."""
+    try:
+        return record_protocol(r).label
+    except (KeyError, TypeError, ValueError):  # a record too old or odd for an identity
+        return r.protocol_name
+
+
 def _row(r: Record) -> dict[str, Any]:
     ev, track, teacher = r.eval, r.track, r.teacher
     row: dict[str, Any] = {
         "run_id": r.run_id,
         "method": r.method.name,
         "recipe": _recipe_label(r.recipe),
-        "protocol": r.protocol_name,
+        "protocol": _protocol_label(r),
         "teacher": teacher_label(teacher.spec) if teacher else None,
         "student": r.student.arch,
         "seed": r.seed,

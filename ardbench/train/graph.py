@@ -37,6 +37,10 @@ second shape, and keeps the recipe's data (dropping the batch would change what 
 raises, a slot created during capture, ``ctx.step`` read) runs eagerly from then on; the
 reason goes into the plan's notes (hence ``log.jsonl`` and the record) and a RuntimeWarning.
 
+**Self-check.** On CUDA the run's first capture is compared with an eager step on the same
+state (``graph_check.py``: loss terms, every changed tensor's update, the generator); on a
+mismatch or an error the step runs eagerly from then on, the same way.
+
 Verified against torch 2.14.1's Python sources (``/work/venv``), the points this relies on:
 
 - ``optim/sgd.py``: ``SGD(lr: float | Tensor)`` (a 1-element tensor); ``SGD.step`` never calls
@@ -80,6 +84,8 @@ import torch
 from torch import Tensor
 
 from ..methods import Batch, Method, StepContext
+from .capture_safety import capture_on
+from .graph_check import checked_capture
 from .host_reads import count_host_reads
 from .speed import SpeedPlan
 from .stats import EpochStats
@@ -160,17 +166,12 @@ class CudaGraphs:
         current.wait_stream(self._side)
 
     def capture(self, fn: Callable[[], dict[str, Tensor]]) -> _CudaCaptured:
-        # a failed capture must not leave the generator's state behind (best effort)
-        rng = torch.cuda.get_rng_state(self.device)
+        # on the warm-up's stream (autograd's accumulation streams are the warm-up's); a
+        # failed capture restores the stream and the generator (capture_safety.py)
+        if self._side is None:
+            self._side = torch.cuda.Stream(self.device)
         graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                outputs = fn()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                torch.cuda.synchronize(self.device)
-                torch.cuda.set_rng_state(rng, self.device)
-            raise
+        outputs = capture_on(graph, self._side, self.device, fn)
         return _CudaCaptured(graph, outputs)
 
 
@@ -210,6 +211,7 @@ class GraphCounts:
     captures: int = 0
     replays: int = 0
     eager: int = 0  # other shapes (the epoch's last batch) and fallback
+    self_checks: int = 0  # first captures compared with an eager step (graph_check.py)
     keys: list[Any] = field(default_factory=list)  # capture keys, in capture order
 
 
@@ -257,6 +259,9 @@ class CapturedStep:
         self._lrs: tuple[Tensor, ...] = ()
         self._grads: list[Tensor | None] = []
         self._grads_bound = True
+        # the first capture is compared with an eager step (graph_check.py); on CUDA only
+        self.self_check = isinstance(self.backend, CudaGraphs)
+        self.checked = False
 
     # -------------------------------------------------------------------------- per step
 
@@ -270,9 +275,15 @@ class CapturedStep:
         if self._captured is None:
             if self._warm < self.warmup_steps:
                 return self._warmup(batch, epoch, step)
+            if self.self_check and not self.checked:  # the run's first capture: checked
+                self.checked = True
+                return checked_capture(self, batch, epoch, step)
             out = self._capture(batch, epoch, step)
             if out is not None:
                 return out
+        return self._replay(batch)
+
+    def _replay(self, batch: Batch) -> dict[str, Tensor]:
         assert self._captured is not None
         self._load(batch)
         out = self._captured.replay()
@@ -319,7 +330,8 @@ class CapturedStep:
         with self.backend.warmup():
             if not last:
                 return self.step.eager(batch, epoch=epoch, step=step)
-            with count_host_reads() as reads:
+            # the dispatch-level probe also sees C++ syncs; not around compiled code
+            with count_host_reads(dispatch=not self.plan.compile) as reads:
                 out = self.step.eager(batch, epoch=epoch, step=step)
         if reads.count:
             self._disable(f"the step reads tensor values on the host ({reads.describe()})")
