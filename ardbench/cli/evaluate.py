@@ -120,9 +120,10 @@ def _check_settings(args: argparse.Namespace) -> None:
     from ..eval.columns import parse_attacks
     from ..io import remove_stale_tmp
     from ..protocols import Eps
-    from ..protocols.sections import check_radius
+    from ..protocols.sections import check_radius, check_seed
 
     check_radius("--eps", Eps(args.eps))
+    check_seed("--seed", args.seed)
     for flag, value, low in (
         ("--n-examples", args.n_examples, 1),
         ("--seed", args.seed, 0),
