@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._api_checks import CONFIG_ARGS, EVALUATE_ARGS, RESULTS_ARGS, TRAIN_ARGS, check_arguments
 from .rundir import Run, RunNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,6 +89,7 @@ def config(
         >>> cfg.train.epochs, cfg.method_config["beta"]
         (2, 3.0)
     """
+    check_arguments(CONFIG_ARGS, locals())
     from .recipes import resolve_config
 
     cli: dict[str, Any] = {}
@@ -156,6 +158,7 @@ def train(
         >>> run.log()[-1]["probe"]["pgd10"]     # the per-epoch probe, for curves
         0.21
     """
+    check_arguments(TRAIN_ARGS, locals())
     cfg = config(
         method,
         protocol=protocol,
@@ -280,6 +283,7 @@ def evaluate(
         >>> res.accuracy
         {'clean': 0.52, 'fgsm': 0.36, 'pgd20': 0.31}
     """
+    check_arguments(EVALUATE_ARGS, locals())
     import warnings
 
     from .data import load_dataset
@@ -391,6 +395,7 @@ def results(*paths: str | Path | Run) -> pd.DataFrame:
         >>> df = ardbench.results("runs")
         >>> df.groupby(["method", "recipe"])[["clean", "pgd20"]].agg(["mean", "std"])
     """
+    check_arguments(RESULTS_ARGS, {"paths": paths})
     from .results.leaderboard import collect_records
     from .results.records import RecordError
     from .results.tidy import tidy_frame

@@ -106,9 +106,9 @@ def find_recipe(method: str | None, recipe: str) -> Path | dict[str, Any]:
     built-in preset (returned as its layer)."""
     path = Path(recipe)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"recipe file {path} does not exist")
-        return path
+        return path  # load_yaml refuses what is not a regular file
     for folder in _recipe_dirs(method):
         candidate = folder / f"{recipe}.yaml"
         if candidate.is_file():

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 MAX_BYTES = 1 << 20  # a recipe is a few hundred bytes; a megabyte is already absurd
 MAX_DEPTH = 32  # a recipe nests three levels
@@ -80,6 +80,8 @@ def load_yaml_text(text: str, what: str) -> Any:
         raise
     except RecursionError:  # a safety net under MAX_DEPTH
         raise YAMLLimitError(f"{what} is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise YAMLLimitError(f"{what}: {first_line(exc)}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

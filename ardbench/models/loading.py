@@ -147,8 +147,10 @@ def _files_sha256(paths: list[Path]) -> str:
 
 
 def _require_file(path: Path, what: str) -> Path:
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
+    if not path.is_file():  # a FIFO would hang the reader, a device never end
+        raise ModelFileError(f"{what}: {path} is not a regular file")
     return path
 
 

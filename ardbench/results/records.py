@@ -192,7 +192,7 @@ def read_json(path: Path) -> Any:
     try:  # a regular file (never a FIFO or a device), at most 16 MiB, at most 64 deep
         return read_json_bounded(path)
     except UnreadableFileError as exc:
-        raise RecordError("", exc.message, source=path) from None
+        raise RecordError("", exc.message) from None  # the message names the file
     except RecursionError:
         raise RecordError("", "JSON nested too deeply", source=path) from None
 
@@ -200,9 +200,9 @@ def read_json(path: Path) -> Any:
 def load_record(path: str | Path) -> dict[str, Any]:
     """Read, upgrade (in memory) and validate a record file or a run directory's record."""
     path = _record_path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no run record at {path}")
-    data = read_json(path)
+    data = read_json(path)  # a regular file only
     try:
         record = upgrade_record(data)
         validate_record(record)
