@@ -195,7 +195,12 @@ MAX_JSON_DEPTH = 64
 
 
 class UnreadableFileError(ArdbenchError, ValueError):
-    """A file that is not a regular file, too large, or nested too deeply; names the file."""
+    """A file that is not a regular file, too large, not JSON or nested too deeply.
+    ``reason`` says what without the path (callers word their own line)."""
+
+    def __init__(self, path: str | Path, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}", hint=hint)
+        self.reason = reason
 
 
 def read_bounded(path: str | Path, *, limit: int = MAX_JSON_BYTES) -> bytes:
@@ -208,21 +213,21 @@ def read_bounded(path: str | Path, *, limit: int = MAX_JSON_BYTES) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        raise UnreadableFileError(f"cannot read {path}: {exc.strerror}") from None
+        raise UnreadableFileError(path, f"cannot be read ({exc.strerror})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnreadableFileError(
-                f"{path} is not a regular file", hint="point at a file, not a pipe or a device"
+                path, "not a regular file", hint="point at a file, not a pipe or a device"
             )
         if st.st_size > limit:
-            raise UnreadableFileError(f"{path} is {st.st_size} bytes, over the {limit}-byte limit")
+            raise UnreadableFileError(path, f"{st.st_size} bytes, over the {limit}-byte limit")
         chunks, total = [], 0
         while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
             chunks.append(chunk)
             total += len(chunk)
             if total > limit:  # grew while read
-                raise UnreadableFileError(f"{path} is over the {limit}-byte limit")
+                raise UnreadableFileError(path, f"over the {limit}-byte limit")
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -260,10 +265,10 @@ def read_json_bounded(
     try:
         text = read_bounded(path, limit=limit).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UnreadableFileError(f"{path} is not UTF-8 JSON ({exc})") from None
+        raise UnreadableFileError(path, f"not valid JSON ({exc})") from None
     if not json_depth_ok(text, max_depth):
-        raise UnreadableFileError(f"{path}: JSON nested more than {max_depth} deep")
+        raise UnreadableFileError(path, f"JSON nested too deeply (over {max_depth} levels)")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UnreadableFileError(f"{path} is not valid JSON ({exc})") from None
+        raise UnreadableFileError(path, f"not valid JSON ({exc})") from None

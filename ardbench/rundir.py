@@ -68,9 +68,13 @@ class Run:
     @property
     def config_dict(self) -> dict[str, Any]:
         """``config.json``: the resolved config as saved."""
-        from .io import read_json_bounded
+        from .io import UnreadableFileError, read_json_bounded
 
-        data: dict[str, Any] = read_json_bounded(self.directory / CONFIG)  # names the file
+        path = self.directory / CONFIG
+        try:
+            data: dict[str, Any] = read_json_bounded(path)
+        except UnreadableFileError as exc:
+            raise ArdbenchError(f"{path} is not readable JSON ({exc.reason})") from None
         return data
 
     @property

@@ -28,7 +28,7 @@ class YAMLLimitError(ConfigError):
 class _NoAliasLoader(yaml.SafeLoader):
     _depth = 0
 
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise YAMLLimitError(
@@ -50,7 +50,7 @@ class _NoAliasLoader(yaml.SafeLoader):
             )
         return node
 
-    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:
@@ -95,10 +95,12 @@ def load_yaml(path: str | Path, what: str = "YAML file") -> Any:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{what} {path} does not exist")
+    if path.is_file() and path.stat().st_size > MAX_BYTES:
+        raise ConfigError(f"{what} {path} is larger than {MAX_BYTES} bytes")
     try:  # a regular file only: never a FIFO (hangs) or a device (endless)
         text = read_bounded(path, limit=MAX_BYTES).decode("utf-8")
     except UnreadableFileError as exc:
-        raise ConfigError(f"{what}: {exc.message}", hint=exc.hint) from None
+        raise ConfigError(f"{what} {path}: {exc.reason}", hint=exc.hint) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} {path} cannot be read as UTF-8 text: {exc}") from None
     return load_yaml_text(text, f"{what} {path}")

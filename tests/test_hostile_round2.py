@@ -88,7 +88,7 @@ LIES = {
     "not-k-over-n": r"eval\.accuracy\.clean.*not a whole number of points",
     "identity-of-another-protocol": r"protocol\.identity.*not the identity of the record's own",
     "config-changed-under-its-identity": r"protocol\.identity",
-    "40-mb-field": r"lie\.json is \d+ bytes, over the \d+-byte limit",
+    "40-mb-field": r"lie\.json: record: \d+ bytes, over the \d+-byte limit",
     "1-mb-field": r"record field 'recipe'.*characters, over",
 }
 

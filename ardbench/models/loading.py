@@ -240,7 +240,7 @@ def run_meta(path: Path) -> tuple[str, int]:
     try:
         meta = read_json_bounded(path, limit=1 << 20)
     except UnreadableFileError as exc:
-        raise ModelFileError(exc.message, hint=exc.hint) from None
+        raise ModelFileError(f"{path} is not readable JSON ({exc.reason})") from None
     arch = meta.get("arch") if isinstance(meta, dict) else None
     classes = meta.get("num_classes", 10) if isinstance(meta, dict) else None
     if not isinstance(arch, str) or not isinstance(classes, int) or isinstance(classes, bool):

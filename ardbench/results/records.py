@@ -192,7 +192,7 @@ def read_json(path: Path) -> Any:
     try:  # a regular file (never a FIFO or a device), at most 16 MiB, at most 64 deep
         return read_json_bounded(path)
     except UnreadableFileError as exc:
-        raise RecordError("", exc.message) from None  # the message names the file
+        raise RecordError("", exc.reason, source=path) from None
     except RecursionError:
         raise RecordError("", "JSON nested too deeply", source=path) from None
 
