@@ -57,6 +57,10 @@ def _bool(v: Any) -> str | None:
     return None if isinstance(v, bool) else "True or False"
 
 
+def _whole(v: Any) -> str | None:
+    return None if _int(v) else "a whole number"
+
+
 def _count(v: Any) -> str | None:
     return None if _int(v) and v >= 1 else "a whole number >= 1"
 
@@ -115,8 +119,8 @@ CONFIG_ARGS: dict[str, Check] = {
         ("method", "protocol", "recipe", "preset", "teacher", "student", "dataset"), _OPT_STR
     ),
     **dict.fromkeys(("data_dir", "device"), _OPT_STR),
-    "seed": _opt(_seed),
-    "epochs": _opt(_count),
+    "seed": _opt(_whole),  # ranges: the config's own checks, with their messages
+    "epochs": _opt(_whole),
     "download": _bool,
     "sets": _strings,
 }

@@ -35,9 +35,11 @@ def check_seed(name: str, seed: object) -> None:
     deep in torch)."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"{name} must be a whole number, got {seed!r:.40}")
-    if not 0 <= seed <= MAX_SEED:
+    if seed < 0:
+        raise ConfigError(f"{name} must be >= 0, got {seed}")
+    if seed > MAX_SEED:
         shown = str(seed) if seed.bit_length() <= 96 else f"a {seed.bit_length()}-bit number"
-        raise ConfigError(f"{name} must be in [0, 2**63 - 1], got {shown}")
+        raise ConfigError(f"{name} must be at most 2**63 - 1 (64 bits), got {shown}")
 
 
 AutoBool = typing.Literal["auto", True, False]
