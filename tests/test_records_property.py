@@ -46,7 +46,6 @@ any_value = st.recursive(
     max_leaves=8,
 )
 ids = st.from_regex(rf"\A{ID_PATTERN}\Z", fullmatch=True)
-fraction = st.floats(0.0, 1.0)
 
 
 @st.composite
