@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._api_checks import CONFIG_ARGS, EVALUATE_ARGS, RESULTS_ARGS, TRAIN_ARGS, check_arguments
 from .protocols.eps_check import check_eps_plausible
 from .rundir import Run, RunNotFoundError
 
@@ -97,6 +98,7 @@ def config(
         >>> cfg.train.epochs, cfg.method_config["beta"]
         (2, 3.0)
     """
+    check_arguments(CONFIG_ARGS, locals())
     from .recipes import resolve_config
 
     cli: dict[str, Any] = {}
@@ -172,6 +174,7 @@ def train(
         >>> run.log()[-1]["probe"]["pgd10"]     # the per-epoch probe, for curves
         0.21
     """
+    check_arguments(TRAIN_ARGS, locals())
     return train_config(
         config(method, **settings),
         runs=runs,
@@ -284,6 +287,7 @@ def evaluate(
         >>> res.accuracy
         {'clean': 0.52, 'fgsm': 0.36, 'pgd20': 0.31}
     """
+    check_arguments(EVALUATE_ARGS, locals())
     from .eval.settings import EvalSpec
     from .threads import set_threads
 
@@ -403,6 +407,7 @@ def results(*paths: str | Path | Run) -> pd.DataFrame:
         >>> df = ardbench.results("runs")
         >>> df.groupby("row_identity")[["clean", "pgd20"]].agg(["mean", "std"])
     """
+    check_arguments(RESULTS_ARGS, {"paths": paths})
     from .results.leaderboard import collect_records
     from .results.records import RecordError, record_bytes
     from .results.tidy import tidy_frame

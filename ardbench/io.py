@@ -4,7 +4,10 @@ Every writer goes through :func:`atomic_write_bytes`: the bytes go to a temporar
 target directory (``.<name>.<random>.tmp``), are fsynced, and then either replace the target
 (``os.replace``) or, with ``exclusive=True``, are hard-linked to it, which fails when the name
 exists, so an immutable file (a record) is never overwritten, even by a concurrent writer.
-The temporary file is removed on every exit path.
+The temporary file is removed on every exit path; while it exists its writer holds an advisory
+lock on it, so :func:`remove_stale_tmp` removes only the temporary files of writers that died.
+:func:`read_bounded` is the one reader of files that may come from strangers: regular files only
+(never a FIFO, a device or a link to one), with a size limit.
 """
 
 from __future__ import annotations
@@ -14,13 +17,26 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .errors import ArdbenchError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: temporary files are judged by age only
+    fcntl = None  # type: ignore[assignment]
+
 TMP_SUFFIX = ".tmp"
+# a temporary file younger than this is never removed (its writer may not hold the lock yet)
+TMP_GRACE_S = 10.0
+# without advisory locks, a temporary file is left alone for this long
+TMP_UNLOCKED_AGE_S = 24 * 3600.0
 
 # errno values of file systems without hard links: fall back to O_EXCL creation
 _NO_LINK = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
@@ -35,10 +51,12 @@ def atomic_write_bytes(path: str | Path, blob: bytes, *, exclusive: bool = False
         raise FileExistsError(errno.EEXIST, "file exists", str(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
+        if fcntl is not None:  # held until the temporary name is gone: "being written"
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        view = memoryview(blob)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
         if not exclusive:
             os.replace(tmp, path)
         else:
@@ -55,6 +73,7 @@ def atomic_write_bytes(path: str | Path, blob: bytes, *, exclusive: bool = False
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        os.close(fd)
     _fsync_dir(path.parent)
 
 
@@ -117,13 +136,40 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
+def _abandoned(path: Path, now: float) -> bool:
+    """A temporary file whose writer is gone: old enough and not locked by anyone."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    age = now - st.st_mtime
+    if fcntl is None:
+        return age > TMP_UNLOCKED_AGE_S
+    if age < TMP_GRACE_S:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a live writer holds it
+    finally:
+        os.close(fd)
+    return True
+
+
 def remove_stale_tmp(
     directory: str | Path, *, name: str | None = None, recursive: bool = False
 ) -> list[Path]:
     """Delete the temporary files a killed :func:`atomic_write_bytes` left in ``directory``
     (``.<name>.<8 random characters>.tmp``): all of them, or only those of the file ``name``;
-    ``recursive`` also in every folder below (a leaderboard's tables)."""
-    removed = []
+    ``recursive`` also in every folder below (a leaderboard's tables). A file that a live
+    writer holds (its advisory lock) or that is younger than ``TMP_GRACE_S`` is kept."""
+    removed: list[Path] = []
     directory = Path(directory)
     if not directory.is_dir():
         return removed
@@ -131,11 +177,98 @@ def remove_stale_tmp(
         rf"\.{re.escape(name) if name else '.+'}\.[a-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}"
     )
     found = directory.rglob(f".*{TMP_SUFFIX}") if recursive else directory.glob(f".*{TMP_SUFFIX}")
+    now = time.time()
     for p in found:
-        if p.is_file() and pattern.fullmatch(p.name):
+        if pattern.fullmatch(p.name) and _abandoned(p, now):
             try:
                 p.unlink()
                 removed.append(p)
             except OSError:
                 pass
     return removed
+
+
+# ------------------------------------------------------------------------ bounded reading
+
+MAX_JSON_BYTES = 16 << 20  # a record, a config, a model.json: kilobytes in practice
+MAX_JSON_DEPTH = 64
+
+
+class UnreadableFileError(ArdbenchError, ValueError):
+    """A file that is not a regular file, too large, not JSON or nested too deeply.
+    ``reason`` says what without the path (callers word their own line)."""
+
+    def __init__(self, path: str | Path, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}", hint=hint)
+        self.reason = reason
+
+
+def read_bounded(path: str | Path, *, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of the regular file ``path`` (a symlink to one is fine), at most ``limit``.
+
+    A FIFO, a device, a socket or a directory is refused without reading it (opened
+    non-blocking, so a FIFO with no writer does not hang; checked with ``fstat`` after
+    opening, so the file checked is the file read)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise UnreadableFileError(path, f"cannot be read ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableFileError(
+                path, "not a regular file", hint="point at a file, not a pipe or a device"
+            )
+        if st.st_size > limit:
+            raise UnreadableFileError(path, f"{st.st_size} bytes, over the {limit}-byte limit")
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # grew while read
+                raise UnreadableFileError(path, f"over the {limit}-byte limit")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def json_depth_ok(text: str, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests at most ``max_depth`` brackets (strings skipped), in one pass
+    without recursion, before any parser recurses into it."""
+    depth, in_str, escaped = 0, False, False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def read_json_bounded(
+    path: str | Path, *, limit: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
+    """A JSON file from anywhere (a run folder, a record, a sweep's config): a regular file,
+    at most ``limit`` bytes, UTF-8, nested at most ``max_depth`` deep; else
+    :class:`UnreadableFileError` (``ValueError``) naming the file."""
+    try:
+        text = read_bounded(path, limit=limit).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFileError(path, f"not valid JSON ({exc})") from None
+    if not json_depth_ok(text, max_depth):
+        raise UnreadableFileError(path, f"JSON nested too deeply (over {max_depth} levels)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UnreadableFileError(path, f"not valid JSON ({exc})") from None

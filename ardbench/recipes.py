@@ -25,8 +25,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
 from .methods import get_method
 from .paths import baselines_dir
@@ -34,7 +32,7 @@ from .protocols import PROTOCOLS, Protocol, faithful_protocol, get_protocol
 from .protocols.run_config import TOP_LEVEL, RunConfig
 from .protocols.sections import SECTIONS, section_dict, unknown_key
 from .recipe_paths import anchor_paths
-from .safe_yaml import load_yaml
+from .safe_yaml import load_yaml, parse_scalar
 
 __all__ = [
     "PRESETS",
@@ -110,9 +108,9 @@ def find_recipe(method: str | None, recipe: str) -> Path | dict[str, Any]:
     built-in preset (returned as its layer)."""
     path = Path(recipe)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"recipe file {path} does not exist")
-        return path
+        return path  # load_yaml refuses what is not a regular file
     for folder in _recipe_dirs(method):
         candidate = folder / f"{recipe}.yaml"
         if candidate.is_file():
@@ -144,13 +142,6 @@ def list_recipes() -> list[tuple[str, str, Path | None]]:
     return out
 
 
-def _parse_scalar(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def parse_set(items: Iterable[str], method_config_keys: Iterable[str] = ()) -> dict[str, Any]:
     """``--set train.epochs=5 --set adv_weight=0.5`` -> nested dict.
 
@@ -163,7 +154,7 @@ def parse_set(items: Iterable[str], method_config_keys: Iterable[str] = ()) -> d
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
-        pairs.append((key.strip(), _parse_scalar(raw)))
+        pairs.append((key.strip(), parse_scalar(raw, f"--set {key.strip()}")))
     return place_overrides(pairs, method_config_keys)
 
 

@@ -8,7 +8,6 @@ still training shows its latest state.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,10 +69,14 @@ class Run:
     @property
     def config_dict(self) -> dict[str, Any]:
         """``config.json``: the resolved config as saved."""
+        from .io import UnreadableFileError, read_json_bounded
+
+        path = self.directory / CONFIG
         try:
-            return json.loads((self.directory / CONFIG).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArdbenchError(f"{self.directory / CONFIG} is not readable JSON ({exc})") from None
+            data: dict[str, Any] = read_json_bounded(path)
+        except UnreadableFileError as exc:
+            raise ArdbenchError(f"{path} is not readable JSON ({exc.reason})") from None
+        return data
 
     @property
     def config(self) -> RunConfig:
@@ -144,11 +147,12 @@ class Run:
                 hint=f"it has: {', '.join(have)}",
             )
         from .models import build_arch, extract_state_dict, load_state_dict_strict
+        from .models.loading import run_meta
 
-        meta = json.loads((self.directory / "model.json").read_text(encoding="utf-8"))
+        arch, num_classes = run_meta(self.directory / "model.json")
         import torch
 
-        module = build_arch(str(meta["arch"]), num_classes=int(meta.get("num_classes", 10)))
+        module = build_arch(arch, num_classes=num_classes)
         state = torch.load(path, map_location="cpu", weights_only=True)
         load_state_dict_strict(module, extract_state_dict(state, where=str(path)), where=str(path))
         return module.to(device).eval()

@@ -252,8 +252,7 @@ class SweepDir:
 
 def find_run_dirs(runs_dir: Path) -> dict[str, list[Path]]:
     """config hash -> the run directories under ``runs_dir`` that train it."""
-    import json
-
+    from .io import read_json_bounded
     from .protocols import RunConfig
 
     found: dict[str, list[Path]] = {}
@@ -261,7 +260,7 @@ def find_run_dirs(runs_dir: Path) -> dict[str, list[Path]]:
         return found
     for cfg_path in sorted(runs_dir.glob("*/config.json")):
         try:
-            cfg = RunConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
+            cfg = RunConfig.from_dict(read_json_bounded(cfg_path))  # regular, bounded, not deep
         except (OSError, ValueError, ArdbenchError):
             continue  # not a run this sweep can identify
         found.setdefault(cfg.config_hash(), []).append(cfg_path.parent)

@@ -38,12 +38,15 @@ def _npz(path: Path, *, train: bool = True, channels: int = 3) -> Path:
 
 
 def _stale(folder: Path, name: str) -> Path:
-    """A temporary file as atomic_write_bytes makes it, left behind by a kill."""
+    """A temporary file as atomic_write_bytes makes it, left behind by a kill an hour ago
+    (no lock held: its writer is gone)."""
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     import os
+    import time
 
     os.close(fd)
+    os.utime(tmp, (time.time() - 3600, time.time() - 3600))
     return Path(tmp)
 
 

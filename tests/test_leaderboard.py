@@ -242,9 +242,13 @@ def test_check_fails_on_edited_missing_and_stale_tables(tmp_path, capsys):
     assert f"missing: {table}" in capsys.readouterr().err
 
     table.write_text(original)
-    stale = out / "old_track" / "gone__resnet18.md"
-    stale.parent.mkdir()
-    stale.write_text(f"# old\n\n> {GENERATED_MARK}\n")
+    gone = runs / "gone.json"  # a record in a table of its own, then withdrawn
+    lr = {"train.lr": 0.05}
+    write_record(gone, rec("ard", 0, {"clean": 0.9, "pgd20": 0.5}, run_id="gone", config=lr))
+    before = set(out.rglob("*.md"))
+    assert main(args) == 0
+    (stale,) = set(out.rglob("*.md")) - before
+    gone.unlink()
     assert main([*args, "--check"]) == 1
     assert f"extra: {stale}" in capsys.readouterr().err
     assert main(args) == 0  # regenerating removes the stale table

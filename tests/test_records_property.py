@@ -46,7 +46,6 @@ any_value = st.recursive(
     max_leaves=8,
 )
 ids = st.from_regex(rf"\A{ID_PATTERN}\Z", fullmatch=True)
-fraction = st.floats(0.0, 1.0)
 
 
 @st.composite
@@ -57,7 +56,12 @@ def valid_records(draw) -> dict[str, Any]:
     norm = draw(st.sampled_from(["Linf", "L2"]))
     method = draw(st.from_regex(r"\A[a-z][a-z0-9_]{0,15}\Z", fullmatch=True))
     cols = draw(st.lists(st.sampled_from(COLUMNS), min_size=1, unique=True))
-    accuracy = {c: draw(st.none() | fraction) for c in cols}
+    # whole numbers of points out of example_record's 100, attacked columns at most clean
+    clean = draw(st.integers(0, 100))
+    top = {c: clean if "clean" in cols else 100 for c in cols}
+    accuracy = {c: draw(st.none() | st.integers(0, top[c]).map(lambda k: k / 100)) for c in cols}
+    if "clean" in cols:
+        accuracy["clean"] = clean / 100
     teacher = draw(
         st.none()
         | st.fixed_dictionaries(

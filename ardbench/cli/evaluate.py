@@ -136,7 +136,9 @@ def _check_settings(args: argparse.Namespace) -> EvalSpec:
     from ..device import check_device
     from ..io import remove_stale_tmp
     from ..protocols.eps_check import check_eps_plausible
+    from ..protocols.sections import check_seed
 
+    check_seed("--seed", args.seed)  # 64 bits, before EvalSpec's own range checks
     try:
         spec = EvalSpec.create(
             attacks=args.attacks,

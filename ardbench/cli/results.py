@@ -109,12 +109,14 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         return 0
     report = write_leaderboard(args.runs, args.out)
     from ..plots import draw_table_plots
+    from ..results.generated import prune_empty_dirs
     from ..results.leaderboard import collect_records
 
     # each table's scatter beside it (the markdown links it whether or not it is drawn)
     report["written"] += draw_table_plots(
         collect_records(args.runs), args.out, removed=report["removed"]
     )
+    prune_empty_dirs(Path(args.out), report["removed"])  # the plots of removed tables went too
     for rel in report["written"]:
         console.print(f"wrote {Path(args.out) / rel}", highlight=False, soft_wrap=True)
     for rel in report["removed"]:

@@ -10,15 +10,17 @@ archive where any of these could run code:
   archive must load with torch's weights-only unpickler; any other member is read, pickle by
   pickle, by an unpickler that resolves no global but a few harmless builtins and refuses
   persistent ids (so ``pickle.loads`` of it can build only plain data). Only raw tensor
-  payloads (``data/weights/weight_N``, ``data/constants/tensor_N`` that the archive's configs
-  name as non-pickled) are exempt: torch reads them as bytes;
+  payloads (``data/weights/weight_N``, ``data/constants/tensor_N`` that every config torch
+  reads names as non-pickled) are exempt: torch reads them as bytes;
 - no compiled code (``data/aotinductor/``, shared libraries);
 - in the graph (``models/*.json``): sympy expressions use only sympy's constructors, symbol
   names and numbers; guard code only compares input sizes; call targets are ``torch.ops.*``,
   a few ``_operator`` functions or ``math.*``.
 
-The members that passed are repacked into a fresh in-memory zip, so torch reads exactly the
-bytes that were checked (no zip-parser differences, no file swapped in between).
+Which member torch reads for a name is decided as its C++ zip reader decides it
+(:mod:`.archive_names`: plain, case-insensitively unique names; raw payloads only where every
+config torch reads names them raw). The members that passed are repacked into a fresh
+in-memory zip, so torch reads exactly the bytes that were checked (no file swapped in between).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import io
 import json
 import logging
 import pickle
-import posixpath
 import re
 import warnings
 import zipfile
@@ -37,6 +38,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import ArdbenchError, first_line
+from .archive_names import NameRefused, archive_root, raw_tensor_members, relative
 
 __all__ = ["ModelFileError", "UnsafeModelError", "checked_archive", "quiet_torch_export"]
 
@@ -224,41 +226,7 @@ def _check_json(graph: Any) -> None:
 # ------------------------------------------------------------------------ archive
 
 
-def _relative(name: str) -> str:
-    """The member's path inside the archive's root folder (torch's ``archive_root/...``)."""
-    return name.split("/", 1)[1] if "/" in name else name
-
-
-def _raw_tensor_members(members: dict[str, bytes]) -> set[str]:
-    """Members the archive's weight/constant configs name as raw (non-pickled) tensor bytes,
-    and no config names as a pickle or an object."""
-    raw, pickled = set(), set()
-    for name, blob in members.items():
-        if not name.endswith(".json"):  # torch's configs: data/<kind>/<model>_<kind>_config.json
-            continue
-        try:
-            config = json.loads(blob)
-        except (ValueError, RecursionError):
-            if name.endswith("config.json"):
-                return set()  # torch fails on it too; check everything
-            continue
-        for _, meta, _parent in _walk(config):
-            if not (isinstance(meta, dict) and isinstance(meta.get("path_name"), str)):
-                continue
-            base = posixpath.basename(meta["path_name"])
-            plain = meta.get("use_pickle") is False and not base.startswith(
-                ("custom_obj", "opaque")
-            )
-            (raw if plain else pickled).add(base)
-    return {
-        name
-        for name in members
-        if re.fullmatch(r"data/(weights|constants)/(weight|tensor)_\d+", _relative(name))
-        and posixpath.basename(name) in raw - pickled
-    }
-
-
-def _read_members(path: str, blob: bytes) -> dict[str, bytes]:
+def _read_members(path: str, blob: bytes) -> tuple[str, dict[str, bytes]]:
     try:
         zf = zipfile.ZipFile(io.BytesIO(blob))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
@@ -272,13 +240,13 @@ def _read_members(path: str, blob: bytes) -> dict[str, bytes]:
         raise UnsafeModelError(
             f"{path}: its members unpack to {declared} bytes from {len(blob)} (a zip bomb?)"
         )
-    names = [i.filename for i in infos]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UnsafeModelError(f"{path}: member {dupes[0]!r} appears more than once")
+    try:
+        root = archive_root(infos)
+    except NameRefused as exc:
+        raise UnsafeModelError(f"{path}: {exc}") from None
     members = {}
     for info in infos:
-        rel = _relative(info.filename)
+        rel = relative(info.filename, root).lower()
         if rel.startswith(("data/aotinductor/", "data/executorch/", "data/mtia")) or re.search(
             r"\.(so|dll|dylib|pyd)(\.\d+)*$", info.filename
         ):
@@ -294,13 +262,16 @@ def _read_members(path: str, blob: bytes) -> dict[str, bytes]:
                 f"{path}: member {info.filename!r} cannot be read ({first_line(exc)})",
                 hint="the archive is corrupt; export it again",
             ) from None
-    return members
+    return root, members
 
 
 def checked_archive(path: str, blob: bytes) -> bytes:
     """``blob`` (the bytes of the ``.pt2`` at ``path``) checked and repacked, or an error."""
-    members = _read_members(path, blob)
-    raw = _raw_tensor_members(members)
+    root, members = _read_members(path, blob)
+    try:
+        raw = raw_tensor_members(members, root)
+    except NameRefused as exc:
+        raise UnsafeModelError(f"{path}: {exc}") from None
     for name, data in members.items():
         try:
             if name not in raw:

@@ -31,7 +31,6 @@ import difflib
 import hashlib
 import importlib
 import io
-import json
 import os
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -43,7 +42,7 @@ import torch
 from torch import nn
 
 from ardbench.errors import ArdbenchError, ConfigError, first_line
-from ardbench.io import file_sha256
+from ardbench.io import UnreadableFileError, file_sha256, read_json_bounded
 from ardbench.models.export_device import move_program
 from ardbench.registry import Registry, UnknownNameError
 
@@ -94,8 +93,16 @@ def register_arch(name: str) -> Callable[[ArchFactory], ArchFactory]:
     return ARCHS.register(name)
 
 
+# the classes a model may have: a head of 10^12 would ask for terabytes before anything fails
+MAX_CLASSES = 100_000
+
+
 def build_arch(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     """A fresh model of a registered architecture (unknown names fail with a suggestion)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise ConfigError(f"num_classes must be a whole number, got {num_classes!r:.40}")
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise ConfigError(f"num_classes must be in [1, {MAX_CLASSES}], got {num_classes}")
     return ARCHS.get(name)(num_classes=num_classes, **kwargs)
 
 
@@ -140,8 +147,10 @@ def _files_sha256(paths: list[Path]) -> str:
 
 
 def _require_file(path: Path, what: str) -> Path:
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
+    if not path.is_file():  # a FIFO would hang the reader, a device never end
+        raise ModelFileError(f"{what}: {path} is not a regular file")
     return path
 
 
@@ -239,19 +248,20 @@ def _load_arch_file(arch: str, path: Path, num_classes: int) -> LoadedModel:
     return LoadedModel(module, "", arch, file_sha256(path), "state_dict", str(path))
 
 
-def _run_meta(path: Path) -> tuple[str, int]:
+def run_meta(path: Path) -> tuple[str, int]:
+    """(arch, num_classes) of a run's ``model.json`` (a regular file of a few bytes)."""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ModelFileError(f"{path} is not readable JSON ({first_line(exc)})") from None
+        meta = read_json_bounded(path, limit=1 << 20)
+    except UnreadableFileError as exc:
+        raise ModelFileError(f"{path} is not readable JSON ({exc.reason})") from None
     arch = meta.get("arch") if isinstance(meta, dict) else None
     classes = meta.get("num_classes", 10) if isinstance(meta, dict) else None
     if not isinstance(arch, str) or not isinstance(classes, int) or isinstance(classes, bool):
         raise ModelFileError(
             f'{path} must hold {{"arch": NAME, "num_classes": N}}, got {str(meta)[:80]}'
         )
-    if classes < 1:
-        raise ModelFileError(f"{path}: num_classes must be >= 1, got {classes}")
+    if not 1 <= classes <= MAX_CLASSES:
+        raise ModelFileError(f"{path}: num_classes must be in [1, {MAX_CLASSES}], got {classes}")
     return arch, classes
 
 
@@ -267,7 +277,7 @@ def _load_run(run_id: str, runs_dir: str | Path) -> LoadedModel:
         )
     meta_path = _require_file(run_dir / "model.json", f"model description of run {run_id!r}")
     weights = _require_file(run_dir / "model.pt", f"final weights of run {run_id!r}")
-    arch, num_classes = _run_meta(meta_path)
+    arch, num_classes = run_meta(meta_path)
     module = build_arch(arch, num_classes=num_classes)
     sd = extract_state_dict(read_weights(weights), where=str(weights))
     load_state_dict_strict(module, sd, where=str(weights))

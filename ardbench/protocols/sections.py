@@ -29,6 +29,20 @@ EVAL_COLUMNS = COLUMNS  # the registered columns (a live view): ardbench.protoco
 CHECKPOINT_RULES = ("last", "best-on-holdout", "swa")
 CROP_PADDINGS = ("zero", "reflect", "none")  # how the pad-4 random crop fills the border
 TEACHER_CHECKS = ("warn", "strict", "skip")
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64 bits; seed + 1 must still fit
+
+
+def check_seed(name: str, seed: object) -> None:
+    """A seed is an int in [0, MAX_SEED]: checked before any work (a 70-bit seed would fail
+    deep in torch)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{name} must be a whole number, got {seed!r:.40}")
+    if seed < 0:
+        raise ConfigError(f"{name} must be >= 0, got {seed}")
+    if seed > MAX_SEED:
+        shown = str(seed) if seed.bit_length() <= 96 else f"a {seed.bit_length()}-bit number"
+        raise ConfigError(f"{name} must be at most 2**63 - 1 (64 bits), got {shown}")
+
 
 AutoBool = typing.Literal["auto", True, False]
 """A speed switch: ``auto`` (resolved per device by ``ardbench.train.speed``), true or false."""
@@ -196,8 +210,7 @@ class TrainConfig:
             _positive(f"train.{key}", getattr(self, key))
         if self.probe < 0:
             raise ConfigError(f"train.probe must be >= 0 (0: off), got {self.probe}")
-        if self.seed < 0:
-            raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
+        check_seed("train.seed", self.seed)
         if self.weight_decay < 0 or not 0 <= self.momentum < 1 or self.gamma <= 0:
             raise ConfigError(
                 "train.weight_decay must be >= 0, train.momentum in [0, 1) and train.gamma > 0; "

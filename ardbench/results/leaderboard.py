@@ -9,7 +9,8 @@ Layout of the output directory (``ardbench leaderboard --out DIR``, default ``le
 
 The pipeline: :func:`collect_records` (validated, one per run id, later evaluations merged) ->
 :func:`ardbench.results.tables.build_tables` -> :mod:`ardbench.results.render`. ``--check``
-renders in memory and lists every file that differs, is missing, or is a stale generated file.
+renders in memory and lists every file that differs, is missing, or is a stale table (one the
+manifest ``DIR/.ardbench-generated`` lists that the records no longer give).
 Every file is written through :mod:`ardbench.io` (atomic; records never over another).
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..io import write_text_atomic
+from .generated import MANIFEST, manifest_text, prune_empty_dirs, stale_files
 from .grouping import eval_split, record_relpath
 from .later_eval import later_eval_path, load_later_eval, merge_later_eval
 from .records import (
@@ -29,7 +31,7 @@ from .records import (
     record_bytes,
     write_record,
 )
-from .render import GENERATED_MARK, render_leaderboard
+from .render import render_leaderboard
 from .schema import Record
 
 __all__ = [
@@ -82,30 +84,18 @@ def collect_records(root: str | Path) -> list[Record]:
 # --------------------------------------------------------------------------- write / check
 
 
-def _generated_files(out_dir: Path, runs_dir: Path) -> list[str]:
-    """Markdown files under ``out_dir`` (not under ``runs_dir``) that this command wrote."""
-    found: list[str] = []
-    if not out_dir.is_dir():
-        return found
-    runs_resolved = runs_dir.resolve()
-    for path in sorted(out_dir.rglob("*.md")):
-        resolved = path.resolve()
-        if resolved == runs_resolved or runs_resolved in resolved.parents:
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if GENERATED_MARK.lower() in text.lower():
-            found.append(path.relative_to(out_dir).as_posix())
-    return found
+def _expected(runs_dir: Path) -> dict[str, str]:
+    """Every generated file: the tables, the index and the manifest that lists them."""
+    expected = render_leaderboard(collect_records(runs_dir))
+    expected[MANIFEST] = manifest_text(expected)
+    return expected
 
 
 def check_leaderboard(runs_dir: str | Path, out_dir: str | Path) -> list[str]:
     """Problems that make the committed tables differ from what the records give (empty when
     up to date): ``differs: PATH``, ``missing: PATH``, ``extra: PATH`` (a stale generated file)."""
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    expected = render_leaderboard(collect_records(runs_dir))
+    expected = _expected(runs_dir)
     problems = []
     for rel, text in expected.items():
         path = out_dir / rel
@@ -113,18 +103,19 @@ def check_leaderboard(runs_dir: str | Path, out_dir: str | Path) -> list[str]:
             problems.append(f"missing: {path}")
         elif path.read_bytes() != text.encode("utf-8"):
             problems.append(f"differs: {path}")
-    for rel in _generated_files(out_dir, runs_dir):
-        if rel not in expected:
-            problems.append(f"extra: {out_dir / rel}")
+    for rel in stale_files(out_dir, runs_dir, expected):
+        problems.append(f"extra: {out_dir / rel}")
     return problems
 
 
 def write_leaderboard(runs_dir: str | Path, out_dir: str | Path) -> dict[str, list[str]]:
     """Render every table from the records under ``runs_dir`` into ``out_dir``; files whose
-    content is unchanged are not touched; stale generated tables are removed.
+    content is unchanged are not touched; stale tables are removed: only those the previous
+    manifest lists (:mod:`ardbench.results.generated`), never a file ardbench did not write.
     Returns ``{"written": [...], "unchanged": [...], "removed": [...]}`` (relative paths)."""
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    expected = render_leaderboard(collect_records(runs_dir))
+    expected = _expected(runs_dir)
+    stale = stale_files(out_dir, runs_dir, expected)  # listed by the manifest being replaced
     report: dict[str, list[str]] = {"written": [], "unchanged": [], "removed": []}
     for rel, text in expected.items():
         path = _inside(out_dir, rel)
@@ -133,15 +124,10 @@ def write_leaderboard(runs_dir: str | Path, out_dir: str | Path) -> dict[str, li
             continue
         write_text_atomic(path, text)
         report["written"].append(rel)
-    for rel in _generated_files(out_dir, runs_dir):
-        if rel not in expected:
-            path = out_dir / rel
-            path.unlink()
-            report["removed"].append(rel)
-            parent = path.parent
-            while parent != out_dir and parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
-                parent = parent.parent
+    for rel in stale:
+        (out_dir / rel).unlink(missing_ok=True)
+        report["removed"].append(rel)
+    prune_empty_dirs(out_dir, report["removed"])
     return report
 
 

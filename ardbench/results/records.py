@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_bytes
+from ..io import UnreadableFileError, atomic_write_bytes, read_json_bounded
 from ..protocols import protocol_ref
 from ..protocols.identity import row_hash
 from .provenance import (
@@ -208,12 +208,12 @@ def _record_path(path: str | Path) -> Path:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file's value, or :class:`RecordError` naming the file when it is not UTF-8 JSON
-    or is nested too deeply for the parser."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordError("", f"not valid JSON ({exc})", source=path) from None
+    """A JSON file's value, or :class:`RecordError` naming the file when it is not a regular
+    file of UTF-8 JSON within the size and depth limits (:func:`ardbench.io.read_json_bounded`)."""
+    try:  # a regular file (never a FIFO or a device), at most 16 MiB, at most 64 deep
+        return read_json_bounded(path)
+    except UnreadableFileError as exc:
+        raise RecordError("", exc.reason, source=path) from None
     except RecursionError:
         raise RecordError("", "JSON nested too deeply", source=path) from None
 
@@ -231,9 +231,9 @@ def as_record(record: RecordLike) -> Record:
 def load_record(path: str | Path) -> Record:
     """Read, upgrade (in memory) and validate a record file or a run directory's record."""
     path = _record_path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no run record at {path}")
-    data = read_json(path)
+    data = read_json(path)  # a regular file only
     try:
         return as_record(data)
     except RecordError as exc:

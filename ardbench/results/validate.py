@@ -168,6 +168,9 @@ def validate_record(d: Any) -> None:
     if found:
         raise RecordError(*found)
     _check_consistency(d)
+    from .plausible import check_plausible  # (imports this module)
+
+    check_plausible(d)  # what the record claims about itself, recomputed
 
 
 def validate_paper(paper: Any) -> None:
