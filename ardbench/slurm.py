@@ -35,6 +35,7 @@ __all__ = [
     "active_jobs",
     "follow",
     "job_states",
+    "known_states",
     "submit_slurm",
     "submitted_jobs",
 ]
@@ -44,7 +45,7 @@ MEM_GB_PER_CPU = 4  # the usual DefMemPerCPU of a cluster; runs need far less on
 # states after which a task will not run again (PREEMPTED may be followed by a requeue)
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
 ENDED |= {"BOOT_FAIL", "DEADLINE", "REVOKED"}
-PREEMPTED_GRACE_S = 60.0
+GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -209,10 +210,30 @@ def submitted_jobs(sweep: SweepDir) -> dict[str, dict[str, str]]:
     if not isinstance(data, dict):
         return {}
     return {
-        str(k): {"job_id": str(v.get("job_id", "")), "log": str(v.get("log", ""))}
+        str(k): {key: str(v.get(key, "")) for key in ("job_id", "log", "state")}
         for k, v in data.items()
         if isinstance(v, dict)
     }
+
+
+def known_states(sweep: SweepDir, job_ids: dict[str, str]) -> dict[str, str]:
+    """point key -> its task's state: Slurm's, else the one this sweep saw it end with (a
+    task cancelled while pending leaves Slurm's records within minutes, accounting's never)."""
+    live = job_states(list(job_ids.values()))
+    seen = submitted_jobs(sweep)
+    out = {}
+    for key, job_id in job_ids.items():
+        entry = seen.get(key, {})
+        remembered = entry.get("state") if entry.get("job_id") == job_id else None
+        out[key] = live.get(job_id) or remembered or "UNKNOWN"
+    return out
+
+
+def _remember(sweep: SweepDir, key: str, state: str) -> None:
+    entries = submitted_jobs(sweep)
+    if key in entries:
+        entries[key]["state"] = state
+        write_json_atomic(sweep.slurm / "jobs.json", entries)
 
 
 def job_states(job_ids: Sequence[str]) -> dict[str, str]:
@@ -229,13 +250,32 @@ def job_states(job_ids: Sequence[str]) -> dict[str, str]:
             f"cannot read the jobs' states with sacct ({exc})",
             hint="the tasks' states need Slurm's accounting (slurmdbd), as submitit does",
         ) from None
+    states = _parse_states(out)
+    missing = [j for j in job_ids if j and j not in states]
+    if missing:  # array tasks cancelled while pending never reach accounting: ask slurmctld
+        cmd = ["squeue", "-h", "-r", "--states=all", "-o", "%i|%T", "-j", ",".join(arrays)]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        states |= {j: s for j, s in _parse_states(out).items() if j not in states}
+    known = {j.split("_")[0] for j in states}
+    for j in job_ids:
+        # an array task scancel'ed before it started leaves no record anywhere, while the
+        # array's other tasks keep theirs: nothing else removes one task from an array
+        if j not in states and "_" in j and j.split("_")[0] in known:
+            states[j] = "CANCELLED"
+    return {j: states[j] for j in job_ids if j in states}
+
+
+def _parse_states(text: str) -> dict[str, str]:
     states: dict[str, str] = {}
-    for line in out.splitlines():
+    for line in text.splitlines():
         job, _, state = line.partition("|")
         state = state.split()[0] if state.split() else "UNKNOWN"  # "CANCELLED by 0"
         for one in _expand(job.strip()):
             states[one] = state
-    return {j: states[j] for j in job_ids if j in states}
+    return states
 
 
 def _expand(job: str) -> list[str]:
@@ -257,8 +297,8 @@ def active_jobs(sweep: SweepDir, points: Sequence[Point]) -> dict[str, str]:
     ids = {p.key: entries[p.key]["job_id"] for p in points if p.key in entries}
     if not ids:
         return {}
-    states = job_states(list(ids.values()))
-    return {k: j for k, j in ids.items() if j in states and states[j] not in ENDED}
+    states = known_states(sweep, ids)
+    return {k: j for k, j in ids.items() if states[k] not in ENDED and states[k] != "UNKNOWN"}
 
 
 @dataclass
@@ -287,7 +327,8 @@ def ended(sweep: SweepDir, point: Point, job_id: str, state: str, log: str | Non
     if status == "failed":
         return Ended(point, "failed", job_id, error=str(task.get("error")), log=log)
     name = state.lower() if state != "COMPLETED" else "failed"
-    return Ended(point, name, job_id, error=f"Slurm ended the task: {state}", log=log)
+    why = "Slurm has no record of the task" if state == "UNKNOWN" else f"Slurm ended it: {state}"
+    return Ended(point, name, job_id, error=why, log=log)
 
 
 def follow(
@@ -302,19 +343,21 @@ def follow(
     by_key = {p.key: p for p in points}
     logs = {k: v["log"] for k, v in submitted_jobs(sweep).items()}
     waiting = dict(jobs)
-    preempted: dict[str, float] = {}
+    since: dict[str, float] = {}  # key -> when it was first seen preempted or unknown
     out: list[Ended] = []
     while waiting:
         states = job_states(list(waiting.values()))
         now = time.monotonic()
         for key, job_id in list(waiting.items()):
-            state = states.get(job_id, "PENDING")
-            if state == "PREEMPTED":  # ended, unless Slurm requeues it shortly
-                if now - preempted.setdefault(key, now) < PREEMPTED_GRACE_S:
+            state = states.get(job_id, "UNKNOWN")
+            if state in ("PREEMPTED", "UNKNOWN"):  # ended, unless Slurm requeues or lists it
+                if now - since.setdefault(key, now) < GRACE_S:
                     continue
             elif state not in ENDED:
+                since.pop(key, None)
                 continue
             del waiting[key]
+            _remember(sweep, key, state)
             end = ended(sweep, by_key[key], job_id, state, logs.get(key))
             out.append(end)
             if on_end:

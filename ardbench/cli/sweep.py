@@ -212,7 +212,7 @@ def _print_plan(points: list, status: dict, sweep: Any, slurm: bool = False) -> 
 def _slurm_states(sweep: Any, points: list, status: dict) -> dict[str, tuple[str, str]]:
     """key -> (job id, Slurm state) of each unfinished point's latest task."""
     from ..errors import ArdbenchError
-    from ..slurm import job_states, submitted_jobs
+    from ..slurm import known_states, submitted_jobs
 
     entries = submitted_jobs(sweep)
     ids = {p.key: entries[p.key]["job_id"] for p in points if p.key in entries}
@@ -220,11 +220,11 @@ def _slurm_states(sweep: Any, points: list, status: dict) -> dict[str, tuple[str
     if not ids:
         return {}
     try:
-        states = job_states(list(ids.values()))
+        states = known_states(sweep, ids)
     except ArdbenchError as exc:
         err_console.print(f"(no Slurm states: {exc})", highlight=False, soft_wrap=True)
         return {}
-    return {k: (j, states.get(j, "UNKNOWN")) for k, j in ids.items()}
+    return {k: (j, states[k]) for k, j in ids.items()}
 
 
 def _local(args: argparse.Namespace, sweep: Any, todo: list) -> list:
