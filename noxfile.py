@@ -1,4 +1,4 @@
-"""Sessions: tests (the CI suite, CPU), demo, lint, gpu.
+"""Sessions: tests (the CI suite, CPU), demo, lint, gpu, slurm.
 
 torch is pinned to the release this project is developed against (a range that 2.14.1
 satisfies is declared in pyproject.toml); installing it first keeps pip from resolving a newer
@@ -58,3 +58,17 @@ def gpu(session: nox.Session) -> None:
     """Tests that need CUDA (run on a machine with a GPU)."""
     _install(session)
     session.run("pytest", "-m", "gpu", *session.posargs)
+
+
+@nox.session
+def slurm(session: nox.Session) -> None:
+    """The sweeps against a real single-node Slurm cluster (root and Debian's slurm-wlm, munge,
+    slurmdbd, mariadb-server): scripts/slurm/cluster.py brings it up, the tests run, it goes
+    down again."""
+    _install(session)
+    cluster = "scripts/slurm/cluster.py"
+    session.run("python", cluster, "up", external=True)
+    try:
+        session.run("pytest", "-m", "slurm", "tests/test_slurm.py", *session.posargs)
+    finally:
+        session.run("python", cluster, "down", external=True)

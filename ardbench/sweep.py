@@ -16,7 +16,7 @@ and rerunning runs only the new points.
     DIR/runs/           the run directories (ardbench run's layout)
     DIR/jobs/           submitit's folder: one log per job (<job id>_0_log.out / .err)
     DIR/tasks/          each point's latest job outcome (<key>.json: status or its error)
-    DIR/records/        copies of the finished points' records
+    DIR/records/        copies of the finished points' records (ardbench.sweep_results)
     DIR/leaderboard/    the tables of those records (ardbench leaderboard's layout)
     DIR/slurm/          Slurm only: the job array's script and its index -> point list
 
@@ -56,8 +56,6 @@ __all__ = [
     "read_small_json",
     "read_task",
     "resolve_points",
-    "collect_records",
-    "render_leaderboard",
     "run_point",
 ]
 
@@ -353,10 +351,10 @@ def run_point(
         if not mine:
             return {**out, "status": "busy", "run_dir": None, "metrics": {}}
         state, run_dir = point_state(find_run_dirs(runs).get(key, []))
-        if state == "finished":
+        if state == "finished" and run_dir is not None:
             run = api.Run(run_dir)
             status = "skipped"
-        elif state == "interrupted":
+        elif state == "interrupted" and run_dir is not None:
             run = api.resume(run_dir, progress=progress, threads=n_threads)
             status = "resumed"
         else:
@@ -466,6 +464,3 @@ def read_task(sweep: SweepDir, key: str) -> dict[str, Any] | None:
     data = read_small_json(sweep.tasks / f"{key}.json")
     return data if isinstance(data, dict) else None
 
-
-# the results of a sweep (records, tables) live in ardbench.sweep_results
-from .sweep_results import collect_records, render_leaderboard  # noqa: E402

@@ -349,7 +349,7 @@ def _print_end(e: Any) -> None:
 def _finish(sweep: Any, points: list) -> None:
     from ..results.leaderboard import collect_records
     from ..results.tables import COLUMN_TITLES, build_tables
-    from ..sweep import render_leaderboard
+    from ..sweep_results import render_leaderboard
 
     sweep.records.mkdir(parents=True, exist_ok=True)
     report = render_leaderboard(sweep, points)
