@@ -36,6 +36,7 @@ __all__ = [
     "follow",
     "job_states",
     "known_states",
+    "node_defaults",
     "submit_slurm",
     "submitted_jobs",
 ]
@@ -115,6 +116,30 @@ class SlurmSubmission:
     @property
     def array_id(self) -> str:
         return self.job_ids[0].split("_")[0] if self.job_ids else ""
+
+
+def node_defaults(partition: str | None = None) -> dict[str, float]:
+    """Defaults that fit the partition's largest node, from ``sinfo``: 1 GPU per run where
+    nodes have GPUs (GRES ``gpu``) else 0, 8 CPUs per run or a node's CPUs if fewer, and
+    ``MEM_GB_PER_CPU`` per CPU or a CPU's share of the node's memory if less (a request no
+    node can meet is refused or waits forever). Without ``sinfo`` (a dry run on a laptop):
+    1 GPU, 8 CPUs, ``MEM_GB_PER_CPU``."""
+    fallback = {"gpus": 1, "cpus": 8, "mem_gb_per_cpu": float(MEM_GB_PER_CPU)}
+    cmd = ["sinfo", "-h", "-o", "%c|%m|%G", *(["-p", partition] if partition else [])]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return fallback
+    nodes = []
+    for line in out.splitlines():
+        c, m, gres = (line.split("|") + ["", "", ""])[:3]
+        if c.strip().isdigit() and m.strip().isdigit() and int(c) > 0:
+            nodes.append((int(c), int(m), "gpu" in gres))
+    if not nodes:
+        return fallback
+    cpus, mem_mb, _ = max(nodes)
+    per_cpu = min(float(MEM_GB_PER_CPU), int(mem_mb / cpus / 1024 * 10) / 10) or 0.1
+    return {"gpus": int(any(g for *_, g in nodes)), "cpus": min(8, cpus), "mem_gb_per_cpu": per_cpu}
 
 
 def _script_executor(folder: Path) -> Any:

@@ -269,6 +269,19 @@ def test_resource_flags_reach_the_job(cluster, tmp_path, teacher, capsys):
     assert key in find_run_dirs(d / "runs")
 
 
+def test_the_defaults_fit_the_cluster_and_every_record_comes_back(cluster, tmp_path, teacher):
+    """No resource flag: the defaults are fitted to the node (no GPUs here, 2 CPUs)."""
+    d = tmp_path / "sw"
+    argv = [a for a in _argv(d, teacher, seeds="0", methods="rslad") if a not in RESOURCES]
+    assert main(argv) == 0
+    ((key, job),) = _jobs(d).items()
+    script = (d / "jobs" / f"{job['job_id'].split('_')[0]}_submission.sh").read_text()
+    cpus = min(8, os.cpu_count() or 1)
+    assert f"#SBATCH --cpus-per-task={cpus}" in script.splitlines()
+    assert "--gpus" not in script and "#SBATCH --mem=" in script
+    assert key in find_run_dirs(d / "runs") and len(list((d / "records").glob("*.json"))) == 1
+
+
 def _interrupt(argv: list[str], d: Path, ready: Any) -> subprocess.CompletedProcess:
     """Start ``ardbench *argv``, wait for ``ready()``, then Ctrl-C its process group (what a
     terminal does: the sweep and every process it started get SIGINT)."""

@@ -76,12 +76,21 @@ def add_sweep_parser(sub: Any) -> None:
     s = p.add_argument_group("slurm")
     s.add_argument("--partition")
     s.add_argument("--time", type=int, default=24 * 60, help="minutes per run (default 1440)")
-    s.add_argument("--gpus-per-run", type=int, default=1, help="GPUs per run (default 1; 0: none)")
-    s.add_argument("--cpus-per-run", type=int, default=8, help="also each run's torch threads")
+    s.add_argument(
+        "--gpus-per-run",
+        type=int,
+        help="GPUs per run (default 1 where the partition's nodes have GPUs, else 0)",
+    )
+    s.add_argument(
+        "--cpus-per-run",
+        type=int,
+        help="CPUs per run, also its torch threads (default 8, at most a node's CPUs)",
+    )
     s.add_argument(
         "--mem-gb",
         type=float,
-        help="memory per run (default 4 GB per CPU of the run; 0: the cluster's default)",
+        help="memory per run (default 4 GB per CPU of the run, at most a CPU's share of a node; "
+        "0: the cluster's default)",
     )
     s.add_argument("--account")
     s.add_argument(
@@ -165,15 +174,21 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _slurm_options(args: argparse.Namespace) -> Any:
-    from ..executors import SlurmOptions
+    from ..slurm import SlurmOptions, node_defaults
 
+    gpus, cpus, mem = args.gpus_per_run, args.threads or args.cpus_per_run, args.mem_gb
+    if gpus is None or cpus is None or mem is None:  # fit the defaults to the partition
+        found = node_defaults(args.partition)
+        gpus = int(found["gpus"]) if gpus is None else gpus
+        cpus = int(found["cpus"]) if cpus is None else cpus
+        mem = found["mem_gb_per_cpu"] * max(1, cpus) if mem is None else mem
     return SlurmOptions(
         partition=args.partition,
         time_min=args.time,
-        gpus_per_run=args.gpus_per_run,
-        cpus_per_run=args.threads or args.cpus_per_run,
+        gpus_per_run=gpus,
+        cpus_per_run=cpus,
         parallel=args.parallel,
-        mem_gb=args.mem_gb,
+        mem_gb=mem,
         account=args.account,
         setup=tuple(args.setup),
     )
