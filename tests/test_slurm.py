@@ -76,9 +76,12 @@ def teacher(tmp_path_factory) -> str:
     return f"small_cnn:{path}"
 
 
-def _argv(d: Path, teacher: str, seeds: str = "0,1", methods: str = "rslad,ard") -> list[str]:
+def _argv(
+    d: Path, teacher: str, seeds: str = "0,1", methods: str = "rslad,ard", resources: bool = True
+) -> list[str]:
     argv = ["sweep", "--dir", str(d), "--methods", methods, "--seeds", seeds, "--recipes", "demo"]
-    argv += ["--teachers", teacher, "--epochs", "1", "--executor", "slurm", *RESOURCES]
+    argv += ["--teachers", teacher, "--epochs", "1", "--executor", "slurm"]
+    argv += RESOURCES if resources else []
     for s in TINY:
         argv += ["--set", s]
     return argv
@@ -272,7 +275,7 @@ def test_resource_flags_reach_the_job(cluster, tmp_path, teacher, capsys):
 def test_the_defaults_fit_the_cluster_and_every_record_comes_back(cluster, tmp_path, teacher):
     """No resource flag: the defaults are fitted to the node (no GPUs here, 2 CPUs)."""
     d = tmp_path / "sw"
-    argv = [a for a in _argv(d, teacher, seeds="0", methods="rslad") if a not in RESOURCES]
+    argv = _argv(d, teacher, seeds="0", methods="rslad", resources=False)
     assert main(argv) == 0
     ((key, job),) = _jobs(d).items()
     script = (d / "jobs" / f"{job['job_id'].split('_')[0]}_submission.sh").read_text()
