@@ -463,4 +463,3 @@ def read_task(sweep: SweepDir, key: str) -> dict[str, Any] | None:
     """What the latest job of point ``key`` wrote (see :class:`SweepTask`), or None."""
     data = read_small_json(sweep.tasks / f"{key}.json")
     return data if isinstance(data, dict) else None
-
