@@ -1,4 +1,4 @@
-"""Sessions: tests (the CI suite, CPU), demo, lint, gpu, site.
+"""Sessions: tests (the CI suite, CPU), demo, lint, gpu, site, slurm.
 
 torch is pinned to the release this project is developed against (a range that 2.14.1
 satisfies is declared in pyproject.toml); installing it first keeps pip from resolving a newer
@@ -65,3 +65,17 @@ def site(session: nox.Session) -> None:
     """The leaderboard as a static website in site/ (open site/index.html; publish the folder)."""
     _install(session)
     session.run("ardbench", "site", *(session.posargs or ["--out", "site"]))
+
+
+@nox.session
+def slurm(session: nox.Session) -> None:
+    """The sweeps against a real single-node Slurm cluster (root and Debian's slurm-wlm, munge,
+    slurmdbd, mariadb-server): scripts/slurm/cluster.py brings it up, the tests run, it goes
+    down again."""
+    _install(session)
+    cluster = "scripts/slurm/cluster.py"
+    session.run("python", cluster, "up", external=True)
+    try:
+        session.run("pytest", "-m", "slurm", "tests/test_slurm.py", *session.posargs)
+    finally:
+        session.run("python", cluster, "down", external=True)

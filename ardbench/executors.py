@@ -6,11 +6,7 @@
   number of GPUs gives one GPU per run and a larger ``parallel`` lets runs share GPUs.
   (submitit's own GPU setting would set ``CUDA_VISIBLE_DEVICES=""`` for a job that asks for
   none, hiding every GPU; the job sets the variable itself before CUDA starts.)
-- **slurm** (:func:`submit_slurm`): one job array (``submitit.SlurmExecutor.submit_array``),
-  ``--array=0-(n-1)%parallel``, with the partition, time limit, GPUs and CPUs per run given;
-  each task sets its torch threads to its CPUs. On a timeout or preemption submitit requeues
-  the task, which resumes its run. ``dry_run`` writes the script submitit would submit (and
-  the list of points by array index) without a cluster.
+- **slurm** (:mod:`ardbench.slurm`): one job array, followed until its tasks end.
 
 Every job sets its torch thread count (``threads``; default: ``OMP_NUM_THREADS`` if set, else
 the physical cores divided among the concurrent jobs): N processes each starting one thread
@@ -20,16 +16,18 @@ per core would oversubscribe the CPU N times over.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ArdbenchError
-from .io import write_json_atomic, write_text_atomic
-from .sweep import Point, SweepDir, SweepTask
+from .sweep import Point, SweepDir, SweepTask, read_task
 
 __all__ = [
     "Outcome",
@@ -152,8 +150,10 @@ def run_local(
                     str(sweep.runs),
                     threads=n_threads,
                     cuda_visible_devices=gpu if gpus else "",
+                    tasks_dir=str(sweep.tasks),
                 )
-                job = executor.submit(task)
+                with _sigint_ignored():  # the job never sees the terminal's Ctrl-C
+                    job = executor.submit(task)
                 running[slot] = (job, point, gpu, time.perf_counter())
                 if on_start:
                     on_start(point, job, gpu)
@@ -162,7 +162,7 @@ def run_local(
                 if not job.done():
                     continue
                 del running[slot]
-                outcome = _outcome(job, point, gpu, time.perf_counter() - t0)
+                outcome = _outcome(sweep, job, point, gpu, time.perf_counter() - t0)
                 outcome.threads = outcome.threads or n_threads
                 outcomes.append(outcome)
                 if on_end:
@@ -173,18 +173,27 @@ def run_local(
     return outcomes
 
 
-def stop_jobs(jobs: Sequence[Any], grace_s: float = 5.0) -> None:
-    """Stop local jobs: submitit's cancel (SIGINT to each job's controller, which stops its
-    task), then SIGKILL to what is left. The second step matters when SIGINT is ignored,
-    as it is in every process started in the background by a non-interactive shell (``nohup
-    ardbench sweep ... &``). A killed run loses only its unfinished epoch."""
-    import signal
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start processes with SIGINT ignored (inherited through exec): a Ctrl-C reaches only
+    the sweep, which then stops its jobs itself (:func:`stop_jobs`), so no job prints a
+    ``KeyboardInterrupt`` traceback of its own to the terminal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can be set only from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
-    for job in jobs:
-        job.cancel(check=False)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and not all(job.done() for job in jobs):
-        time.sleep(0.1)
+
+def stop_jobs(jobs: Sequence[Any]) -> None:
+    """Stop local jobs: SIGKILL to each job's task processes, then to its controller. The
+    jobs ignore SIGINT (see :func:`_sigint_ignored`, and every process started in the
+    background by a non-interactive shell does too) and submitit's task ignores SIGTERM, so
+    a kill is the one signal that stops them; a killed run loses only its unfinished epoch
+    (every finished one is checkpointed)."""
     for job in jobs:
         if job.done():
             continue
@@ -192,6 +201,9 @@ def stop_jobs(jobs: Sequence[Any], grace_s: float = 5.0) -> None:
         for child in _children(pid):
             _kill(child, signal.SIGKILL)
         _kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not all(job.done() for job in jobs):
+        time.sleep(0.05)
 
 
 def _children(pid: int) -> list[int]:
@@ -209,12 +221,14 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _outcome(job: Any, point: Point, gpu: str | None, wall_s: float) -> Outcome:
+def _outcome(sweep: SweepDir, job: Any, point: Point, gpu: str | None, wall_s: float) -> Outcome:
     log = str(job.paths.stderr)
     try:
         result = job.result()
     except Exception as exc:  # the job's exception, with its traceback in the message
-        return Outcome(point, "failed", error=_error_line(exc), log=log, gpu=gpu, wall_s=wall_s)
+        task = read_task(sweep, point.key) or {}
+        error = str(task["error"]) if task.get("status") == "failed" else _error_line(exc)
+        return Outcome(point, "failed", error=error, log=log, gpu=gpu, wall_s=wall_s)
     return Outcome(
         point,
         result["status"],
@@ -227,116 +241,5 @@ def _outcome(job: Any, point: Point, gpu: str | None, wall_s: float) -> Outcome:
     )
 
 
-# ------------------------------------------------------------------------------------ slurm
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    partition: str | None = None
-    time_min: int = 24 * 60
-    gpus_per_run: int = 1
-    cpus_per_run: int = 8
-    parallel: int | None = None  # array tasks at once (default: all)
-    mem_gb: float | None = None
-    account: str | None = None
-    setup: tuple[str, ...] = ()  # shell lines before the job (module load, conda activate)
-    job_name: str = "ardbench-sweep"
-
-    def parameters(self, n: int) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "job_name": self.job_name,
-            "time": int(self.time_min),
-            "gpus_per_node": int(self.gpus_per_run),
-            "cpus_per_task": int(self.cpus_per_run),
-            "ntasks_per_node": 1,
-            "array_parallelism": int(self.parallel or n),
-            # each task's torch threads = its CPUs (also for code that reads the variable)
-            "setup": [*self.setup, f"export OMP_NUM_THREADS={int(self.cpus_per_run)}"],
-        }
-        if self.partition:
-            params["partition"] = self.partition
-        if self.mem_gb:  # sbatch's --mem (submitit's native name; mem_gb is AutoExecutor's)
-            mb = int(round(self.mem_gb * 1024))
-            params["mem"] = f"{mb // 1024}GB" if mb % 1024 == 0 else f"{mb}MB"
-        if self.account:
-            params["account"] = self.account
-        return params
-
-
-@dataclass
-class SlurmSubmission:
-    script: Path  # the array's sbatch script (dry run: written here; else submitit's copy)
-    points: Path  # array index -> point
-    job_ids: list[str]
-    dry_run: bool
-
-
-def _script_executor(folder: Path) -> Any:
-    """submitit's Slurm executor without the check for ``srun``: used only to render the
-    array script a real submission would send (``_make_submission_file_text``)."""
-    import submitit
-
-    class ScriptOnly(submitit.SlurmExecutor):
-        @classmethod
-        def affinity(cls) -> int:
-            return 1
-
-    return ScriptOnly(folder=folder)
-
-
-def submit_slurm(
-    sweep: SweepDir,
-    points: Sequence[Point],
-    options: SlurmOptions,
-    *,
-    dry_run: bool = False,
-) -> SlurmSubmission:
-    """Submit ``points`` as one job array (or, ``dry_run``, write its script)."""
-    import submitit
-
-    n = len(points)
-    params = options.parameters(n)
-    sweep.slurm.mkdir(parents=True, exist_ok=True)
-    index = sweep.slurm / "points.json"
-    write_json_atomic(
-        index,
-        [
-            {"array_index": i, "key": p.key, "label": p.label, "config": p.config}
-            for i, p in enumerate(points)
-        ],
-    )
-    tasks = [
-        SweepTask(p.key, p.config, str(sweep.runs.resolve()), threads=options.cpus_per_run)
-        for p in points
-    ]
-    if dry_run:
-        executor = _script_executor(sweep.jobs.resolve())
-        executor.update_parameters(**params)
-        # what submitit does for an array: the same parameters plus map_count = n
-        executor.parameters["map_count"] = n
-        text = executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
-        script = sweep.slurm / "sweep_array.sbatch"
-        shebang, _, rest = text.partition("\n")
-        write_text_atomic(script, f"{shebang}\n{_dry_run_note(n)}{rest}")
-        return SlurmSubmission(script, index, [], True)
-    try:
-        executor = submitit.SlurmExecutor(folder=sweep.jobs.resolve())
-    except RuntimeError as exc:  # no srun: not on a Slurm cluster
-        raise ArdbenchError(
-            f"cannot submit to Slurm here ({exc})",
-            hint="run on a cluster's login node, or pass --dry-run to write the scripts",
-        ) from None
-    executor.update_parameters(**params)
-    jobs = executor.submit_array(tasks)
-    job_ids = [str(j.job_id) for j in jobs]
-    write_json_atomic(sweep.slurm / "jobs.json", {"job_ids": job_ids, "submitted_at": time.time()})
-    script = jobs[0].paths.submission_file if jobs else sweep.slurm / "none"
-    return SlurmSubmission(Path(script), index, job_ids, False)
-
-
-def _dry_run_note(n: int) -> str:
-    return (
-        f"# ardbench sweep --dry-run: the job array submitit would submit for {n} run(s);\n"
-        "# array task i trains points.json[i]. Submitting also needs submitit's job files,\n"
-        "# which the same `ardbench sweep` command without --dry-run writes and submits.\n"
-    )
+# the Slurm executor lives in ardbench.slurm (kept importable from here)
+from .slurm import SlurmOptions, SlurmSubmission, submit_slurm  # noqa: E402

@@ -15,7 +15,8 @@ and rerunning runs only the new points.
     DIR/sweep.json      the grid as given and its points (key, label, resolved config)
     DIR/runs/           the run directories (ardbench run's layout)
     DIR/jobs/           submitit's folder: one log per job (<job id>_0_log.out / .err)
-    DIR/records/        copies of the finished points' records
+    DIR/tasks/          each point's latest job outcome (<key>.json: status or its error)
+    DIR/records/        copies of the finished points' records (ardbench.sweep_results)
     DIR/leaderboard/    the tables of those records (ardbench leaderboard's layout)
     DIR/slurm/          Slurm only: the job array's script and its index -> point list
 
@@ -28,8 +29,11 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import json
+import math
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +53,8 @@ __all__ = [
     "grid_from_yaml",
     "parse_seeds",
     "point_state",
+    "read_small_json",
+    "read_task",
     "resolve_points",
     "run_point",
 ]
@@ -56,6 +62,8 @@ __all__ = [
 GRID_KEYS = ("methods", "seeds", "teachers", "students", "recipes", "protocols")
 SCALAR_KEYS = ("dataset", "data_dir", "device", "epochs", "download")
 YAML_KEYS = (*GRID_KEYS, *SCALAR_KEYS, "method", "recipe", "set")
+MAX_SEEDS = 10_000  # per axis; checked before any list is built
+MAX_POINTS = 10_000  # a grid's product, checked before any point is resolved
 
 
 # ------------------------------------------------------------------------------------ grid
@@ -72,12 +80,23 @@ def parse_seeds(text: str | int | Sequence[Any]) -> tuple[int, ...]:
                 continue
             m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
             try:
-                values = range(int(m[1]), int(m[2]) + 1) if m else [int(part)]
+                lo, hi = (int(m[1]), int(m[2])) if m else (int(part), int(part))
             except ValueError:
                 raise ConfigError(
                     f"seeds: {part!r} is not a seed", hint="e.g. 0,1,2 or 0-4"
                 ) from None
-            seeds += [s for s in values if s not in seeds]
+            if hi < lo:
+                raise ConfigError(
+                    f"seeds: {part!r} is an empty range", hint=f"write it low-high: {hi}-{lo}"
+                )
+            if lo < 0:
+                raise ConfigError(f"seeds: {part!r} is negative", hint="seeds are 0 or more")
+            if hi - lo + 1 + len(seeds) > MAX_SEEDS:
+                raise ConfigError(
+                    f"seeds: {part!r} asks for more than {MAX_SEEDS} seeds",
+                    hint="a sweep of that size is a mistake; give a smaller range",
+                )
+            seeds += [s for s in range(lo, hi + 1) if s not in seeds]
     if not seeds:
         raise ConfigError("seeds: none given", hint="e.g. --seeds 0,1")
     return tuple(seeds)
@@ -173,6 +192,13 @@ def resolve_points(grid: Grid, *, force: bool = False) -> list[Point]:
     from .api import config as resolve
     from .methods import get_method
 
+    axes_sizes = [len(a) for a in (grid.methods, grid.recipes, grid.protocols)]
+    axes_sizes += [len(a) for a in (grid.teachers, grid.students, grid.seeds)]
+    if math.prod(axes_sizes) > MAX_POINTS:
+        raise ConfigError(
+            f"the grid has {math.prod(axes_sizes)} points (more than {MAX_POINTS})",
+            hint="sweep fewer methods, seeds or models at once",
+        )
     points: dict[str, Point] = {}
     axes = itertools.product(
         grid.methods, grid.recipes, grid.protocols, grid.teachers, grid.students, grid.seeds
@@ -216,6 +242,7 @@ class SweepDir:
         self.runs = self.root / "runs"
         self.jobs = self.root / "jobs"
         self.records = self.root / "records"
+        self.tasks = self.root / "tasks"
         self.leaderboard = self.root / "leaderboard"
         self.slurm = self.root / "slurm"
 
@@ -327,10 +354,10 @@ def run_point(
         if not mine:
             return {**out, "status": "busy", "run_dir": None, "metrics": {}}
         state, run_dir = point_state(find_run_dirs(runs).get(key, []))
-        if state == "finished":
+        if state == "finished" and run_dir is not None:
             run = api.Run(run_dir)
             status = "skipped"
-        elif state == "interrupted":
+        elif state == "interrupted" and run_dir is not None:
             run = api.resume(run_dir, progress=progress, threads=n_threads)
             status = "resumed"
         else:
@@ -344,7 +371,8 @@ def run_point(
 
 class SweepTask(Checkpointable):
     """One point as a submitit job. A ``Checkpointable``: on a Slurm timeout or preemption
-    submitit requeues the same task, which finds its run interrupted and resumes it."""
+    submitit requeues the same task, which finds its run interrupted and resumes it. With
+    ``tasks_dir`` it writes ``<key>.json`` there: its outcome, or its error in one line."""
 
     def __init__(
         self,
@@ -353,59 +381,88 @@ class SweepTask(Checkpointable):
         runs_dir: str,
         threads: int | None = None,
         cuda_visible_devices: str | None = None,
+        tasks_dir: str | None = None,
     ) -> None:
         self.key = key
         self.config = config
         self.runs_dir = runs_dir
         self.threads = threads
         self.cuda_visible_devices = cuda_visible_devices
+        self.tasks_dir = tasks_dir
 
     def __call__(self) -> dict[str, Any]:
-        return run_point(
-            self.key,
-            self.config,
-            self.runs_dir,
-            threads=self.threads,
-            cuda_visible_devices=self.cuda_visible_devices,
-        )
+        self._write({"status": "running"})
+        try:
+            out = run_point(
+                self.key,
+                self.config,
+                self.runs_dir,
+                threads=self.threads,
+                cuda_visible_devices=self.cuda_visible_devices,
+            )
+        except Exception as exc:
+            self._write({"status": "failed", "error": error_line(exc)})
+            raise
+        self._write({k: out[k] for k in ("status", "run_dir", "metrics")})
+        return out
+
+    def _write(self, data: dict[str, Any]) -> None:
+        if self.tasks_dir is None:
+            return
+        from .io import write_json_atomic
+
+        job_id, log = _job_identity()
+        path = Path(self.tasks_dir) / f"{self.key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"key": self.key, "job_id": job_id, "log": log, **data})
 
 
-# ---------------------------------------------------------------------------- the results
+def _job_identity() -> tuple[str | None, str | None]:
+    """This submitit job's id (``12_3`` for an array task) and its stderr log."""
+    try:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        return str(env.job_id), str(env.paths.stderr)
+    except Exception:  # not inside a submitit job (a direct call)
+        return None, None
 
 
-def collect_records(sweep: SweepDir, points: Sequence[Point]) -> list[Path]:
-    """Copy the finished points' records into ``DIR/records/`` (identical copies are left
-    alone; records are immutable); returns the record files of the grid's finished runs."""
-    from .results.records import RECORD_FILENAME, load_record, record_bytes, write_record
+def error_line(exc: BaseException) -> str:
+    """One line for a failed point: ardbench's own message, else the exception's type and
+    first line (the traceback is in the job's log)."""
+    from .errors import first_line
 
-    out = []
-    for state, run_dir in sweep.status(points).values():
-        if state != "finished" or run_dir is None:
-            continue
-        record = load_record(run_dir / RECORD_FILENAME)
-        dest = sweep.records / f"{record['run_id']}.json"
-        if not dest.is_file() or record_bytes(load_record(dest)) != record_bytes(record):
-            if dest.is_file():
-                dest.unlink()  # a stale copy of another record with this run id
-            write_record(dest, record)
-        out.append(dest)
-    return out
+    if isinstance(exc, ArdbenchError):
+        return " ".join(str(exc).split())[:500]
+    return f"{type(exc).__name__}: {first_line(exc, 400)}"
 
 
-def render_leaderboard(sweep: SweepDir, points: Sequence[Point]) -> dict[str, list[str]]:
-    """The leaderboard tables of the sweep's finished runs, in ``DIR/leaderboard/``, each with
-    its scatter plot."""
-    from .plots import draw_table_plots
-    from .results.leaderboard import collect_records as read_records
-    from .results.leaderboard import write_leaderboard
+MAX_TASK_FILE = 1 << 20
 
-    sweep.records.mkdir(parents=True, exist_ok=True)
-    wanted = {p.name for p in collect_records(sweep, points)}
-    for stale in sweep.records.glob("*.json"):  # records of points no longer in the grid
-        if stale.name not in wanted and not stale.name.endswith(".eval.json"):
-            stale.unlink()
-    report = write_leaderboard(sweep.records, sweep.leaderboard)
-    report["written"] += draw_table_plots(
-        read_records(sweep.records), sweep.leaderboard, removed=report["removed"]
-    )
-    return report
+
+def read_small_json(path: Path, limit: int = MAX_TASK_FILE) -> Any:
+    """A small JSON file the sweep wrote, or None when it is missing, not a regular file,
+    too large or not JSON (never followed as a link, never read unbounded)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1
+            return json.loads(fh.read(limit + 1).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def read_task(sweep: SweepDir, key: str) -> dict[str, Any] | None:
+    """What the latest job of point ``key`` wrote (see :class:`SweepTask`), or None."""
+    data = read_small_json(sweep.tasks / f"{key}.json")
+    return data if isinstance(data, dict) else None

@@ -309,3 +309,106 @@ def test_sigterm_stops_the_sweep_and_its_jobs_even_with_sigint_ignored(tmp_path,
             not Path(f"/proc/{pid}").exists()
             or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         )
+
+
+def test_ctrl_c_on_a_local_sweep_is_one_line_and_stops_its_jobs(tmp_path, teacher):
+    """A terminal's Ctrl-C reaches the whole process group: the sweep, submitit's controller
+    and the job. One line comes back (how to resume), no job traceback, no job left."""
+    d = tmp_path / "sw"
+    args = _grid_args(d, teacher, epochs=50, methods="rslad", seeds="0")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ardbench", *args],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while not list((d / "runs").glob("*/checkpoint.pt")):  # an epoch is checkpointed
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        (log,) = (d / "jobs").glob("*_0_log.err")
+        controller = int(log.name.split("_")[0])
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode == 130 and len(lines) == 1, err
+    assert lines[0].startswith("interrupted") and "resume with: ardbench sweep --dir" in lines[0]
+    assert "Traceback" not in log.read_text()
+    time.sleep(0.5)
+    assert (
+        not Path(f"/proc/{controller}").exists()
+        or " Z " in Path(f"/proc/{controller}/stat").read_text()
+    )
+
+
+def test_a_points_job_is_idempotent(tmp_path, teacher):
+    """A requeued or duplicated job trains once: the second call skips with the same run
+    directory and leaves the record's bytes alone; an interrupted directory resumes."""
+    from ardbench.protocols import RunConfig
+    from ardbench.sweep import run_point
+    from ardbench.train.trainer import train
+
+    grid = Grid(
+        methods=("rslad",), seeds=(0, 1), recipes=("demo",), teachers=(teacher,),
+        settings={"epochs": 2}, sets=tuple(TINY[1::2]),
+    )  # fmt: skip
+    first, second = points_of(grid)
+    runs = tmp_path / "runs"
+    done = run_point(first.key, first.config, runs, threads=1, progress=False)
+    record = Path(done["run_dir"]) / "record.json"
+    before = record.read_bytes()
+    again = run_point(first.key, first.config, runs, threads=1, progress=False)
+    assert (done["status"], again["status"]) == ("trained", "skipped")
+    assert again["run_dir"] == done["run_dir"] and record.read_bytes() == before
+
+    part = train(RunConfig.from_dict(second.config), runs_dir=runs, progress=False,
+                 stop_after_epoch=1)  # fmt: skip
+    assert not (part.run_dir / "record.json").exists()
+    resumed = run_point(second.key, second.config, runs, threads=1, progress=False)
+    assert resumed["status"] == "resumed" and Path(resumed["run_dir"]) == part.run_dir
+    epochs = [json.loads(x)["epoch"] for x in (part.run_dir / "log.jsonl").open()]
+    assert epochs == [1, 2]
+    dirs = find_run_dirs(runs)
+    assert sorted(len(v) for v in dirs.values()) == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seeds", "5-2"], "empty range"),
+        (["--seeds", "0-99999999"], "more than 10000 seeds"),
+        (["--parallel", "0"], "--parallel must be at least 1"),
+        (["--parallel", "-1"], "--parallel must be at least 1"),
+        (["--executor", "slurm", "--cpus-per-run", "0"], "--cpus-per-run must be at least 1"),
+        (["--executor", "slurm", "--mem-gb", "-1"], "--mem-gb must be at least 0"),
+    ],
+)
+def test_bad_sweep_settings_are_one_line_errors_before_any_work(tmp_path, capsys, flags, message):
+    d = tmp_path / "sw"
+    assert main(["sweep", "--dir", str(d), "--methods", "rslad", "--recipes", "demo", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not d.exists()  # no sweep.json, no lock, nothing
+
+
+def test_a_sweep_file_asking_for_1e8_seeds_is_refused(tmp_path, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("methods: [rslad]\nseeds: 0-99999999\nrecipes: [demo]\n")
+    assert main(["sweep", str(grid), "--dir", str(tmp_path / "sw")]) == 2
+    assert "more than 10000 seeds" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="the grid has 12000 points"):
+        points_of(Grid(methods=("rslad", "ard"), seeds=tuple(range(6000))))
+
+
+def test_slurm_memory_default_and_no_gpu_line(tmp_path):
+    from ardbench.executors import SlurmOptions
+
+    assert SlurmOptions(cpus_per_run=8).parameters(2)["mem"] == "32GB"  # 4 GB per CPU
+    assert SlurmOptions(cpus_per_run=1, mem_gb=1.5).parameters(2)["mem"] == "1536MB"
+    assert "mem" not in SlurmOptions(mem_gb=0).parameters(2)  # the cluster's own default
+    assert "gpus_per_node" not in SlurmOptions(gpus_per_run=0).parameters(2)
+    assert SlurmOptions(gpus_per_run=2).parameters(2)["gpus_per_node"] == 2

@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to say how to rerun a command
     try:
         with _trust(getattr(args, "trust_model", False)):
             return int(args.func(args) or 0)

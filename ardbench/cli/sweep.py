@@ -17,6 +17,7 @@ examples:
   ardbench sweep --methods rslad,ard --seeds 0,1 --recipes demo --parallel 2 --dir sweeps/demo
   ardbench sweep grid.yaml --parallel 4 --gpus 0,1          # 4 runs at once, 2 per GPU
   ardbench sweep grid.yaml --executor slurm --partition gpu --time 600 --dry-run
+  ardbench sweep grid.yaml --executor slurm --partition gpu --setup "module load cuda/12"
 
 grid.yaml:
   methods: [rslad, ard]
@@ -25,7 +26,10 @@ grid.yaml:
   set: {train.epochs: 4, train_subset: 512}
 
 Rerunning the same command skips finished runs and resumes interrupted ones; the tables of
-the grid's finished runs are rendered in DIR/leaderboard/ at the end.
+the grid's finished runs are rendered in DIR/leaderboard/ at the end. On Slurm the command
+follows its job array until every task has ended (Ctrl-C stops following, not the jobs;
+--no-wait submits and returns); rerunning it follows the tasks still queued or running and
+submits the rest.
 """
 
 
@@ -73,12 +77,33 @@ def add_sweep_parser(sub: Any) -> None:
     s = p.add_argument_group("slurm")
     s.add_argument("--partition")
     s.add_argument("--time", type=int, default=24 * 60, help="minutes per run (default 1440)")
-    s.add_argument("--gpus-per-run", type=int, default=1)
-    s.add_argument("--cpus-per-run", type=int, default=8, help="also each run's torch threads")
-    s.add_argument("--mem-gb", type=float)
+    s.add_argument(
+        "--gpus-per-run",
+        type=int,
+        help="GPUs per run (default 1 where the partition's nodes have GPUs, else 0)",
+    )
+    s.add_argument(
+        "--cpus-per-run",
+        type=int,
+        help="CPUs per run, also its torch threads (default 8, at most a node's CPUs)",
+    )
+    s.add_argument(
+        "--mem-gb",
+        type=float,
+        help="memory per run (default 4 GB per CPU of the run, at most a CPU's share of a node; "
+        "0: the cluster's default)",
+    )
     s.add_argument("--account")
     s.add_argument(
-        "--setup", action="append", default=[], metavar="CMD", help="shell line before each run"
+        "--setup",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="shell line before each run, e.g. 'module load cuda/12' or 'conda activate ard' "
+        "(repeatable)",
+    )
+    s.add_argument(
+        "--no-wait", action="store_true", help="submit and return instead of following the jobs"
     )
     p.add_argument(
         "--dry-run",
@@ -109,20 +134,25 @@ def _grid(args: argparse.Namespace) -> Any:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..sweep import SweepDir, resolve_points
 
+    if args.parallel is not None and args.parallel < 1:
+        raise ConfigError(f"--parallel must be at least 1, got {args.parallel}")
+    options = _slurm_options(args) if args.executor == "slurm" else None
     grid = _grid(args)
     points = resolve_points(grid, force=args.force)  # every config validated before any run
     sweep = SweepDir(args.dir)
+    args.interrupt_hint = f"resume with: {_command(args)}"
     with sweep.locked():
         sweep.write_manifest(grid, points)
         status = sweep.status(points)
         todo = [p for p in points if status[p.key][0] != "finished"]
-        _print_plan(points, status, sweep)
+        _print_plan(points, status, sweep, slurm=args.executor == "slurm" or args.status)
         if args.status or (args.dry_run and args.executor == "local"):
             return 0
-        if args.executor == "slurm":
-            return _slurm(args, sweep, todo, points)
+        if options is not None:
+            return _slurm(args, options, sweep, todo, points)
         failed = _local(args, sweep, todo) if todo else []
         _finish(sweep, points)
     if failed:
@@ -135,14 +165,55 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_plan(points: list, status: dict, sweep: Any) -> None:
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reruns this sweep (what the user typed, without --status)."""
+    import shlex
+    import sys
+
+    argv = [a for a in getattr(args, "argv", None) or sys.argv[1:] if a != "--status"]
+    return shlex.join(["ardbench", *argv])
+
+
+def _slurm_options(args: argparse.Namespace) -> Any:
+    from ..slurm import SlurmOptions, node_defaults
+
+    gpus, cpus, mem = args.gpus_per_run, args.threads or args.cpus_per_run, args.mem_gb
+    if gpus is None or cpus is None or mem is None:  # fit the defaults to the partition
+        found = node_defaults(args.partition)
+        gpus = int(found["gpus"]) if gpus is None else gpus
+        cpus = int(found["cpus"]) if cpus is None else cpus
+        mem = found["mem_gb_per_cpu"] * max(1, cpus) if mem is None else mem
+    return SlurmOptions(
+        partition=args.partition,
+        time_min=args.time,
+        gpus_per_run=gpus,
+        cpus_per_run=cpus,
+        parallel=args.parallel,
+        mem_gb=mem,
+        account=args.account,
+        setup=tuple(args.setup),
+    )
+
+
+def _print_plan(points: list, status: dict, sweep: Any, slurm: bool = False) -> None:
+    from ..sweep import read_task
+
     counts: dict[str, int] = {}
     for p in points:
         counts[status[p.key][0]] = counts.get(status[p.key][0], 0) + 1
+    jobs = _slurm_states(sweep, points, status) if slurm else {}
     table = Table("point", "config hash", "state", title=f"sweep {sweep.root}")
+    failures = []
     for p in points:
         state, run_dir = status[p.key]
         where = f" ({run_dir.name})" if run_dir is not None else ""
+        job = jobs.get(p.key)
+        task = read_task(sweep, p.key) if state != "finished" else None
+        if job:  # the latest Slurm task of an unfinished point: pending, running, cancelled ...
+            where += f", {job[1].lower()} (job {job[0]})"
+        if task and task.get("status") == "failed":
+            failures.append(f"failed   {p.label}: {task.get('error')} (log: {task.get('log')})")
+            where += ", failed" if not job else ""
         table.add_row(p.label, p.key[:12], state + where)
     console.print(table)
     console.print(
@@ -150,6 +221,26 @@ def _print_plan(points: list, status: dict, sweep: Any) -> None:
         f"{counts.get('interrupted', 0)} interrupted (resumed), {counts.get('new', 0)} new",
         highlight=False,
     )
+    for line in failures:
+        err_console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+def _slurm_states(sweep: Any, points: list, status: dict) -> dict[str, tuple[str, str]]:
+    """key -> (job id, Slurm state) of each unfinished point's latest task."""
+    from ..errors import ArdbenchError
+    from ..slurm import known_states, submitted_jobs
+
+    entries = submitted_jobs(sweep)
+    ids = {p.key: entries[p.key]["job_id"] for p in points if p.key in entries}
+    ids = {k: j for k, j in ids.items() if status[k][0] != "finished"}
+    if not ids:
+        return {}
+    try:
+        states = known_states(sweep, ids)
+    except ArdbenchError as exc:
+        err_console.print(f"(no Slurm states: {exc})", highlight=False, soft_wrap=True)
+        return {}
+    return {k: (j, states[k]) for k, j in ids.items()}
 
 
 def _local(args: argparse.Namespace, sweep: Any, todo: list) -> list:
@@ -174,14 +265,18 @@ def _local(args: argparse.Namespace, sweep: Any, todo: list) -> list:
     def on_end(o: Any) -> None:
         if o.status == "failed":
             err_console.print(
-                f"[red]failed[/]   {o.point.label}: {o.error} (log: {o.log})",
+                f"failed   {o.point.label}: {o.error} (log: {o.log})",
                 highlight=False,
                 soft_wrap=True,
+                markup=False,
             )
             return
         acc = ", ".join(f"{k} {100 * v:.2f}%" for k, v in o.metrics.items() if v is not None)
         console.print(f"{o.status:8} {o.point.label} in {o.wall_s:.0f}s: {acc}", highlight=False)
 
+    args.interrupt_hint = (
+        f"the running runs were stopped at their last finished epoch; resume with: {_command(args)}"
+    )
     # SIGTERM (a batch system, `kill`) cancels the jobs like Ctrl-C does
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -202,40 +297,75 @@ def _local(args: argparse.Namespace, sweep: Any, todo: list) -> list:
     return [o for o in outcomes if o.status in ("failed", "busy")]
 
 
-def _slurm(args: argparse.Namespace, sweep: Any, todo: list, points: list) -> int:
-    from ..executors import SlurmOptions, submit_slurm
+def _slurm(args: argparse.Namespace, options: Any, sweep: Any, todo: list, points: list) -> int:
+    from ..slurm import active_jobs, cancel_hint, follow, submit_slurm
 
-    if not todo:
-        _finish(sweep, points)
+    active = active_jobs(sweep, todo) if todo and not args.dry_run else {}
+    new = [p for p in todo if p.key not in active]
+    jobs = dict(active)
+    if new:
+        sub = submit_slurm(sweep, new, options, dry_run=args.dry_run)
+        if sub.dry_run:
+            console.print(
+                f"wrote {sub.script} and {sub.points} (nothing submitted)", highlight=False
+            )
+            return 0
+        jobs |= {p.key: j for p, j in zip(new, sub.job_ids, strict=True)}
+        console.print(
+            f"submitted job array {sub.array_id} ({len(new)} task(s), "
+            f"{options.parallel or len(new)} at a time); logs in {sweep.jobs}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if active:
+        console.print(f"following {len(active)} task(s) submitted earlier", highlight=False)
+    if jobs and args.no_wait:
+        console.print(
+            f"not waiting: rerun `{_command(args)}` to follow the tasks and render the tables "
+            f"(cancel them with `{cancel_hint(list(jobs.values()))}`)",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 0
-    options = SlurmOptions(
-        partition=args.partition,
-        time_min=args.time,
-        gpus_per_run=args.gpus_per_run,
-        cpus_per_run=args.threads or args.cpus_per_run,
-        parallel=args.parallel,
-        mem_gb=args.mem_gb,
-        account=args.account,
-        setup=tuple(args.setup),
+    args.interrupt_hint = (
+        f"the Slurm tasks keep running; follow them with `{_command(args)}`, "
+        f"cancel them with `{cancel_hint(list(jobs.values()))}`"
     )
-    sub = submit_slurm(sweep, todo, options, dry_run=args.dry_run)
-    if sub.dry_run:
-        console.print(f"wrote {sub.script} and {sub.points} (nothing submitted)", highlight=False)
-        return 0
-    console.print(
-        f"submitted job array {sub.job_ids[0].split('_')[0]} ({len(sub.job_ids)} task(s)); "
-        f"logs in {sweep.jobs}. When it has finished, rerun the same command: finished runs "
-        "are skipped, failed or timed-out ones resume, and the tables are rendered.",
-        highlight=False,
-        soft_wrap=True,
-    )
+    t0 = time.perf_counter()
+    ends = follow(sweep, jobs, todo, on_end=_print_end) if jobs else []
+    if ends:
+        console.print(
+            f"{len(ends)} task(s) in {time.perf_counter() - t0:.0f}s wall time", highlight=False
+        )
+    _finish(sweep, points)
+    bad = [e for e in ends if e.status not in ("trained", "resumed", "skipped")]
+    if bad:
+        err_console.print(
+            f"[red]{len(bad)} task(s) did not finish[/]; fix the cause and rerun the same "
+            "command (finished runs are skipped, interrupted ones resume)",
+            soft_wrap=True,
+        )
+        return 1
     return 0
+
+
+def _print_end(e: Any) -> None:
+    if e.error:
+        err_console.print(
+            f"{e.status:9} {e.point.label} (job {e.job_id}): {e.error} (log: {e.log})",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+        return
+    acc = ", ".join(f"{k} {100 * v:.2f}%" for k, v in (e.metrics or {}).items() if v is not None)
+    console.print(f"{e.status:9} {e.point.label} (job {e.job_id}): {acc}", highlight=False)
 
 
 def _finish(sweep: Any, points: list) -> None:
     from ..results.leaderboard import collect_records
     from ..results.tables import COLUMN_TITLES, build_tables
-    from ..sweep import render_leaderboard
+    from ..sweep_results import render_leaderboard
 
     sweep.records.mkdir(parents=True, exist_ok=True)
     report = render_leaderboard(sweep, points)
