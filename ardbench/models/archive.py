@@ -166,7 +166,7 @@ _SAFE_OPERATORS = {
 }  # fmt: skip
 
 
-def _safe_expression(text: str, extra_words: set[str] = frozenset()) -> bool:
+def _safe_expression(text: str, extra_words: frozenset[str] | set[str] = frozenset()) -> bool:
     if len(text) > 20_000 or "__" in text:
         return False
     body = _NUMBER.sub("0", _QUOTED_NAME.sub("0", text))

@@ -226,6 +226,8 @@ class EagerStep(Protocol):
     method_name: str
     optimizer: torch.optim.Optimizer
     params: list[torch.nn.Parameter]
+    student: torch.nn.Module
+    raw_extras: dict[str, torch.nn.Module]  # the extra frozen networks, unwrapped
 
     def eager(self, batch: Batch, *, epoch: int, step: int) -> dict[str, Tensor]: ...
 

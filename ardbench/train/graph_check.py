@@ -47,8 +47,7 @@ from torch import Tensor
 from ..methods import Batch
 
 if TYPE_CHECKING:
-    from .graph import CapturedStep
-    from .step import TrainStep
+    from .graph import CapturedStep, EagerStep
 
 __all__ = ["LOSS_RTOL", "UPDATE_RTOL", "checked_capture", "compare", "live_state"]
 
@@ -68,7 +67,7 @@ def _named(prefix: str, module: torch.nn.Module | None) -> Iterator[tuple[str, T
         yield f"{prefix}.{name}", t
 
 
-def live_state(step: TrainStep) -> dict[str, Tensor]:
+def live_state(step: EagerStep) -> dict[str, Tensor]:
     """Every tensor the step may change, by a stable name (the live tensors, not copies)."""
     found: dict[str, Tensor] = {}
     nets: list[tuple[str, torch.nn.Module | None]] = [
