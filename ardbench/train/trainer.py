@@ -396,7 +396,15 @@ def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime
         eval_block=blocks[chosen],
         wall_time_s=loop.elapsed,
         device=parts.device,
-        checkpoint={"path": files[chosen]["path"], "sha256": files[chosen]["sha256"]},
+        checkpoint={
+            "path": files[chosen]["path"],
+            "sha256": files[chosen]["sha256"],
+            # the same tensors without pickle: the file to publish (ardbench verify, submit)
+            "weights": {
+                "format": "safetensors",
+                "sha256": file_sha256(loop.run_dir / "model.safetensors"),
+            },
+        },
         started_at=started_at,
         checkpoint_rule=parts.cfg.checkpoint.rule,
         checkpoints={kind: {**files[kind], "eval": blocks[kind]} for kind in others},
