@@ -92,7 +92,8 @@ def retrain_record(
     warnings = _warnings(rec)
     cfg = RunConfig.from_dict(dict(rec["config"]), where=f"{record_path} config")
     run = api.train_config(cfg, runs=runs_dir, progress=False, threads=threads)
-    new = run.record["eval"]["accuracy"]
+    made = run.record or {}
+    new = made["eval"]["accuracy"]
     spread, seeds = row_spread(rec, Path(rows_dir) if rows_dir else record_path.parent)
     n = int(rec["eval"]["n_examples"])
     cols: dict[str, dict[str, Any]] = {}
@@ -135,11 +136,11 @@ def retrain_record(
         "threshold_std": RETRAIN_Z,
         "columns": cols,
         "warnings": warnings,
-        "code_version": run.record.get("code_version"),
+        "code_version": made.get("code_version"),
         "record_code_version": rec.get("code_version"),
-        "hardware": run.record.get("hardware"),
+        "hardware": made.get("hardware"),
         "record_hardware": rec.get("hardware"),
-        "versions": run.record.get("versions"),
+        "versions": made.get("versions"),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     if write:

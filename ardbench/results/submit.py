@@ -81,11 +81,11 @@ def make_bundle(run_dirs: Iterable[str | Path], out: str | Path) -> dict[str, An
                 plan.append((recipe, f"recipes/{recipe.name}"))
         runs.append({"run_id": rid, "method": rec["method"]["name"], "weights": weights.sha256})
     files: dict[str, dict[str, Any]] = {}
-    for src, rel in plan:
-        if rel in files:
+    for src, name in plan:
+        if name in files:
             continue
-        _copy(src, out / rel)
-        files[rel] = {"sha256": file_sha256(out / rel), "bytes": (out / rel).stat().st_size}
+        _copy(src, out / name)
+        files[name] = {"sha256": file_sha256(out / name), "bytes": (out / name).stat().st_size}
     manifest = {"format": "ardbench-submission/1", "runs": runs, "files": files}
     write_json_atomic(out / MANIFEST, manifest)
     return manifest
@@ -130,9 +130,9 @@ def add_verified(
     from .verify import DETERMINISTIC, FAILED, verify_path, verify_result_path
 
     runs_dir = Path(runs_dir)
-    sources = [Path(s) for s in sources]
+    paths = [Path(s) for s in sources]
     checks = []
-    for src in sources:
+    for src in paths:
         path = src / RECORD_FILENAME if src.is_dir() else src
         rec = as_record(load_record(path))
         weights = find_weights(rec, path)  # missing or mismatched weights: refused either way
@@ -152,7 +152,9 @@ def add_verified(
             }
         checks.append((rec, weights, result))
     out = []
-    for (dest, status), (rec, weights, result) in zip(add_records(sources, runs_dir), checks):
+    for (dest, status), (rec, weights, result) in zip(
+        add_records(sources, runs_dir), checks, strict=True
+    ):
         wdir = runs_dir.parent / "weights"
         target = wdir / f"{rec['run_id']}{weights.path.suffix}"
         if not target.is_file():

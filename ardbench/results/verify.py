@@ -289,10 +289,10 @@ def _judge(
 
 
 def _environment(rec: Mapping[str, Any]) -> dict[str, Any]:
+    import torch
+
     from ..eval.result import versions
     from .provenance import code_version, hardware
-
-    import torch
 
     return {
         "versions": versions(),
