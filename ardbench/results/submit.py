@@ -155,9 +155,10 @@ def add_verified(
     for (dest, status), (rec, weights, result) in zip(
         add_records(sources, runs_dir), checks, strict=True
     ):
-        wdir = runs_dir.parent / "weights"
-        target = wdir / f"{rec['run_id']}{weights.path.suffix}"
-        if not target.is_file():
+        # published weights are safetensors only (no pickle in the repository); a record
+        # that names only its model.pt stays checkable where its run directory is
+        target = runs_dir.parent / "weights" / f"{rec['run_id']}{weights.path.suffix}"
+        if weights.path.suffix == ".safetensors" and not target.is_file():
             _copy(weights.path, target)
         write_json_atomic(verify_result_path(dest, rec["run_id"]), {**result, "record": str(dest)})
         out.append((dest, status, result))
