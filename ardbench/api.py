@@ -436,7 +436,9 @@ def verify(
     target = path.directory if isinstance(path, Run) else Path(path)
     if retrain:
         record_path = target / RECORD_FILENAME if target.is_dir() else target
-        return retrain_record(load_record(record_path), record_path, runs_dir=runs, write=write)
+        return retrain_record(
+            load_record(record_path), record_path, runs_dir=runs, threads=threads, write=write
+        )
     _, result = verify_path(
         target, columns=columns, n=n, weights=weights, download=download, write=write
     )
