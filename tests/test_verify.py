@@ -174,6 +174,13 @@ def test_submit_bundle_and_leaderboard_add_verify(copy, tmp_path, capsys):
     # the added record verifies again from its leaderboard place (weights in lb/weights)
     (record,) = (lb / "runs").rglob(f"{rid}.json")
     assert ardbench.verify(record, write=False)["state"] == "verified"
+    # a bundle whose weights were replaced after packing: the manifest and verify both say so
+    shutil.copyfile(copy / "model.pt", bundle / "weights" / f"{rid}.safetensors")
+    assert check_bundle(bundle) == [
+        f"weights/{rid}.safetensors: sha256 differs from the manifest's"
+    ]
+    result = ardbench.verify(bundle / "records" / f"{rid}.json", write=False)
+    assert result["state"] == "failed" and "weights do not match" in result["reason"]
 
 
 def test_leaderboard_add_refuses_tampered_records(copy, tmp_path, capsys):
