@@ -28,16 +28,17 @@ __all__ = [
     "resume",
     "results",
     "train",
+    "verify",
 ]
 
 # `train` and `results` are subpackages made callable (ardbench/_callable.py explains why);
 # the other API names live in ardbench.api
 _SUBPACKAGES = ("train", "results")
-_API = ("Run", "check_teacher", "config", "evaluate", "resume")
+_API = ("Run", "check_teacher", "config", "evaluate", "resume", "verify")
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import results, train
-    from .api import Run, check_teacher, config, evaluate, resume
+    from .api import Run, check_teacher, config, evaluate, resume, verify
 
 
 def __getattr__(name: str) -> Any:

@@ -52,6 +52,7 @@ __all__ = [
     "results",
     "train",
     "train_config",
+    "verify",
 ]
 
 
@@ -423,3 +424,39 @@ def results(*paths: str | Path | Run) -> pd.DataFrame:
                 )
             records[rid] = record
     return tidy_frame(records.values())
+
+
+def verify(
+    path: str | Path | Run,
+    *,
+    columns: Sequence[str] | None = None,
+    n: int | None = None,
+    weights: str | Path | None = None,
+    download: bool = False,
+    retrain: bool = False,
+    runs: str | Path = "runs",
+    threads: int | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Check a record (a record file, a run directory or a :class:`Run`): its weights' sha256,
+    then a re-evaluation under its own protocol compared column by column, or with
+    ``retrain`` a new training run judged in the row's seed std (written to ``runs``). Returns
+    the result (``state``: verified | partial | failed, ``note``, ``columns``), also written
+    beside the record as ``<run_id>.verify.json`` unless ``write`` is false. See
+    :mod:`ardbench.results.verify`."""
+    from .results.records import RECORD_FILENAME, load_record
+    from .results.retrain import retrain_record
+    from .results.verify import verify_path
+    from .threads import set_threads
+
+    set_threads(threads)
+    target = path.directory if isinstance(path, Run) else Path(path)
+    if retrain:
+        record_path = target / RECORD_FILENAME if target.is_dir() else target
+        return retrain_record(
+            load_record(record_path), record_path, runs_dir=runs, threads=threads, write=write
+        )
+    _, result = verify_path(
+        target, columns=columns, n=n, weights=weights, download=download, write=write
+    )
+    return result

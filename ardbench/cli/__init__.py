@@ -34,6 +34,7 @@ from .run import add_run_parser
 from .site import add_site_parser
 from .sweep import add_sweep_parser
 from .teachers import add_check_teacher_parser
+from .verify import add_submit_parser, add_verify_parser
 
 # user errors: ardbench's own, and a file that cannot be read or written (missing, a folder,
 # no permission, a full disk): the user can fix these
@@ -138,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_analyze_parser(sub)
     add_site_parser(sub)
     add_doctor_parser(sub)
+    add_verify_parser(sub)
+    add_submit_parser(sub)
     return parser
 
 

@@ -39,6 +39,13 @@ def add_leaderboard_parser(sub: Any) -> None:
         help="first copy these runs' records into --runs (checkpoints stay behind)",
     )
     p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="--add without re-evaluating the records (they are marked unverified); by default "
+        "each is re-evaluated first: clean/FGSM/PGD-20/CW on all its points (AutoAttack is "
+        "left out, too slow on a CPU) and refused when a number, its weights or its data differ",
+    )
+    p.add_argument(
         "--attach",
         nargs="+",
         metavar="EVAL_JSON",
@@ -73,7 +80,7 @@ def require_records_dir(folder: str, flag: str, out: str | None = None) -> None:
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from ..io import remove_stale_tmp
-    from ..results.leaderboard import add_records, check_leaderboard, write_leaderboard
+    from ..results.leaderboard import check_leaderboard, write_leaderboard
 
     if (args.add or args.attach) and args.check:
         raise ConfigError("--add/--attach and --check do not go together")
@@ -83,8 +90,16 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         for folder in (args.runs, args.out):
             remove_stale_tmp(folder, recursive=True)
     if args.add:
-        for dest, status in add_records(args.add, args.runs):
-            console.print(f"{status}: {dest}", highlight=False, soft_wrap=True)
+        from ..results.submit import add_verified
+
+        if args.no_verify:
+            err_console.print(
+                "[bold red]WARNING: --no-verify: adding records WITHOUT re-evaluating them; "
+                "they are marked unverified[/]",
+                soft_wrap=True,
+            )
+        for dest, status, check in add_verified(args.add, args.runs, verify=not args.no_verify):
+            console.print(f"{status} ({check['state']}): {dest}", highlight=False, soft_wrap=True)
     if args.attach:
         from ..results.later_eval import attach_later_evals
 

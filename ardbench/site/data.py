@@ -7,8 +7,10 @@ Where the files are looked for (``run_id`` = the record's run id):
 - epoch log: ``<run_id>.log.jsonl`` anywhere under the records' folder, or ``log.jsonl`` in a
   folder named ``<run_id>`` there or directly under any ``--logs`` folder (the ``runs/``
   folder that ``ardbench run`` writes);
-- verification (``ardbench verify``, not written yet by this version): ``<run_id>.verify.json``
-  beside the record, or ``verify.json`` in the run's folder.
+- verification (``ardbench verify``, :mod:`ardbench.results.verify`): ``<run_id>.verify.json``
+  beside the record, or ``verify.json`` in the run's folder; ``partial`` shows as unverified
+  with its note, and a ``verified`` result whose ``record_digest`` no longer matches the
+  record shows as failed.
 
 A log or verification file that cannot be read is not an error: the run page says so.
 """
@@ -109,7 +111,7 @@ def read_epoch_log(path: Path) -> tuple[list[dict[str, Any]], str]:
     return rows, ""
 
 
-def _read_verification(path: Path) -> Verification:
+def _read_verification(path: Path, record: Mapping[str, Any] | None = None) -> Verification:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -120,6 +122,14 @@ def _read_verification(path: Path) -> Verification:
         (data[k] for k in ("state", "status", "verdict") if isinstance(data.get(k), str)), ""
     ).lower()
     state = {"passed": VERIFIED, "pass": VERIFIED, "fail": FAILED}.get(state, state)
+    digest = data.get("record_digest")
+    if record is not None and isinstance(digest, str) and state == VERIFIED:
+        from ..results.verify import claim_digest
+
+        if digest != claim_digest(record):  # edited after it was verified: a false claim
+            return Verification(FAILED, "the record changed after it was verified")
+    if state in ("partial", UNVERIFIED) and isinstance(data.get("note"), str):
+        return Verification(UNVERIFIED, data["note"])  # ardbench verify's partial check
     if state not in (VERIFIED, FAILED):
         return Verification(UNVERIFIED, f"{path.name} states no verdict (verified or failed)")
     note = next(
@@ -172,7 +182,7 @@ def load_site_data(runs_dir: str | Path, log_dirs: Sequence[str | Path] = ()) ->
         else:
             info.log_note = NO_LOG
         if f"verify:{rid}" in files:
-            info.verification = _read_verification(files[f"verify:{rid}"])
+            info.verification = _read_verification(files[f"verify:{rid}"], record)
         runs[rid] = info
     for t in tables:
         for row in t.rows:

@@ -397,8 +397,15 @@ def write_run_record(loop: Loop, files: dict, blocks: dict, started_at: datetime
         eval_block=blocks[chosen],
         wall_time_s=loop.elapsed,
         device=parts.device,
-        # the path and sha256, and what chose it (the epoch, its holdout score, the tie rule)
-        checkpoint=dict(files[chosen]),
+        # the path and sha256, what chose it (the epoch, its holdout score, the tie rule) and
+        # the same tensors without pickle: the file to publish (ardbench verify, submit)
+        checkpoint={
+            **files[chosen],
+            "weights": {
+                "format": "safetensors",
+                "sha256": file_sha256(loop.run_dir / "model.safetensors"),
+            },
+        },
         started_at=started_at,
         checkpoint_rule=parts.cfg.checkpoint.rule,
         checkpoints={kind: {**files[kind], "eval": blocks[kind]} for kind in others},
