@@ -42,8 +42,8 @@ def row_spread(rec: Mapping[str, Any], rows_dir: Path) -> tuple[dict[str, float]
 
     key = _row_key(rec)
     runs = {}
-    for _, other in find_records(rows_dir):
-        other = as_record(other)
+    for _, found in find_records(rows_dir):
+        other = as_record(found)
         if _row_key(other) == key:
             runs[other["run_id"]] = other["eval"]["accuracy"]
     runs.setdefault(rec["run_id"], rec["eval"]["accuracy"])
@@ -92,7 +92,7 @@ def retrain_record(
     warnings = _warnings(rec)
     cfg = RunConfig.from_dict(dict(rec["config"]), where=f"{record_path} config")
     run = api.train_config(cfg, runs=runs_dir, progress=False, threads=threads)
-    made = run.record or {}
+    made: Any = run.record or {}  # the new run's record (typed, with dict access)
     new = made["eval"]["accuracy"]
     spread, seeds = row_spread(rec, Path(rows_dir) if rows_dir else record_path.parent)
     n = int(rec["eval"]["n_examples"])

@@ -75,6 +75,8 @@ def as_record(record: Any) -> dict[str, Any]:
     :mod:`ardbench.results.schema` (the one adapter between this module and the loader)."""
     if isinstance(record, Mapping):
         return dict(record)
+    if hasattr(record, "to_dict"):  # a typed Record: its JSON form exactly as written
+        return dict(record.to_dict())
     dump = getattr(record, "model_dump", None)
     if dump is None:
         raise TypeError(f"not a record: {type(record).__name__}")
