@@ -157,6 +157,9 @@ def test_default_data_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("ARDBENCH_DATA_DIR", str(tmp_path))
     assert default_data_dir() == tmp_path
     monkeypatch.delenv("ARDBENCH_DATA_DIR")
+    monkeypatch.setenv("ARDBENCH_CACHE", str(tmp_path / "cache"))
+    assert default_data_dir() == tmp_path / "cache" / "data"  # the cache moves the data too
+    monkeypatch.delenv("ARDBENCH_CACHE")
     assert default_data_dir() == Path.home() / ".cache" / "ardbench" / "data"
 
 

@@ -58,7 +58,8 @@ def _assert_one_line(proc: subprocess.CompletedProcess, expect: str) -> None:
 
 def _real_record() -> dict:
     """A committed leaderboard record (it has a protocol block and a full config)."""
-    return copy.deepcopy(next(r for _, r in find_records(LEADERBOARD_RUNS) if r.get("protocol")))
+    rec = next(r for _, r in find_records(LEADERBOARD_RUNS) if r.protocol is not None)
+    return copy.deepcopy(rec.to_dict())  # the JSON form, to edit
 
 
 def _lie(kind: str) -> dict:

@@ -100,7 +100,7 @@ def _rec(method, seed, clean, aa=None, **kw):
         method={"name": method, "config": {}, "config_hash": "2" * 16},
         recipe=f"baselines/{method}/standard.yaml",
         config={"method": method, "train": {"seed": seed, "epochs": 1}},
-        eval={"accuracy": acc, "n_examples": 100},
+        eval={"accuracy": acc, "n_examples": 200},  # whole points: clean / 2 too
         **kw,
     )
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .base import Batch, Method, MethodConfig, SetupContext, StepContext, register_method
 from .config import NonNegative, NonNegativeInt, Positive
-from .losses import kl_per_sample
+from .losses import kl_per_sample, one_hot
 
 
 def rslad_mean(target: Tensor, student: Tensor, log_of_softmax: bool) -> Tensor:
@@ -125,7 +125,7 @@ class ABSLD(Method[ABSLDConfig]):
 
     @torch.no_grad()
     def _record(self, s_adv: Tensor, s_nat: Tensor, y: Tensor) -> None:
-        onehot = F.one_hot(y, self.loss_sum.shape[1]).to(self.loss_sum.dtype)
+        onehot = one_hot(y, self.loss_sum.shape[1], self.loss_sum.dtype)
         ce = torch.stack([F.cross_entropy(s, y, reduction="none") for s in (s_adv, s_nat)])
         # a sum, not a matmul: no TF32 rounding on a GPU
         self.loss_sum.add_((ce.to(onehot.dtype)[:, :, None] * onehot[None]).sum(1))

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .base import Batch, Method, MethodConfig, SetupContext, StepContext, register_method
 from .config import Fraction, Positive
+from .losses import one_hot
 
 _STATE = torch.float64  # the official schedules are numpy float64 arrays
 
@@ -33,7 +34,7 @@ def rectified_label(
         p_y = p.gather(1, y.unsqueeze(1))
         p_max = p.max(dim=1, keepdim=True).values
         lam = torch.clamp(interpolation.to(p.dtype) - (p_max - p_y), 0.0, 1.0)
-        onehot = F.one_hot(y, p.shape[1]).to(p.dtype)
+        onehot = one_hot(y, p.shape[1], p.dtype)
         return lam * p + (1.0 - lam) * onehot
 
 
@@ -165,6 +166,8 @@ class ADR(Method[ADRConfig]):
         with torch.no_grad():
             ema_logits = ema(x)
         target = rectified_label(ema_logits, batch.y, tau, interp)
-        ctx.log("label_weight", (target * F.one_hot(batch.y, target.shape[1])).sum(1).mean())
+        ctx.log(
+            "label_weight", (target * one_hot(batch.y, target.shape[1], target.dtype)).sum(1).mean()
+        )
         x_adv = ctx.attack_fn(x, lambda xa: F.cross_entropy(student(xa), target, reduction="sum"))
         return {"ce_adv": F.cross_entropy(student(x_adv), target)}

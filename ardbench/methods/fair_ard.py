@@ -22,7 +22,7 @@ from .base import (
 )
 from .config import NonNegative, Positive
 from .iad import trust_weights
-from .losses import kl_per_sample
+from .losses import kl_per_sample, one_hot
 from .mtard import MTARD, MTARDConfig
 
 BASES = ("ard", "iad", "rslad", "mtard")
@@ -194,7 +194,7 @@ class FairARD(Method[FairARDConfig]):
         self, student: nn.Module, y: Tensor, loss: Callable[[Tensor], Tensor]
     ) -> Callable[[Tensor], Tensor]:
         """An attack objective that also counts, per sample, iterates still classified right."""
-        onehot = F.one_hot(y, self.kappa_sum.shape[0])
+        onehot = one_hot(y, self.kappa_sum.shape[0])
 
         def objective(x_adv: Tensor) -> Tensor:
             logits = student(x_adv)

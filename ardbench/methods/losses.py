@@ -47,3 +47,11 @@ def kl_div(
     if reduction == "batchmean":
         return pointwise.sum() / student_logits.shape[0]
     return pointwise.mean()
+
+
+def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype = torch.long) -> Tensor:
+    """``F.one_hot(y, num_classes).to(dtype)`` without its host read: torch checks the labels'
+    range on the host (a sync that breaks CUDA-graph capture and the step's no-read rule);
+    labels are checked once when the data is loaded."""
+    classes = torch.arange(num_classes, device=y.device)
+    return (y.unsqueeze(-1) == classes).to(dtype)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .base import Batch, Method, MethodConfig, Objective, StepContext, register_method
 from .config import NonNegative, Positive, PositiveInt
+from .losses import one_hot
 
 
 def samplewise_kl(target_logits: Tensor, student_logits: Tensor) -> Tensor:
@@ -50,7 +51,7 @@ def saad_objective(
     label logit moved by the first-order term lam <g_i, x'_i - x_i> (no teacher call). With
     ``target_grad`` T~ is not detached: the input gradient also flows through the correction."""
     t_clean = teacher_logits.detach()
-    onehot = F.one_hot(y, t_clean.shape[1]).to(t_clean.dtype)
+    onehot = one_hot(y, t_clean.shape[1], t_clean.dtype)
 
     def objective(x_adv: Tensor) -> Tensor:
         correction = ((x_adv - x) * teacher_grad_y).flatten(1).sum(dim=1)

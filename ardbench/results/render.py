@@ -1,8 +1,7 @@
 """Markdown of a leaderboard table and of the index (``README.md``).
 
-Rendering is byte-stable: numbers have fixed formats, the markdown is written here (no
-``tabulate`` padding), lines end in ``\\n`` and nothing depends on the clock or on the path
-the records were read from.
+Byte-stable: fixed number formats, markdown written here (no ``tabulate`` padding), ``\\n``
+line ends, nothing from the clock or the path the records were read from.
 
 Every string that comes from a record goes through :func:`md_text` (prose and table cells) or
 :func:`md_code` (code spans) on its way in: a teacher spec, recipe, paper source, settings

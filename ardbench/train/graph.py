@@ -77,8 +77,8 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -86,9 +86,8 @@ from torch import Tensor
 from ..methods import Batch, Method, StepContext
 from .capture_safety import capture_on
 from .graph_check import checked_capture
+from .graph_types import Backend, Captured, EagerStep, GraphCounts
 from .host_reads import count_host_reads
-from .speed import SpeedPlan
-from .stats import EpochStats
 
 __all__ = [
     "WARMUP_STEPS",
@@ -116,21 +115,6 @@ class WatchedContext(StepContext):
 
 
 # ------------------------------------------------------------------------------ backends
-
-
-class Captured(Protocol):
-    executed: bool  # True: capturing also ran the step (EagerReplay)
-    outputs: dict[str, Tensor]  # the step's outputs (static: rewritten by every replay)
-
-    def replay(self) -> dict[str, Tensor]: ...
-
-    def release(self) -> None: ...
-
-
-class Backend(Protocol):
-    def warmup(self) -> contextlib.AbstractContextManager: ...
-
-    def capture(self, fn: Callable[[], dict[str, Tensor]]) -> Captured: ...
 
 
 @dataclass(eq=False)
@@ -203,37 +187,6 @@ class EagerReplay:
 
 
 # ------------------------------------------------------------------------------ the driver
-
-
-@dataclass
-class GraphCounts:
-    warmup: int = 0
-    captures: int = 0
-    replays: int = 0
-    eager: int = 0  # other shapes (the epoch's last batch) and fallback
-    self_checks: int = 0  # first captures compared with an eager step (graph_check.py)
-    keys: list[Any] = field(default_factory=list)  # capture keys, in capture order
-
-
-class EagerStep(Protocol):
-    """What :class:`CapturedStep` drives: a training step that can run eagerly
-    (:class:`~ardbench.train.step.TrainStep`; a protocol, so that this module, which the step
-    imports, needs nothing from it)."""
-
-    plan: SpeedPlan
-    stats: EpochStats
-    method: Method[Any]
-    method_name: str
-    optimizer: torch.optim.Optimizer
-    params: list[torch.nn.Parameter]
-    student: torch.nn.Module
-    raw_extras: dict[str, torch.nn.Module]  # the extra frozen networks, unwrapped
-
-    def eager(self, batch: Batch, *, epoch: int, step: int) -> dict[str, Tensor]: ...
-
-    def _run(
-        self, batch: Batch, epoch: int, step: int, reads: set[str] | None = None
-    ) -> dict[str, Tensor]: ...
 
 
 def _overrides_capture_key(method: Method[Any]) -> bool:

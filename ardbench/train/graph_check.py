@@ -39,15 +39,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ..methods import Batch
-
-if TYPE_CHECKING:
-    from .graph import CapturedStep, EagerStep
+from .graph_types import CapturingStep, EagerStep
 
 __all__ = ["LOSS_RTOL", "UPDATE_RTOL", "checked_capture", "compare", "live_state"]
 
@@ -158,7 +155,7 @@ def compare(
 # ------------------------------------------------------------------------------ the check
 
 
-def checked_capture(cs: CapturedStep, batch: Batch, epoch: int, step: int) -> dict[str, Tensor]:
+def checked_capture(cs: CapturingStep, batch: Batch, epoch: int, step: int) -> dict[str, Tensor]:
     """Train ``batch`` once, capturing the step and checking the capture against an eager
     step on the same state (see the module doc). Returns the step's loss terms."""
     st = cs.step
