@@ -1,8 +1,8 @@
 """Golden values for fair_ard (bases ard, iad, rslad, mtard) and absld, computed by hand from the
 official code (NISP-official/Fair-ARD@910c8cd ``Fair-*.py``; zhaoshiji123/ABSLD@7407c3a
 ``resnet18_absld_cifar10.py``, ``absld_loss.py``) in float64 on the tiny nets of
-``golden_nets.py`` (math from ``lossmath.py``): every term and reduction, the attack objectives, the per-class counts
-and the per-epoch updates. Independent of ``ardbench.methods.losses`` and the method code."""
+``golden_nets.py`` (math from ``lossmath.py``): every term and reduction, the attack
+objectives, the per-class counts and the per-epoch updates. Independent of ``ardbench.methods.losses`` and the method code."""
 
 from __future__ import annotations
 

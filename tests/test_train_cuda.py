@@ -45,9 +45,9 @@ includes that. The evaluator runs fp32 with TF32 off, but CUDA and CPU kernels s
 other orders, which can flip a borderline point under attack: attacked accuracies may differ by
 a few points of 64; clean accuracy (points chosen with a clear top-2 margin) may not differ.
 
-How to run: ``nox -s gpu``, or ``python -m pytest -m gpu tests/test_cuda.py`` on a CUDA machine
-(the whole file takes a few minutes at most on an H100, torch.compile included). Without a GPU
-the module is skipped. ``ARDBENCH_TEST_DEVICE=cpu python -m pytest -m gpu tests/test_cuda.py``
+How to run: ``nox -s gpu``, or ``python -m pytest -m gpu tests/test_train_cuda.py`` on a CUDA
+machine (the whole file takes a few minutes at most on an H100, torch.compile included).
+Without a GPU the module is skipped. ``ARDBENCH_TEST_DEVICE=cpu python -m pytest -m gpu tests/test_train_cuda.py``
 runs the same tests on the CPU to check their logic (there ``auto`` resolves the features off,
 so the features that exist on the CPU are forced on; cuDNN/TF32-only checks are skipped).
 """

@@ -1,7 +1,7 @@
 """The captured step's orchestration, on the CPU (issue 14; ardbench/train/graph.py).
 
 CUDA graphs need a GPU; what they replay is checked against eager steps in
-``tests/test_cuda.py`` (marked ``gpu``). Here :class:`~ardbench.train.graph.EagerReplay`
+``tests/test_train_cuda.py`` (marked ``gpu``). Here :class:`~ardbench.train.graph.EagerReplay`
 stands in for the CUDA backend: "capture" runs the step once, a "replay" runs the same call
 again with the static input buffers and the *capture's* epoch and step, as a graph would. So
 these tests check everything but CUDA itself: when the step warms up, captures, replays, runs

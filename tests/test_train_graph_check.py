@@ -3,7 +3,7 @@
 :class:`~ardbench.train.graph.EagerReplay` stands in for CUDA (see tests/test_train_graph.py);
 backends derived from it plant the faults the check must catch: a captured step whose
 update, loss or random draw differs from the eager step's, or that fails while checked.
-The GPU test is ``test_self_check_passes_on_the_gpu`` in tests/test_cuda.py.
+The GPU test is ``test_self_check_passes_on_the_gpu`` in tests/test_train_cuda.py.
 """
 
 from __future__ import annotations
