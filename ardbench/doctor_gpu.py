@@ -6,7 +6,7 @@ Each check builds its own small job on ``device`` and returns a JSON-ready dict 
 ``torch.cuda.graph``, replays) with its self-check on; ``backend`` replaces it (the CPU tests
 pass :class:`~ardbench.train.graph.EagerReplay`, which checks this code, not CUDA).
 
-Tolerances are those of ``tests/test_cuda.py``: cuDNN convolutions run in TF32 on CUDA and
+Tolerances are those of ``tests/test_train_cuda.py``: cuDNN convolutions run in TF32 on CUDA and
 the two sides may take different (autotuned, nondeterministic) kernels, so loss terms agree
 to rtol 1e-2 and each step's weight change to a relative norm error of 0.15, not bitwise.
 """

@@ -5,7 +5,7 @@
 #     OMP_NUM_THREADS=1 bash benchmarks/gpu_session.sh smoke                  # CPU check, here
 #
 # PART  issue14    issue 14 in ONE call (about 9 minutes): the captured-step tests of
-#                  `pytest -m gpu` (tests/test_cuda.py -k captured: correctness first), the
+#                  `pytest -m gpu` (tests/test_train_cuda.py -k captured: correctness first), the
 #                  official RSLAD script (ResNet-18 <- WRN-34-10, unmodified), then
 #                  epoch_time.py --graph both on 50,000 images (captured, then eager: real
 #                  s/epoch, ms/step, trainer overhead, host reads/step, x the TF32 floor), and a
@@ -16,7 +16,7 @@
 #                  unmodified (issue 6's calibration), then epoch_time.py: two real epochs of
 #                  50,000 images (RSLAD, ResNet-18 / WRN-34-10)
 #       eval       eval_throughput.py (ResNet-18, WRN-34-10; clean, FGSM, PGD-20, CW), then
-#                  `pytest -m gpu` (tests/test_cuda.py)
+#                  `pytest -m gpu` (tests/test_train_cuda.py)
 #       smoke      every command above at CPU sizes, to check this script without a GPU
 #
 # Needs .bench/ (bash benchmarks/prepare_device.sh, run beforehand on the dev machine): the
@@ -133,7 +133,7 @@ case "$PART" in
 issue14)
     BUDGET=${PART_BUDGET_S:-560}
     TAIL_LINES=20 sub pytest_captured 130 "$PY" -m pytest -m gpu -q -p no:cacheprovider \
-        tests/test_cuda.py -k captured --junitxml "$OUT/pytest_captured.xml"
+        tests/test_train_cuda.py -k captured --junitxml "$OUT/pytest_captured.xml"
     official official_resnet18 100 official.json resnet18_rslad_cifar10.py "" \
         --warmup 5 --steps 30
     TAIL_LINES=30 sub epoch_graph 330 "$PY" benchmarks/epoch_time.py --method rslad \

@@ -1,7 +1,7 @@
-"""Builders of hostile and malformed files for tests/test_hostile_inputs.py.
+"""Builders of hostile and malformed files for tests/test_safety_hostile_inputs.py.
 
 Every payload that would run code writes a marker file (``touch MARKER``), so a test can
-assert that nothing ran. ``tests/test_hostile_inputs.py::test_payloads_are_live`` shows that
+assert that nothing ran. ``tests/test_safety_hostile_inputs.py::test_payloads_are_live`` shows that
 the main payloads do run code when torch loads them unchecked.
 """
 

@@ -149,3 +149,70 @@ def test_no_function_over_80_lines():
     lengths = _functions()
     long = {q: n for q, n in lengths.items() if n > MAX_FUNCTION_LINES}
     assert long == {}, f"split these into named helpers (at most {MAX_FUNCTION_LINES} lines)"
+
+
+# ------------------------------------------------------------------ the tests' own layout
+
+TESTS = Path(__file__).resolve().parent
+# test_<package>_<subject>.py, by what the file tests (tests/README.md, "Layout")
+TEST_PREFIXES = (
+    "test_methods_",
+    "test_protocols_",
+    "test_eval",
+    "test_results_",
+    "test_train_",
+    "test_models",
+    "test_safety_",
+    "test_workflow_",
+)
+# the user-facing tools, one file each, named after the tool
+TEST_NAMES = {
+    "test_analyze",
+    "test_api",
+    "test_attacks",
+    "test_cli",
+    "test_data",
+    "test_doctor",
+    "test_layout",
+    "test_plot_labels",
+    "test_plots",
+    "test_readme_walkthrough",
+    "test_registry",
+    "test_site",
+    "test_site_browser",
+    "test_slurm",
+    "test_submission",
+    "test_sweep",
+}
+
+
+def _imported_test_modules(source: str) -> set[str]:
+    """The ``test_*`` modules a test file imports, anywhere in it (inside functions too)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module)
+    return {name for name in out if name.split(".")[-1].startswith("test_")}
+
+
+def test_no_test_module_imports_another():
+    found = {
+        p.name: sorted(_imported_test_modules(p.read_text()))
+        for p in sorted(TESTS.glob("*.py"))
+        if _imported_test_modules(p.read_text())
+    }
+    assert not found, f"move what they share into a helper module (no test_ prefix): {found}"
+
+
+def test_the_import_check_finds_one():
+    source = "import pytest\n\ndef f():\n    import test_x\n\nfrom test_y import z\n"
+    assert _imported_test_modules(source) == {"test_x", "test_y"}
+
+
+def test_test_files_are_named_after_what_they_test():
+    names = {p.stem for p in TESTS.glob("test_*.py")}
+    odd = sorted(n for n in names - TEST_NAMES if not n.startswith(TEST_PREFIXES))
+    assert not odd, f"name these test_<package>_<subject>.py (tests/README.md, Layout): {odd}"
+    assert TEST_NAMES <= names, f"listed but missing: {sorted(TEST_NAMES - names)}"

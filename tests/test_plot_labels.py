@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from test_plots import _fake_run, _rec
+from plotkit import fake_run, plot_record
 
 from ardbench import plots
 from ardbench.plot_labels import place_labels, unique_labels
@@ -55,8 +55,8 @@ def _records(aa_seeds, paper=None):
     out = []
     for seed in range(3):
         aa = 0.5 + seed / 100 if seed in aa_seeds else None
-        out.append(_rec("rslad", seed, 0.80 + seed / 100, aa, paper=paper or {}))
-    out.append(_rec("ard", 0, 0.85, 0.48, paper=paper or {}))
+        out.append(plot_record("rslad", seed, 0.80 + seed / 100, aa, paper=paper or {}))
+    out.append(plot_record("ard", 0, 0.85, 0.48, paper=paper or {}))
     return out
 
 
@@ -77,13 +77,13 @@ def test_the_title_promises_only_what_is_drawn(tmp_path, figures):
     (table,) = build_tables(with_paper)
     plots.plot_table(table, tmp_path / "b.png", tmp_path / "b.csv")
     assert "x: paper" in figures[-1].axes[0].get_title()
-    (single,) = build_tables([_rec("ard", 0, 0.85, 0.48)])
+    (single,) = build_tables([plot_record("ard", 0, 0.85, 0.48)])
     plots.plot_table(single, tmp_path / "c.png", tmp_path / "c.csv")
     assert "seeds" not in figures[-1].axes[0].get_title()
 
 
 def test_a_single_runs_curves_are_titled_by_the_run(tmp_path, figures):
-    run = _fake_run(tmp_path / "runs", "rslad-s0", "rslad", 0, [1.0, 0.5], [0.1, 0.2])
+    run = fake_run(tmp_path / "runs", "rslad-s0", "rslad", 0, [1.0, 0.5], [0.1, 0.2])
     plots.plot_curves([run], tmp_path / "out")
     title = figures[-1]._suptitle.get_text()
     assert title == "training curves of run rslad-s0"

@@ -3,51 +3,30 @@ leaderboard's link to its scatter."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import matplotlib.image
 import pandas as pd
 import pytest
+from plotkit import fake_run, plot_record
 
-import ardbench
 from ardbench.cli import main
 from ardbench.plots import curves_table, draw_table_plots, scatter_paths, table_points
 from ardbench.results.leaderboard import check_leaderboard, write_leaderboard
-from ardbench.results.records import example_record, write_record
+from ardbench.results.records import write_record
 from ardbench.results.render import render_leaderboard
 from ardbench.results.tables import build_tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _fake_run(root, name, method, seed, kl_adv, pgd10):
-    """A run directory with a real resolved config and a hand-written epoch log."""
-    run = root / name
-    run.mkdir(parents=True)
-    cfg = ardbench.config(method=method, preset="demo", seed=seed)
-    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
-    with (run / "log.jsonl").open("w") as fh:
-        for epoch, (kl, acc) in enumerate(zip(kl_adv, pgd10, strict=True), 1):
-            row = {
-                "epoch": epoch,
-                "lr": 0.1,
-                "losses": {"kl_adv": kl, "loss": 2 * kl},
-                "diagnostics": {},
-                "probe": {"clean": 0.5, "pgd10": acc, "examples": 32, "split": "x"},
-                "epoch_time_s": 1.0,
-            }
-            fh.write(json.dumps(row) + "\n")
-    return ardbench.Run(run)
-
-
 @pytest.fixture
 def fake_runs(tmp_path):
     root = tmp_path / "runs"
     return root, [
-        _fake_run(root, "rslad-s0", "rslad", 0, [1.0, 0.5, 0.25], [0.1, 0.2, 0.3]),
-        _fake_run(root, "rslad-s1", "rslad", 1, [3.0, 1.5, 0.75], [0.3, 0.4, 0.5]),
-        _fake_run(root, "ard-s0", "ard", 0, [2.0, 1.0, 0.5], [0.2, 0.2, 0.2]),
+        fake_run(root, "rslad-s0", "rslad", 0, [1.0, 0.5, 0.25], [0.1, 0.2, 0.3]),
+        fake_run(root, "rslad-s1", "rslad", 1, [3.0, 1.5, 0.75], [0.3, 0.4, 0.5]),
+        fake_run(root, "ard-s0", "ard", 0, [2.0, 1.0, 0.5], [0.2, 0.2, 0.2]),
     ]
 
 
@@ -92,24 +71,11 @@ def test_plot_cli_writes_the_png_beside_its_csv(fake_runs, tmp_path, capsys):
     assert main(["plot", str(tmp_path / "nothing-here")]) == 2
 
 
-def _rec(method, seed, clean, aa=None, **kw):
-    acc = {"clean": clean, "pgd20": clean / 2, **({"aa": aa} if aa is not None else {})}
-    return example_record(
-        run_id=f"{method}-s{seed}",
-        seed=seed,
-        method={"name": method, "config": {}, "config_hash": "2" * 16},
-        recipe=f"baselines/{method}/standard.yaml",
-        config={"method": method, "train": {"seed": seed, "epochs": 1}},
-        eval={"accuracy": acc, "n_examples": 200},  # whole points: clean / 2 too
-        **kw,
-    )
-
-
 def _records(aa=True):
     return [
-        _rec("rslad", 0, 0.80, 0.50 if aa else None, paper={"clean": 83.0, "aa": 52.5}),
-        _rec("rslad", 1, 0.82, 0.52 if aa else None, paper={"clean": 83.0, "aa": 52.5}),
-        _rec("ard", 0, 0.85, 0.48 if aa else None),
+        plot_record("rslad", 0, 0.80, 0.50 if aa else None, paper={"clean": 83.0, "aa": 52.5}),
+        plot_record("rslad", 1, 0.82, 0.52 if aa else None, paper={"clean": 83.0, "aa": 52.5}),
+        plot_record("ard", 0, 0.85, 0.48 if aa else None),
     ]
 
 

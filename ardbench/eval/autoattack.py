@@ -18,7 +18,7 @@ state, for three reasons. (1) pyautoattack 0.2.0 cannot restore its own state: `
 writes the set of attacks with ``json.dump(default=str)`` (a string such as ``"{'apgd-ce',
 ...}"``) and ``from_disk`` does not parse it back, so ``run_standard_evaluation(state_path=
 <existing file>)`` always raises "The state was created with a different set of attacks"
-(pinned by ``tests/test_evaluate.py::test_pyautoattack_0_2_cannot_restore_its_state``); past
+(pinned by ``tests/test_eval.py::test_pyautoattack_0_2_cannot_restore_its_state``); past
 that, its restore branch never defines ``y_adv`` and would raise ``UnboundLocalError``.
 (2) Its list of finished attacks is saved at most once a minute (the flags after every batch),
 so on disk it lags behind the flags. (3) Even when fixed, a restore continues the attack in

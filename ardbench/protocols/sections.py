@@ -48,7 +48,7 @@ AutoBool = typing.Literal["auto", True, False]
 """A speed switch: ``auto`` (resolved per device by ``ardbench.train.speed``), true or false."""
 
 # TrainConfig keys that change how fast a run goes but not what it computes (equal losses and
-# gradients to float tolerance: tests/test_speed.py). A run records what each resolved to.
+# gradients to float tolerance: tests/test_train_speed.py). A run records what each resolved to.
 # ``amp`` is *not* one of them: bf16 autocast changes the numerics.
 SPEED_KEYS = (
     "channels_last",

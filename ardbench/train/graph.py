@@ -69,7 +69,7 @@ its Philox offset by the graph's total draw, so random starts are fresh at every
 equal to eager's for the same seed (``torch.manual_seed`` at an epoch start applies to later
 replays); the fused SGD kernel reads a CUDA lr tensor in the kernel. ``autograd.grad`` with
 ``create_graph=True`` (KDIGA) under capture is unverified. The ``gpu`` tests
-(``tests/test_cuda.py``) compare captured and eager steps for every method.
+(``tests/test_train_cuda.py``) compare captured and eager steps for every method.
 """
 
 from __future__ import annotations

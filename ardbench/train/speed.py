@@ -1,7 +1,7 @@
 """The trainer's speed features: what they do, when they are on, and the one training step.
 
 Features that keep the computation (equal losses and gradients to float tolerance; each has an
-equivalence test in ``tests/test_speed.py``), each a ``TrainConfig`` flag (``auto`` | ``true``
+equivalence test in ``tests/test_train_speed.py``), each a ``TrainConfig`` flag (``auto`` | ``true``
 | ``false``) resolved per device by :func:`resolve_speed`:
 
 ``channels_last``    weights and batches in NHWC (``auto``: on for CUDA, where cuDNN's NHWC

@@ -15,95 +15,29 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from stepkit import (
+    ATTACK,
+    METHODS,
+    TRAIN,
+    assert_same,
+    run_steps,
+    speed_cfg,
+    step_values,
+    tiny_runner,
+)
 
-from ardbench.methods import Batch, Method, MethodConfig
-from ardbench.protocols import SPEED_KEYS, AttackConfig, TrainConfig
+from ardbench.methods import Method, MethodConfig
+from ardbench.protocols import SPEED_KEYS, TrainConfig
 from ardbench.recipes import resolve_config
 from ardbench.train.check import TinyNet, tiny_setup
 from ardbench.train.speed import (
     SpeedPlan,
     compile_settings,
     make_optimizer,
-    prepare_models,
     resolve_speed,
 )
 from ardbench.train.step import SharedForward, TrainStep, make_attack_fn
 from ardbench.train.trainer import resume, train
-
-METHODS = ("natural", "kd", "pgd_at", "trades", "ard", "iad", "rslad", "kdiga", "vargap")
-TRAIN = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4)
-ATTACK = AttackConfig(eps=8 / 255, step=2 / 255, steps=2)
-
-
-def tiny_runner(
-    built, method_name, student, teacher, extras, plan, graph_backend=None
-) -> TrainStep:
-    """The trainer's step on tiny models under ``plan`` (models prepared, optimizer built;
-    ``graph_backend``: the capture backend when ``plan.cuda_graph``, e.g. ``EagerReplay``)."""
-    prepare_models(plan, student, teacher, *extras.values())
-    params = list(student.parameters()) + list(built.parameters())
-    return TrainStep(
-        method=built,
-        method_name=method_name,
-        student=student,
-        teacher=teacher,
-        extras=extras,
-        optimizer=make_optimizer(params, TRAIN, plan),
-        attack_fn=make_attack_fn(student, ATTACK),
-        attack_cfg=ATTACK,
-        plan=plan,
-        num_classes=10,
-        total_epochs=200,
-        graph_backend=graph_backend,
-    )
-
-
-def step_values(runner: TrainStep, batch: Batch, **kw) -> dict[str, float]:
-    """One step; its loss terms (and their sum, ``loss``) read on the host, for comparison."""
-    terms = runner(batch, **kw)
-    values = {k: float(v) for k, v in terms.items()}
-    values["loss"] = float(sum(terms.values()))
-    return values
-
-
-def run_steps(method_name: str, *, steps: int = 2, epoch: int = 199, method=None, **plan_kw):
-    """Two TrainSteps on tiny models; returns (per-step values and grads, final params, runner).
-
-    The base plan is the plain path (everything off); ``plan_kw`` switches features on.
-    """
-    built, student, teacher, extras, batch = tiny_setup(method_name)
-    if method is not None:  # a test-only method on the same tiny networks
-        built = method
-    plan = SpeedPlan(device="cpu", **{"share_teacher": False, **plan_kw})
-    runner = tiny_runner(built, method_name, student, teacher, extras, plan)
-    torch.manual_seed(1234)  # the attacks' random starts
-    out = []
-    for i in range(steps):
-        b = Batch(x=batch.x.roll(i, 0), y=batch.y.roll(i, 0), index=batch.index)
-        with compile_settings(plan, plan.compile):
-            values = step_values(runner, b, epoch=epoch, step=i)
-        grads = {
-            n: p.grad.detach().clone() for n, p in student.named_parameters() if p.grad is not None
-        }
-        out.append((values, grads))
-    final = {n: p.detach().clone() for n, p in student.state_dict().items()}
-    return out, final, runner
-
-
-def assert_same(a, b, rtol=1e-4, atol=1e-5, loss_atol=None):
-    """``loss_atol``: the loss terms' absolute tolerance, when it must differ from ``atol``."""
-    (steps_a, params_a, _), (steps_b, params_b, _) = a, b
-    loss_atol = atol if loss_atol is None else loss_atol
-    for (va, ga), (vb, gb) in zip(steps_a, steps_b, strict=True):
-        assert va.keys() == vb.keys()
-        for k in va:
-            assert va[k] == pytest.approx(vb[k], rel=rtol, abs=loss_atol), k
-        assert ga.keys() == gb.keys()
-        for k in ga:
-            torch.testing.assert_close(ga[k], gb[k], rtol=rtol, atol=atol, msg=k)
-    for k in params_a:
-        torch.testing.assert_close(params_a[k], params_b[k], rtol=rtol, atol=atol, msg=k)
-
 
 # ------------------------------------------------------------------------ resolution
 
@@ -345,26 +279,12 @@ def test_compile_auto_says_when_torch_compile_built_nothing(monkeypatch):
 @pytest.mark.slow
 def test_compiled_run_in_the_trainer(tiny_npz, tmp_path):
     """The whole trainer path compiled: recorded as such, evaluated eagerly afterwards."""
-    res = train(tiny_cfg("pgd_at", tiny_npz, 1, "train.compile=true"), runs_dir=tmp_path)
+    res = train(speed_cfg("pgd_at", tiny_npz, 1, "train.compile=true"), runs_dir=tmp_path)
     assert res.completed and res.record["hardware"]["speed"]["compile"] is True
     assert set(res.record["eval"]["accuracy"]) == {"clean", "pgd20"}
 
 
 # ------------------------------------------------------------ in the trainer: records, bf16
-
-
-def tiny_cfg(method, npz, epochs=2, *sets):
-    return resolve_config(
-        method,
-        cli={"dataset": f"npz:{npz}", "student": "small_cnn", "train": {"epochs": epochs}},
-        sets=[
-            "train.batch_size=16",
-            "attack.steps=2",
-            "eval.batch_size=16",
-            "eval.attacks=clean,pgd20",
-            *sets,
-        ],
-    )
 
 
 def test_deterministic_is_on_during_training_and_restored_after(tiny_npz, tmp_path, monkeypatch):
@@ -381,7 +301,7 @@ def test_deterministic_is_on_during_training_and_restored_after(tiny_npz, tmp_pa
 
     monkeypatch.setattr(step_module.TrainStep, "_run", spy)
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
-    res = train(tiny_cfg("pgd_at", tiny_npz, 1, "train.deterministic=true"), runs_dir=tmp_path)
+    res = train(speed_cfg("pgd_at", tiny_npz, 1, "train.deterministic=true"), runs_dir=tmp_path)
     assert res.completed and seen and all(s == (True, True) for s in seen)
     assert (
         torch.are_deterministic_algorithms_enabled(),
@@ -390,7 +310,7 @@ def test_deterministic_is_on_during_training_and_restored_after(tiny_npz, tmp_pa
 
 
 def test_resolved_flags_in_log_and_record_config_keeps_auto(tiny_npz, tmp_path):
-    res = train(tiny_cfg("pgd_at", tiny_npz, 1), runs_dir=tmp_path, progress=False)
+    res = train(speed_cfg("pgd_at", tiny_npz, 1), runs_dir=tmp_path, progress=False)
     speed = res.record["hardware"]["speed"]
     assert speed["channels_last"] is False and speed["compile"] is False  # auto on CPU
     assert speed["share_teacher"] is True and speed["amp"] == "none"
@@ -406,10 +326,10 @@ def test_channels_last_and_fused_in_the_trainer_same_model_and_resume(tiny_npz, 
     follows float rounding; any change of summation order does that, cuDNN's run-to-run
     nondeterminism included. The per-step tests above pin the equivalence down.)"""
     on = ("train.channels_last=true", "train.fused_optimizer=true")
-    plain = train(tiny_cfg("pgd_at", tiny_npz, 2), runs_dir=tmp_path / "a", progress=False)
-    fast = train(tiny_cfg("pgd_at", tiny_npz, 2, *on), runs_dir=tmp_path / "b", progress=False)
+    plain = train(speed_cfg("pgd_at", tiny_npz, 2), runs_dir=tmp_path / "a", progress=False)
+    fast = train(speed_cfg("pgd_at", tiny_npz, 2, *on), runs_dir=tmp_path / "b", progress=False)
     part = train(
-        tiny_cfg("pgd_at", tiny_npz, 2, *on),
+        speed_cfg("pgd_at", tiny_npz, 2, *on),
         runs_dir=tmp_path / "c",
         progress=False,
         stop_after_epoch=1,
@@ -440,7 +360,7 @@ def test_bf16_runs_is_recorded_and_evaluation_stays_fp32(tiny_npz, tmp_path, mon
         return result
 
     monkeypatch.setattr(ev, "evaluate_model", spy)
-    res = train(tiny_cfg("pgd_at", tiny_npz, 1, "train.amp=bf16"), runs_dir=tmp_path)
+    res = train(speed_cfg("pgd_at", tiny_npz, 1, "train.amp=bf16"), runs_dir=tmp_path)
     assert res.completed and res.record["hardware"]["speed"]["amp"] == "bf16"
     assert res.record["config"]["train"]["amp"] == "bf16"
     assert seen == {

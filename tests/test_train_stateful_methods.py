@@ -7,28 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import test_trainer
+import stepkit
 import torch
+from stepkit import same_run, tiny_cfg
 
 from ardbench.protocols import RunConfig
 from ardbench.recipes import resolve_config
-from ardbench.train.trainer import TrainingError, resume, train
-
-tiny_cfg = test_trainer.tiny_cfg
-
-
-def _same_run(cfg, tmp_path):
-    """An uninterrupted run and one stopped after epoch 1 and resumed: their checkpoints."""
-    full = train(cfg, runs_dir=tmp_path / "a", progress=False)
-    part = train(cfg, runs_dir=tmp_path / "b", progress=False, stop_after_epoch=1)
-    done = resume(part.run_dir, progress=False)
-    a = torch.load(full.run_dir / "checkpoint.pt", weights_only=True)
-    b = torch.load(done.run_dir / "checkpoint.pt", weights_only=True)
-    for part_name in ("student", "method", *(["swa"] if "swa" in a else [])):
-        assert a[part_name].keys() == b[part_name].keys()
-        for k in a[part_name]:
-            assert torch.equal(a[part_name][k], b[part_name][k]), (part_name, k)
-    return a, full
+from ardbench.train.trainer import TrainingError, train
 
 
 def test_mtard_without_a_clean_teacher_stops_with_a_message(tiny_npz, teacher_file, tmp_path):
@@ -47,7 +32,7 @@ def test_mtard_state_is_checkpointed_and_resumed(tiny_npz, teacher_file, tmp_pat
         b_mtard="true",
         temp_lr=0.5,
     )
-    ckpt, full = _same_run(cfg, tmp_path)
+    ckpt, full = same_run(cfg, tmp_path)
     state = ckpt["method"]
     assert 0.0 < float(state["w_nat"]) < 1.0 and float(state["w_nat"]) != 0.5
     assert int(state["ref_epoch"]) == 1 and state["temps"].dtype == torch.float64
@@ -62,7 +47,7 @@ def test_peeraid_trains_its_peer_and_resumes(tiny_npz, tmp_path):
     cfg = tiny_cfg(
         "peeraid", tiny_npz, None, epochs=3, peer_lr_scale=0.5, **{"checkpoint.swa_start": 1}
     )
-    ckpt, full = _same_run(cfg, tmp_path)
+    ckpt, full = same_run(cfg, tmp_path)
     assert ckpt["swa"]["n_averaged"] == 2  # epochs 2 and 3, restored across the resume
     record = full.record
     assert record["checkpoint_rule"] == "swa" and set(record["checkpoints"]) == {"last"}
@@ -130,11 +115,10 @@ LATER = ("adaad", "adaiad", "igdm", "mtard", "peeraid")
 @pytest.mark.parametrize("feature", ["channels_last", "share_teacher"])
 def test_speed_features_keep_the_later_methods(name, feature):
     """The trainer's speed features give the plain path's losses, gradients and weights."""
-    import test_speed
 
-    plain = test_speed.run_steps(name)
-    test_speed.assert_same(
-        plain, test_speed.run_steps(name, **{feature: True}), loss_atol=_loss_atol(name)
+    plain = stepkit.run_steps(name)
+    stepkit.assert_same(
+        plain, stepkit.run_steps(name, **{feature: True}), loss_atol=_loss_atol(name)
     )
 
 
@@ -163,12 +147,9 @@ def _loss_atol(name: str) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LATER)
 def test_compile_keeps_the_later_methods(name):
-    import test_speed
 
     # adaiad: tau^2 = 900 times a KL between near-uniform tau-30 softmaxes, a difference of
     # nearly equal float32 log-probabilities: compile's reordered forward (logits ~1e-7 apart)
     # moves it by ~1e-4 relative even without an attack (measured), hence rtol 1e-3 there
     rtol = 1e-3 if name == "adaiad" else 1e-4
-    test_speed.assert_same(
-        test_speed.run_steps(name), test_speed.run_steps(name, compile=True), rtol=rtol
-    )
+    stepkit.assert_same(stepkit.run_steps(name), stepkit.run_steps(name, compile=True), rtol=rtol)

@@ -1,7 +1,7 @@
 """The captured step's orchestration, on the CPU (issue 14; ardbench/train/graph.py).
 
 CUDA graphs need a GPU; what they replay is checked against eager steps in
-``tests/test_cuda.py`` (marked ``gpu``). Here :class:`~ardbench.train.graph.EagerReplay`
+``tests/test_train_cuda.py`` (marked ``gpu``). Here :class:`~ardbench.train.graph.EagerReplay`
 stands in for the CUDA backend: "capture" runs the step once, a "replay" runs the same call
 again with the static input buffers and the *capture's* epoch and step, as a graph would. So
 these tests check everything but CUDA itself: when the step warms up, captures, replays, runs
@@ -13,12 +13,19 @@ method; the device-tensor learning rate through schedule, checkpoint and resume;
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torch.nn.functional as F
-from test_speed import METHODS, TRAIN, step_values, tiny_cfg, tiny_runner
+from stepkit import (
+    METHODS,
+    TRAIN,
+    WARMUP,
+    assert_runs_agree,
+    plans,
+    speed_cfg,
+    step_values,
+    tiny_runner,
+)
 
 from ardbench.errors import ConfigError
 from ardbench.methods import Batch, Method, MethodConfig, get_method
@@ -27,7 +34,6 @@ from ardbench.train import graph as graph_module
 from ardbench.train.check import tiny_setup
 from ardbench.train.graph import CapturedStep, EagerReplay
 from ardbench.train.speed import (
-    SpeedPlan,
     make_optimizer,
     optimizer_state,
     resolve_speed,
@@ -35,14 +41,6 @@ from ardbench.train.speed import (
     set_optimizer_impl,
 )
 from ardbench.train.trainer import resume, train
-
-WARMUP = 2
-
-
-def plans() -> tuple[SpeedPlan, SpeedPlan]:
-    """(eager, captured): the same features but the capture (fused SGD on both sides)."""
-    eager = SpeedPlan(device="cpu", fused_optimizer=True, share_teacher=True)
-    return eager, dataclasses.replace(eager, cuda_graph=True, notes=[])
 
 
 def half(batch: Batch) -> Batch:
@@ -69,17 +67,6 @@ def run(name, plan, schedule, *, method=None, backend=None, lrs=None):
         values.append(step_values(runner, b if full else half(b), epoch=epoch, step=i))
     final = {k: v.detach().clone() for k, v in student.state_dict().items()}
     return values, final, runner
-
-
-def assert_runs_agree(a, b, rtol=1e-5, atol=1e-6):
-    (va, fa, _), (vb, fb, _) = a, b
-    assert len(va) == len(vb)
-    for i, (x, y) in enumerate(zip(va, vb, strict=True)):
-        assert x.keys() == y.keys(), i
-        for k in x:
-            assert x[k] == pytest.approx(y[k], rel=rtol, abs=atol), (i, k)
-    for k in fa:
-        torch.testing.assert_close(fa[k], fb[k], rtol=rtol, atol=atol, msg=k)
 
 
 # --------------------------------------------------------------------------- resolution
@@ -317,7 +304,7 @@ def test_captured_trainer_run_schedule_checkpoint_and_resume(tiny_npz, tmp_path,
     monkeypatch.setattr(setup, "resolve_speed", graph_on)
     monkeypatch.setattr("ardbench.train.step.CapturedStep", Spy)
     sets = ("train.milestones=[1]", "train.lr_schedule=multistep", "train.probe=0")
-    cfg = tiny_cfg("pgd_at", tiny_npz, 3, *sets)  # 48 images, batch 16: 3 full batches
+    cfg = speed_cfg("pgd_at", tiny_npz, 3, *sets)  # 48 images, batch 16: 3 full batches
     full = train(cfg, runs_dir=tmp_path / "a", progress=False)
     assert full.record["hardware"]["speed"]["cuda_graph"] is True
     (g,) = steps
@@ -336,7 +323,7 @@ def test_captured_trainer_run_schedule_checkpoint_and_resume(tiny_npz, tmp_path,
 
     monkeypatch.setattr(setup, "resolve_speed", real_resolve)
     plain = train(
-        tiny_cfg("pgd_at", tiny_npz, 3, *sets, "train.fused_optimizer=true"),
+        speed_cfg("pgd_at", tiny_npz, 3, *sets, "train.fused_optimizer=true"),
         runs_dir=tmp_path / "c",
         progress=False,
     )

@@ -89,7 +89,7 @@ def test_the_probe_sees_syncs_made_below_python():
         torch.masked_select(x, x > 0)
     names = [name.split(" ")[0] for name, _ in reads.calls]
     assert names == ["torch.equal", "nonzero", "boolean-mask", "torch.tensor(...)", "masked_select"]
-    assert all("test_host_reads.py" in where for _, where in reads.calls)  # the caller
+    assert all("test_train_host_reads.py" in where for _, where in reads.calls)  # the caller
 
 
 def test_the_probe_leaves_device_side_work_alone():

@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lossmath import ce, kl_rows
 
 from ardbench.methods import Batch, build_method
 from ardbench.methods.base import StepContext
 from ardbench.models import logits_and_features
 from ardbench.protocols import AttackConfig
 from ardbench.train.check import TinyNet
-
-
-def log_softmax(z):
-    return z - torch.logsumexp(z, dim=1, keepdim=True)
-
-
-def ce(z, y):
-    return -log_softmax(z)[torch.arange(len(y)), y].mean()
-
-
-def kl_rows(t, s, tau=1.0):
-    lp, lq = log_softmax(t / tau), log_softmax(s / tau)
-    return (lp.exp() * (lp - lq)).sum(1)
 
 
 @pytest.fixture

@@ -1,17 +1,16 @@
 """The captured step checks itself (issue 27; ardbench/train/graph_check.py), on the CPU.
 
-:class:`~ardbench.train.graph.EagerReplay` stands in for CUDA (see tests/test_graph.py);
+:class:`~ardbench.train.graph.EagerReplay` stands in for CUDA (see tests/test_train_graph.py);
 backends derived from it plant the faults the check must catch: a captured step whose
 update, loss or random draw differs from the eager step's, or that fails while checked.
-The GPU test is ``test_self_check_passes_on_the_gpu`` in tests/test_cuda.py.
+The GPU test is ``test_self_check_passes_on_the_gpu`` in tests/test_train_cuda.py.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_graph import WARMUP, assert_runs_agree, plans
-from test_speed import step_values, tiny_runner
+from stepkit import WARMUP, assert_runs_agree, plans, step_values, tiny_runner
 
 from ardbench.methods import Batch
 from ardbench.train.check import tiny_setup

@@ -5,9 +5,8 @@ checks pass for every fair_ard base."""
 from __future__ import annotations
 
 import pytest
-import test_later_trainer
-import test_trainer
 import torch
+from stepkit import same_run, tiny_cfg
 
 import ardbench.train.check as check
 from ardbench.methods import build_method
@@ -19,8 +18,8 @@ from ardbench.methods import build_method
 def test_state_is_checkpointed_and_resume_is_bitwise(
     tiny_npz, teacher_file, tmp_path, method, sets
 ):
-    cfg = test_trainer.tiny_cfg(method, tiny_npz, teacher_file, epochs=2, **sets)
-    ckpt, _ = test_later_trainer._same_run(cfg, tmp_path)
+    cfg = tiny_cfg(method, tiny_npz, teacher_file, epochs=2, **sets)
+    ckpt, _ = same_run(cfg, tmp_path)
     state = ckpt["method"]
     assert int(state["state_epoch"]) == 1
     if method == "fair_ard":

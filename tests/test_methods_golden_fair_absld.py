@@ -1,20 +1,21 @@
 """Golden values for fair_ard (bases ard, iad, rslad, mtard) and absld, computed by hand from the
 official code (NISP-official/Fair-ARD@910c8cd ``Fair-*.py``; zhaoshiji123/ABSLD@7407c3a
 ``resnet18_absld_cifar10.py``, ``absld_loss.py``) in float64 on the tiny nets of
-``test_golden_later``: every term and reduction, the attack objectives, the per-class counts
-and the per-epoch updates. Independent of ``ardbench.methods.losses`` and the method code."""
+``golden_nets.py`` (math from ``lossmath.py``): every term and reduction, the attack
+objectives, the per-class counts and the per-epoch updates. Independent of ``ardbench.methods.losses`` and the method code."""
 
 from __future__ import annotations
 
+import golden_nets
 import pytest
-import test_golden_later as g
 import torch
-from test_golden_later import DT, B, Setup, close, kl_rows, log_softmax, softmax
+from golden_nets import DT, B, Setup
+from lossmath import close, kl_rows, log_softmax, softmax
 
 from ardbench.methods import Batch, build_method
 from ardbench.protocols import ConfigError
 
-su = g.su  # the fixture
+su = golden_nets.su  # the fixture
 
 W = torch.tensor([1.0, 2.0, 0.9, 1.5, 1.0, 1.0, 1.0, 2.5, 1.0, 1.0])  # class weights
 

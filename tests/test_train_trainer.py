@@ -4,31 +4,11 @@ import json
 
 import pytest
 import torch
+from stepkit import tiny_cfg
 
 from ardbench.protocols import TrainConfig
-from ardbench.recipes import resolve_config
 from ardbench.train.schedule import lr_at
 from ardbench.train.trainer import TrainingError, resume, train
-
-
-def tiny_cfg(method, npz, teacher=None, epochs=3, **sets):
-    extra = [f"{k}={v}" for k, v in sets.items()]
-    cli = {"dataset": f"npz:{npz}", "student": "small_cnn", "train": {"epochs": epochs}}
-    if teacher:
-        cli["teacher"] = f"small_cnn:{teacher}"
-    return resolve_config(
-        method,
-        cli=cli,
-        sets=[
-            "train.batch_size=16",
-            "attack.steps=2",
-            "eval.batch_size=16",
-            "eval.attacks=clean,pgd20",
-            "train.milestones=[2]",
-            "train.lr_schedule=multistep",
-            *extra,
-        ],
-    )
 
 
 def test_lr_schedules():

@@ -24,7 +24,8 @@ from ardbench.errors import ArdbenchError, ConfigError
 from ardbench.protocols import Eps, format_eps, parse_eps
 from ardbench.protocols.sections import check_radius
 
-# more examples for a soak: ARDBENCH_HYPOTHESIS_EXAMPLES=5000 pytest tests/test_hostile_property.py
+# more examples for a soak:
+# ARDBENCH_HYPOTHESIS_EXAMPLES=5000 pytest tests/test_safety_hostile_property.py
 EXAMPLES = int(os.environ.get("ARDBENCH_HYPOTHESIS_EXAMPLES", "150"))
 many = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

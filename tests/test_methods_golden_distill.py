@@ -10,11 +10,14 @@ float64 so that rtol 1e-5 is far above the rounding error.
 from __future__ import annotations
 
 import copy
+import functools
 
+import lossmath
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from lossmath import ce, kl_rows, rslad_kl, softmax
 from torch import nn
 
 from ardbench.methods import Batch, StepContext, build_method
@@ -26,37 +29,8 @@ RTOL = 1e-5
 B, C = 4, 10
 
 
-# ---------------------------------------------------------------------------------------------
-# independent math
-
-
-def log_softmax(z: torch.Tensor) -> torch.Tensor:
-    return z - torch.logsumexp(z, dim=1, keepdim=True)
-
-
-def softmax(z: torch.Tensor) -> torch.Tensor:
-    return log_softmax(z).exp()
-
-
-def ce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return -log_softmax(z)[torch.arange(len(y)), y].mean()
-
-
-def kl_rows(t: torch.Tensor, s: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """KL_i(softmax(t/tau) || softmax(s/tau)) per row."""
-    lp, lq = log_softmax(t / tau), log_softmax(s / tau)
-    return (lp.exp() * (lp - lq)).sum(1)
-
-
-def rslad_kl(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    p, lq = softmax(t), log_softmax(s)
-    scale = 10.0 if t.shape[1] == 100 else 1.0
-    return scale * (-p * lq + torch.log(p + 1e-5) * p).mean()
-
-
-def close(actual: torch.Tensor, expected, rtol: float = RTOL, atol: float = 1e-10) -> None:
-    expected = torch.as_tensor(expected, dtype=actual.dtype)
-    torch.testing.assert_close(actual.detach(), expected, rtol=rtol, atol=atol)
+# the independent math (lossmath.py), at this module's tolerance
+close = functools.partial(lossmath.close, rtol=RTOL, atol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------

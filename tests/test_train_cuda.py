@@ -21,7 +21,7 @@ Every test here is marked ``gpu`` (CI runs ``-m "not gpu"``). What is covered:
    against the same steps run eagerly, every method: warm-up, capture, replays, the smaller
    last batch eagerly and a replay after it; and with torch.compile (rslad, trades). On the
    CPU (``ARDBENCH_TEST_DEVICE=cpu``) ``EagerReplay`` stands in for CUDA graphs, which checks
-   the orchestration only; ``tests/test_graph.py`` covers it further.
+   the orchestration only; ``tests/test_train_graph.py`` covers it further.
 8. The run's first capture checks itself against an eager step (``train/graph_check.py``):
    it passes on the GPU (rslad, trades, mtard, kdiga), a planted wrong update falls back with
    one warning, and a failed capture leaves the current stream and the generator usable
@@ -45,9 +45,9 @@ includes that. The evaluator runs fp32 with TF32 off, but CUDA and CPU kernels s
 other orders, which can flip a borderline point under attack: attacked accuracies may differ by
 a few points of 64; clean accuracy (points chosen with a clear top-2 margin) may not differ.
 
-How to run: ``nox -s gpu``, or ``python -m pytest -m gpu tests/test_cuda.py`` on a CUDA machine
-(the whole file takes a few minutes at most on an H100, torch.compile included). Without a GPU
-the module is skipped. ``ARDBENCH_TEST_DEVICE=cpu python -m pytest -m gpu tests/test_cuda.py``
+How to run: ``nox -s gpu``, or ``python -m pytest -m gpu tests/test_train_cuda.py`` on a CUDA
+machine (the whole file takes a few minutes at most on an H100, torch.compile included).
+Without a GPU the module is skipped. ``ARDBENCH_TEST_DEVICE=cpu python -m pytest -m gpu tests/test_train_cuda.py``
 runs the same tests on the CPU to check their logic (there ``auto`` resolves the features off,
 so the features that exist on the CPU are forced on; cuDNN/TF32-only checks are skipped).
 """
@@ -64,7 +64,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-import test_speed
+import stepkit
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,11 +98,11 @@ pytestmark = [
     ),
 ]
 
-# helpers of the CPU speed tests (tests/test_speed.py: importable as ``test_speed`` because
+# helpers shared with the CPU speed tests (tests/stepkit.py: importable as ``stepkit`` because
 # tests/ has no __init__.py and pytest's default "prepend" import mode puts it on sys.path)
-METHODS = test_speed.METHODS
-TRAIN = test_speed.TRAIN  # lr 0.1, momentum 0.9, wd 5e-4; speed flags "auto"
-ATTACK = test_speed.ATTACK  # eps 8/255, step 2/255, 2 steps, uniform start
+METHODS = stepkit.METHODS
+TRAIN = stepkit.TRAIN  # lr 0.1, momentum 0.9, wd 5e-4; speed flags "auto"
+ATTACK = stepkit.ATTACK  # eps 8/255, step 2/255, 2 steps, uniform start
 COMPILED_METHODS = ("rslad", "trades", "kdiga")
 
 LOSS_RTOL, LOSS_ATOL = 1e-2, 1e-4  # TF32 convolutions, different kernels on the two sides
@@ -143,7 +143,7 @@ def run_steps_on(
         module.to(dev)
     batch = Batch(x=batch.x.to(dev), y=batch.y.to(dev), index=batch.index.to(dev))
     backend = None if IS_CUDA else EagerReplay()
-    runner = test_speed.tiny_runner(built, method_name, student, teacher, extras, plan, backend)
+    runner = stepkit.tiny_runner(built, method_name, student, teacher, extras, plan, backend)
     named = [
         *student.named_parameters(),
         *(("method." + n, p) for n, p in built.named_parameters()),
@@ -159,7 +159,7 @@ def run_steps_on(
             if i in half_at:
                 n = len(b.y) // 2
                 b = Batch(x=b.x[:n], y=b.y[:n], index=b.index[:n])
-            values = test_speed.step_values(runner, b, epoch=199, step=i)
+            values = stepkit.step_values(runner, b, epoch=199, step=i)
             grads = {n: p.grad.detach().cpu().clone() for n, p in named if p.grad is not None}
             out.append((values, grads))
     assert torch.backends.cudnn.benchmark is benchmark_before  # restored
@@ -370,7 +370,7 @@ def test_trainer_end_to_end_on_device(tiny_npz, tmp_path):
     of the frozen network on the device, then the eager fp32 evaluation."""
     from torch._dynamo.utils import counters
 
-    cfg = test_speed.tiny_cfg("rslad", tiny_npz, 1, f"device={DEVICE}", "teacher=small_cnn")
+    cfg = stepkit.speed_cfg("rslad", tiny_npz, 1, f"device={DEVICE}", "teacher=small_cnn")
     expected = resolve_speed(cfg.train, DEV, get_method("rslad")).to_dict()
     assert expected["channels_last"] is IS_CUDA and expected["compile"] is IS_CUDA
     assert expected["fused_optimizer"] is IS_CUDA and expected["cudnn_benchmark"] is IS_CUDA
@@ -426,7 +426,7 @@ def test_bf16_run_on_device_evaluates_in_fp32(tiny_npz, tmp_path, monkeypatch):
         return result
 
     monkeypatch.setattr(ev, "evaluate_model", spy)
-    cfg = test_speed.tiny_cfg("pgd_at", tiny_npz, 1, f"device={DEVICE}", "train.amp=bf16")
+    cfg = stepkit.speed_cfg("pgd_at", tiny_npz, 1, f"device={DEVICE}", "train.amp=bf16")
     res = train(cfg, runs_dir=tmp_path, progress=False)
     assert res.completed and res.record["hardware"]["speed"]["amp"] == "bf16"
     assert res.record["hardware"]["speed"]["compile"] is IS_CUDA  # bf16 with compile on CUDA
@@ -624,11 +624,11 @@ def test_a_planted_mismatch_on_the_gpu_falls_back_with_one_warning():
     student_params = list(student.parameters())[:1]
     batch = Batch(x=batch.x.to(DEV), y=batch.y.to(DEV), index=batch.index.to(DEV))
     plan = graph_plan(on=True)
-    runner = test_speed.tiny_runner(built, "rslad", student, teacher, extras, plan, Nudging(DEV))
+    runner = stepkit.tiny_runner(built, "rslad", student, teacher, extras, plan, Nudging(DEV))
     runner.graph.self_check = True
     with pytest.warns(RuntimeWarning, match="self-check") as warned:
         for i in range(WARMUP_STEPS + 3):
-            test_speed.step_values(runner, batch, epoch=0, step=i)
+            stepkit.step_values(runner, batch, epoch=0, step=i)
     assert sum("self-check" in str(w.message) for w in warned) == 1
     assert "the captured update differs" in runner.graph.off and not plan.cuda_graph
     torch.rand(1, device=DEV)  # the generator works eagerly afterwards

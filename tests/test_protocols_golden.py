@@ -3,7 +3,7 @@
 ``tests/golden/protocols.json`` and ``tests/golden/method_configs.json`` were checked by hand
 against ``../shared/reference/methods.md`` (and, for the later methods, the official code
 notes behind it) once; these tests keep them. A deliberate change regenerates them with
-``ARDBENCH_UPDATE_GOLDEN=1 python -m pytest tests/test_golden_protocols.py`` and is reviewed
+``ARDBENCH_UPDATE_GOLDEN=1 python -m pytest tests/test_protocols_golden.py`` and is reviewed
 in the diff. Only the built-ins are pinned (``tests/goldens.py``): a submitted method is not.
 """
 

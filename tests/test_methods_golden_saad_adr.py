@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from lossmath import np_kl_rows, np_softmax
 from torch import Tensor, nn
 
 from ardbench.methods import Batch, StepContext, build_method
@@ -61,17 +62,6 @@ def _ctx(epoch: int, total: int, x_adv: Tensor, objectives: list, steps: int = 7
     )
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def kl_rows(t: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """KL_i(softmax(t) || softmax(s)), summed over classes."""
-    p, q = softmax(t), softmax(s)
-    return (p * (np.log(p) - np.log(q))).sum(axis=1)
-
-
 def lin(net: Linear, x: Tensor) -> np.ndarray:
     w, b = net.w.detach().numpy(), net.b.detach().numpy()
     return x.reshape(len(x), -1).numpy() @ w.T + b
@@ -85,16 +75,16 @@ def saad_by_hand(student, teacher, x, y, x_adv, epoch1, den, alpha, beta, gamma)
     d = x_adv - x
     t_nat, t_plus, t_minus = lin(teacher, x), lin(teacher, x_adv), lin(teacher, x - d)
     s_plus, s_minus, s_nat = lin(student, x_adv), lin(student, x - d), lin(student, x)
-    p = softmax(t_plus)
+    p = np_softmax(t_plus)
     if gamma == 1.0:
         h = -(p * np.log(p + 1e-12)).sum(axis=1)
     else:
         h = np.log((p**gamma).sum(axis=1) + 1e-12) / (1 - gamma)
     w = np.maximum(0.0, 5 * (h - h.min()))
     wn = (w - w.min()) / (w.max() - w.min() + 1e-8)
-    kl_adv = kl_rows(t_plus, s_plus)
-    igdm = alpha * (epoch1 / den) * kl_rows(t_plus - t_minus, s_plus - s_minus)
-    kl_nat = kl_rows(t_nat, s_nat)
+    kl_adv = np_kl_rows(t_plus, s_plus)
+    igdm = alpha * (epoch1 / den) * np_kl_rows(t_plus - t_minus, s_plus - s_minus)
+    kl_nat = np_kl_rows(t_nat, s_nat)
     return {
         "kl_adv": (w * kl_adv).mean(),
         "igdm": (w * igdm).mean(),
@@ -182,9 +172,9 @@ def test_saad_attack_objective_and_its_gradient(target_grad):
     rows = np.arange(len(y))
     t_tilde[rows, y.numpy()] += lam * (g * dx).sum(axis=1)
     s = lin(student, xa.detach())
-    kl = kl_rows(t_tilde, s)
+    kl = np_kl_rows(t_tilde, s)
     assert value.item() == pytest.approx(kl.sum(), rel=1e-10)
-    p, q = softmax(t_tilde), softmax(s)
+    p, q = np_softmax(t_tilde), np_softmax(s)
     grad_ref = (q - p) @ ws  # through the student
     if target_grad:  # d KL / d t~_y = p_y (log p_y - log q_y - KL), times lam g
         py, qy = p[rows, y.numpy()], q[rows, y.numpy()]
@@ -209,7 +199,7 @@ def cosine_by_hand(base: float, final: float, epochs: int, n: int) -> np.ndarray
 
 
 def label_by_hand(logits: np.ndarray, y: np.ndarray, tau: float, interp: float) -> np.ndarray:
-    p = softmax(logits / tau)
+    p = np_softmax(logits / tau)
     rows = np.arange(len(y))
     lam = np.clip(interp - (p.max(axis=1) - p[rows, y]), 0.0, 1.0)[:, None]
     return lam * p + (1 - lam) * np.eye(p.shape[1])[y]
@@ -240,10 +230,10 @@ def test_adr_label_loss_and_attack_objective_at_step_s():
     # the EMA had not moved at step s: it is the student's copy (no optimiser step in between)
     target = label_by_hand(lin(student, x), y.numpy(), tau, interp)
     assert np.allclose(target.sum(axis=1), 1.0)
-    log_q = np.log(softmax(lin(student, x_adv)))
+    log_q = np.log(np_softmax(lin(student, x_adv)))
     assert terms["ce_adv"].item() == pytest.approx(-(target * log_q).sum(axis=1).mean(), rel=1e-10)
     (objective,) = objectives
-    log_q_adv = np.log(softmax(lin(student, x)))
+    log_q_adv = np.log(np_softmax(lin(student, x)))
     assert objective(x).item() == pytest.approx(-(target * log_q_adv).sum(), rel=1e-10)
     assert method.steps_done.item() == s + 1
 

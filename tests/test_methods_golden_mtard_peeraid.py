@@ -1,6 +1,6 @@
 """Golden values for mtard (with b_mtard) and peeraid, and the no-host-read rule for all five
-later methods of issue 13 (adaad, adaiad, igdm are in ``test_golden_later.py``, whose helpers
-this file reuses).
+later methods of issue 13 (adaad, adaiad, igdm are in ``test_methods_golden_adaad_adaiad_igdm.py``;
+the tiny nets are in ``golden_nets.py``, the math in ``lossmath.py``).
 
 Expected values come from the official code's formulas (zhaoshiji123/MTARD@6480a1b,
 zhaoshiji123/MTARD-extension@93506d6, jaewonalive/PeerAiD@cd12e92, as written in
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import copy
 
+import golden_nets as g
 import pytest
-import test_golden_later as g
 import torch
-from test_golden_later import B, C, Setup, ce, close, kl_rows, log_softmax, make_net, softmax
+from golden_nets import B, C, Setup, make_net
+from lossmath import ce, close, kl_rows, rslad_kl, softmax
 
 from ardbench.methods import build_method
 from ardbench.protocols import AttackConfig
@@ -22,12 +23,6 @@ from ardbench.recipes import resolve_config
 from ardbench.train.step import make_attack_fn
 
 su = g.su  # the fixture
-
-
-def rslad_kl(t, s):
-    p = softmax(t)
-    scale = 10.0 if t.shape[1] == 100 else 1.0
-    return scale * (-p * log_softmax(s) + torch.log(p + 1e-5) * p).mean()
 
 
 def entropy_term(t):
