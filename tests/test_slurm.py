@@ -182,9 +182,10 @@ def test_a_cancelled_task_shows_cancelled_and_the_rerun_finishes_it(
     assert [r.seeds for r in table.rows] == [(0, 1)]
 
 
-def _stable(record: dict) -> dict:
-    """A record without what differs between two runs of the same computation."""
-    out = json.loads(json.dumps(record))
+def _stable(record: Any) -> dict:
+    """A record (a dict or a typed Record) without what differs between two runs of the same
+    computation."""
+    out = json.loads(json.dumps(record.to_dict() if hasattr(record, "to_dict") else record))
     for key in ("run_id", "started_at", "finished_at", "wall_time_s", "hardware"):
         out.pop(key, None)
     out["eval"].pop("timing_s"), out["eval"].pop("points_per_s")
