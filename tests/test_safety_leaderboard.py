@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -46,7 +47,14 @@ sys.exit(main(sys.argv[3:]))
 
 
 def _record(tmp: Path, run_id: str) -> Path:
-    return write_record(tmp / "src" / f"{run_id}.json", example_record(run_id=run_id))
+    """A record with its (stand-in) weights beside it: ``--add`` checks their hash first."""
+    weights = tmp / "src" / f"{run_id}.safetensors"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(run_id.encode())
+    record = example_record(run_id=run_id)
+    sha = hashlib.sha256(run_id.encode()).hexdigest()
+    record["checkpoint"]["weights"] = {"format": "safetensors", "sha256": sha}
+    return write_record(tmp / "src" / f"{run_id}.json", record)
 
 
 def _lb(runs: Path, out: Path, *extra: str) -> list[str]:
@@ -114,12 +122,13 @@ def test_a_temporary_file_being_written_survives(second, tmp_path, capsys) -> No
     runs, out = tmp_path / "lb" / "runs", tmp_path / "lb"
     runs.mkdir(parents=True)
     first_src, second_src = _record(tmp_path, "first"), _record(tmp_path, "second")
-    proc, release = _start_paused_writer(tmp_path, _lb(runs, out, "--add", str(first_src)))
+    add = ("--no-verify", "--add")  # the stand-in weights are no network to re-evaluate
+    proc, release = _start_paused_writer(tmp_path, _lb(runs, out, *add, str(first_src)))
     try:
         (tmp,) = runs.rglob(".*.tmp")
         hour_ago = time.time() - 3600
         os.utime(tmp, (hour_ago, hour_ago))  # only its writer's lock can keep it now
-        extra = ["--add", str(second_src)] if second == "add" else []
+        extra = [*add, str(second_src)] if second == "add" else []
         assert main(_lb(runs, out, *extra)) == 0, capsys.readouterr().err
         assert tmp.exists()
     finally:
