@@ -5,6 +5,7 @@ entry point. Each ends in a rendered leaderboard table that contains the method.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,8 +125,11 @@ def publish_and_render(run_dirs, lb):
         == 0
     )
     assert main(["leaderboard", "--runs", str(lb / "runs"), "--out", str(lb), "--check"]) == 0
-    # the pull request carries the records only: no checkpoints under the leaderboard
+    # the records (and their verification results) under runs/, no checkpoints there...
     assert {p.suffix for p in (lb / "runs").rglob("*") if p.is_file()} == {".json"}
+    # ...and the weights beside them, safetensors only, one file per record (README step 4)
+    weights = sorted(p.name for p in (lb / "weights").iterdir())
+    assert weights == sorted(f"{Path(d).name}.safetensors" for d in run_dirs)
     (table,) = [p for p in lb.rglob("*.md") if p.name != "README.md"]
     return table.read_text()
 
