@@ -134,7 +134,9 @@ def test_ids_that_become_file_names_are_validated(field, value):
 
 def test_committed_records_are_valid_and_their_ids_unchanged():
     runs = Path(__file__).resolve().parents[1] / "leaderboard" / "runs"
-    paths = sorted(p for p in runs.rglob("*.json") if not p.name.endswith(".eval.json"))
+    # beside the records: later evaluations and verification results (not records)
+    sidecars = (".eval.json", ".verify.json")
+    paths = sorted(p for p in runs.rglob("*.json") if not p.name.endswith(sidecars))
     assert paths
     for path in paths:
         record = load_record(path)
