@@ -316,6 +316,14 @@ def test_ctrl_c_on_a_slurm_sweep_is_one_line_and_the_jobs_keep_running(cluster, 
         assert len(lines) == 1, done.stderr
         assert "keep running" in lines[0] and f"scancel {job['job_id'].split('_')[0]}" in lines[0]
         assert "ardbench sweep --dir" in lines[0]
-        assert _sacct(job["job_id"])[job["job_id"]] in ("PENDING", "RUNNING")
+        # slurmdbd records a job asynchronously (a just-submitted one may not be in sacct
+        # yet), and an array's task shows as 58_[0] pending, 58_0 running: match the array
+        array = job["job_id"].split("_")[0]
+
+        def states() -> dict[str, str]:
+            return {j: st for j, st in _sacct(array).items() if j.split("_")[0] == array}
+
+        listed = _wait_for("sacct to list the job", states, timeout=60)
+        assert set(listed.values()) <= {"PENDING", "RUNNING"}, listed
     finally:
         subprocess.run(["scancel", job["job_id"]], check=False)
