@@ -72,14 +72,7 @@ def place_labels(
     for i, text in enumerate(texts):
         best: tuple[float, Any] | None = None
         for dx, dy, ha in _OFFSETS:
-            ann = ax.annotate(
-                text,
-                (xs[i], ys[i]),
-                textcoords="offset points",
-                xytext=(dx, dy),
-                ha=ha,
-                fontsize=fontsize,
-            )
+            ann = _annotate(ax, text, (xs[i], ys[i]), (dx, dy), ha, fontsize)
             box = ann.get_window_extent(renderer)
             cost = sum(_overlap(box, b) for b in placed)
             cost += sum(_overlap(box, m) for j, m in enumerate(markers) if j != i)
@@ -93,15 +86,23 @@ def place_labels(
         assert best is not None
         cost, (dx, dy, ha, box) = best
         arrow = {"arrowstyle": "-", "lw": 0.4, "color": "grey"} if cost > 0 else None
-        ann = ax.annotate(
-            text,
-            (xs[i], ys[i]),
-            textcoords="offset points",
-            xytext=(dx, dy),
-            ha=ha,
-            fontsize=fontsize,
-            arrowprops=arrow,
-        )
+        ann = _annotate(ax, text, (xs[i], ys[i]), (dx, dy), ha, fontsize, arrow)
         placed.append(box)
         out.append(ann)
     return out
+
+
+def _annotate(
+    ax: Any,
+    text: str,
+    xy: tuple[float, float],
+    offset: tuple[float, float],
+    ha: str,
+    fontsize: float,
+    arrow: dict[str, Any] | None = None,
+) -> Any:
+    """A label ``offset`` points from its point (tried at each candidate place, then placed)."""
+    return ax.annotate(
+        text, xy, textcoords="offset points", xytext=offset, ha=ha, fontsize=fontsize,
+        arrowprops=arrow,
+    )  # fmt: skip

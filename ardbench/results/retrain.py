@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .verify import FAILED, PARTIAL, VERIFIED, as_record, claim_digest, verify_result_path
+from .verify import FAILED, PARTIAL, VERIFIED, claim_digest, record_json, verify_result_path
 
 __all__ = ["RETRAIN_Z", "retrain_record", "row_spread"]
 
@@ -43,7 +43,7 @@ def row_spread(rec: Mapping[str, Any], rows_dir: Path) -> tuple[dict[str, float]
     key = _row_key(rec)
     runs = {}
     for _, found in find_records(rows_dir):
-        other = as_record(found)
+        other = record_json(found)
         if _row_key(other) == key:
             runs[other["run_id"]] = other["eval"]["accuracy"]
     runs.setdefault(rec["run_id"], rec["eval"]["accuracy"])
@@ -86,7 +86,7 @@ def retrain_record(
     from ..io import write_json_atomic
     from ..protocols import RunConfig
 
-    rec = as_record(record)
+    rec = record_json(record)
     record_path = Path(record_path)
     started = time.perf_counter()
     warnings = _warnings(rec)

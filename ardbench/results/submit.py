@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import ArdbenchError
 from ..io import file_sha256, write_json_atomic
 from .records import RECORD_FILENAME, load_record
-from .verify import as_record
+from .verify import record_json
 from .weights import find_weights
 
 __all__ = ["MANIFEST", "add_verified", "check_bundle", "make_bundle"]
@@ -61,7 +61,7 @@ def make_bundle(run_dirs: Iterable[str | Path], out: str | Path) -> dict[str, An
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         path = run_dir / RECORD_FILENAME if run_dir.is_dir() else run_dir
-        rec = as_record(load_record(path))
+        rec = record_json(load_record(path))
         rid = rec["run_id"]
         weights = find_weights(rec, path)  # refuses missing or mismatched weights
         plan.append((path, f"records/{rid}.json"))
@@ -134,7 +134,7 @@ def add_verified(
     checks = []
     for src in paths:
         path = src / RECORD_FILENAME if src.is_dir() else src
-        rec = as_record(load_record(path))
+        rec = record_json(load_record(path))
         weights = find_weights(rec, path)  # missing or mismatched weights: refused either way
         if verify:
             own = [c for c in rec["eval"]["accuracy"] if c in DETERMINISTIC]

@@ -45,7 +45,7 @@ __all__ = [
     "TOLERANCE_POINTS",
     "VERIFIED",
     "aa_tolerance",
-    "as_record",
+    "record_json",
     "claim_digest",
     "compare_columns",
     "verify_path",
@@ -70,17 +70,15 @@ def aa_tolerance(n: int) -> int:
     return max(1, math.ceil(0.005 * n))
 
 
-def as_record(record: Any) -> dict[str, Any]:
-    """A record as a plain dict, whether the loader returns a dict or the pydantic model of
-    :mod:`ardbench.results.schema` (the one adapter between this module and the loader)."""
+def record_json(record: Any) -> dict[str, Any]:
+    """A record's JSON form (what is hashed and compared here): a typed
+    :class:`~ardbench.results.schema.Record` as written (``to_dict``), a mapping as it is."""
     if isinstance(record, Mapping):
         return dict(record)
-    if hasattr(record, "to_dict"):  # a typed Record: its JSON form exactly as written
-        return dict(record.to_dict())
-    dump = getattr(record, "model_dump", None)
-    if dump is None:
+    to_dict = getattr(record, "to_dict", None)
+    if to_dict is None:
         raise TypeError(f"not a record: {type(record).__name__}")
-    return dict(dump(mode="json", exclude_unset=True))
+    return dict(to_dict())
 
 
 def claim_digest(record: Mapping[str, Any]) -> str:
@@ -215,7 +213,7 @@ def verify_record(
     check: the reason is in the result."""
     import torch
 
-    rec = as_record(record)
+    rec = record_json(record)
     record_path = Path(record_path)
     started = time.perf_counter()
     head = {

@@ -32,7 +32,6 @@ __all__ = [
     "RunInfo",
     "SiteData",
     "Verification",
-    "as_model",
     "load_site_data",
     "read_epoch_log",
     "method_page",
@@ -46,21 +45,6 @@ UNVERIFIED_NOTE = (
     "No re-evaluation of this checkpoint is on file (ardbench verify will write one beside "
     "the record): the numbers are the run's own claim."
 )
-
-
-def as_model(record: Mapping[str, Any] | RecordModel) -> RecordModel:
-    """The record as the schema's pydantic model (the loader returns a dict today; a model
-    passes through)."""
-    if isinstance(record, RecordModel):
-        return record
-    return RecordModel.model_validate(dict(record))
-
-
-def as_dict(record: Mapping[str, Any] | RecordModel) -> dict[str, Any]:
-    """The record as plain JSON (what build_tables and the downloads take)."""
-    if isinstance(record, RecordModel):
-        return record.model_dump(mode="json", exclude_unset=True)
-    return dict(record)
 
 
 @dataclass(frozen=True)
@@ -168,14 +152,14 @@ NO_LOG = (
 def load_site_data(runs_dir: str | Path, log_dirs: Sequence[str | Path] = ()) -> SiteData:
     """Every record under ``runs_dir``, its tables, logs and verification results."""
     runs_dir = Path(runs_dir)
-    raw = [as_dict(r) for r in collect_records(runs_dir)]
-    tables = build_tables(raw)
-    ids = {r["run_id"] for r in raw}
+    records = collect_records(runs_dir)  # typed, validated once
+    tables = build_tables(records)
+    ids = {r.run_id for r in records}
     files = _index_files(runs_dir, [Path(d) for d in log_dirs], ids)
     runs: dict[str, RunInfo] = {}
-    for record in raw:
-        rid = record["run_id"]
-        info = RunInfo(model=as_model(record), record=record)
+    for model in records:
+        rid, record = model.run_id, model.to_dict()  # the JSON as stored (downloads)
+        info = RunInfo(model=model, record=record)
         if f"log:{rid}" in files:
             info.log, problem = read_epoch_log(files[f"log:{rid}"])
             info.log_note = problem
