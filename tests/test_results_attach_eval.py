@@ -117,7 +117,7 @@ def test_attach_files_beside_the_record_and_the_table_shows_aa(tmp_path, capsys)
     assert "45.00" in table and "AA from a later evaluation of the same checkpoint" in table
     # AA on one row only cannot order the table: trades (higher PGD-20) ranks first
     assert table.index("| trades |") < table.index("| pgd_at |")
-    assert "AutoAttack is missing for some rows" in table
+    assert "AutoAttack is missing for some runs" in table
     assert main(["leaderboard", "--runs", str(runs), "--out", str(out), "--check"]) == 0
 
     # attaching the same file again is a no-op; a different one is refused

@@ -96,10 +96,15 @@ def two_by_two() -> list[dict]:
 
 ROW_RSLAD = (
     "| 1 | rslad | standard | 81.00 ± 1.41 | 61.00 ± 1.41 | 56.00 ± 1.41 | 53.00 ± 1.41 "
-    "| 51.00 ± 1.41 | 52.50 | 2 | 200 | 3333333 | unofficial re-implementation; teacher in "
-    "attack |"
+    "| 51.00 ± 1.41 | 52.50 | 2 | 200 | 3333333 | unverified | unofficial re-implementation; "
+    "teacher in attack |"
 )
-ROW_ARD = "| 2 | ard | standard | 85.50 ± 0.71 | — | 51.00 ± 1.41 | — | 47.50 ± 0.71 | — | 2 | 200 | 3333333 |  |"
+# AA 51.00 ± 1.41 vs 47.50 ± 0.71 over two seeds each: the 95 % intervals (pooled std 1.12)
+# touch, 49.04 vs 49.05, so the rows share rank 1
+ROW_ARD = (
+    "| 1 | ard | standard | 85.50 ± 0.71 | — | 51.00 ± 1.41 | — | 47.50 ± 0.71 | — | 2 | 200 "
+    "| 3333333 | unverified |  |"
+)
 
 
 def write_runs(root, records, *, shuffle_seed=None, nested=False):
@@ -122,7 +127,9 @@ def test_two_methods_two_seeds_mean_and_std():
     assert ROW_RSLAD in lines and ROW_ARD in lines
     assert lines.index(ROW_RSLAD) < lines.index(ROW_ARD)  # sorted by AA, descending
     assert GENERATED_MARK in text.lower()
-    assert "Sorted by AA (mean, descending)." in text
+    assert "Sorted by AA (mean, descending; every run of every ranked row has it)." in text
+    assert "pooled seed std of AA, 1.12 points (pooled over the 2 rows" in text
+    assert "This table's runs: 4 unverified." in text
     assert "fingerprint `sha256:" + "0" * 64 + "`" in text
     assert "`robustbench:Zhang2019Theoretically`; weights `sha256:" + "1" * 64 in text
     assert "n = 10000" in text
@@ -141,6 +148,7 @@ def test_one_seed_shows_a_dash_and_sorts_by_pgd20_without_aa():
     ]
     text = render_leaderboard(records)[TABLE]
     assert "Sorted by PGD-20 (mean, descending): no row has AutoAttack." in text
+    # ard 46.00 ± 1.96 (two seeds), kd 30.00 ± 2.77 (one seed, the pooled std 1.41): apart
     assert "| 1 | ard | standard | 80.00 ± 0.00 | — | 46.00 ± 1.41 | — | — | — | 2 |" in text
     assert "| 2 | kd | standard | 90.00 ± — | — | 30.00 ± — | — | — | — | 1 |" in text
     assert "Not evaluated in this table: FGSM, CW∞, AA." in text
@@ -154,17 +162,20 @@ def test_aa_on_some_rows_only_orders_by_pgd20_and_the_header_says_so():
         rec("ard", 0, {"clean": 0.8, "pgd20": 0.4, "aa": 0.3}),
     ]
     text = render_leaderboard(records)[TABLE]
-    assert "AutoAttack is missing for some rows, so it cannot order the table" in text
-    assert text.index("| 1 | kd") < text.index("| 2 | ard")
+    assert "AutoAttack is missing for some runs" in text and "AA cannot order the table" in text
+    # one seed each: no spread measured, so the rows are listed, not ranked
+    assert text.index("| – | kd") < text.index("| – | ard")
+    assert "rows are listed by PGD-20, not ranked" in text
     records[0]["eval"]["accuracy"]["aa"] = 0.2
     text = render_leaderboard(records)[TABLE]
-    assert "Sorted by AA (mean, descending)." in text
-    assert text.index("| 1 | ard") < text.index("| 2 | kd")
-    # AA on one of two seeds still orders, and the header says the mean is of fewer runs
+    assert "Sorted by AA (mean, descending; every run of every ranked row has it)." in text
+    assert text.index("| – | ard") < text.index("| – | kd")
+    # AA on one of kd's two seeds: a mean over fewer runs cannot order the table
     records.append(rec("kd", 1, {"clean": 0.9, "pgd20": 0.62}))
     text = render_leaderboard(records)[TABLE]
-    assert "Sorted by AA (mean over the runs that have it, descending;" in text
+    assert "Sorted by PGD-20 (mean, descending): AutoAttack is missing for some runs" in text
     assert "| 20.00 ± — (1 of 2 runs) |" in text
+    assert text.index("| 1 | kd") < text.index("| 2 | ard")
 
 
 def test_other_data_and_overrides_get_their_own_table_and_row():

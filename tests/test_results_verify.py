@@ -214,3 +214,30 @@ def test_retrain_lands_on_the_record_on_the_same_machine(copy, tmp_path):
     assert result["how"] == "re-trained" and result["row_seeds"] == 1
     assert result["state"] == "partial"  # one seed: no std to judge by
     assert all(c["delta_points"] == 0 for c in result["columns"].values())
+
+
+def test_a_later_evaluations_columns_are_checked_too(copy):
+    """A column attached later (``leaderboard --attach``: AutoAttack, usually) is shown in the
+    table, so verify re-evaluates it as well, with the later evaluation's seed; raised in its
+    ``.eval.json``, it fails like a raised record number."""
+    record = json.loads((copy / "record.json").read_text())
+    cw = record["eval"]["accuracy"]["cw"]
+    _edit(copy, lambda r: [r["eval"][k].pop("cw", None) for k in ("accuracy", "worst_class")])
+    later = {
+        "accuracy": {"cw": cw},
+        "model": {"sha256": record["checkpoint"]["sha256"]},
+        "data": {"fingerprint": record["track"]["data_fingerprint"]},
+        "norm": record["track"]["norm"],
+        "eps": record["track"]["eps"],
+        "n_examples": record["eval"]["n_examples"],
+        "settings": {"cw": {**record["eval"]["settings"]["cw"], "seed": 0}},
+    }
+    filed = copy / f"{copy.name}.eval.json"
+    filed.write_text(json.dumps(later))
+    result = ardbench.verify(copy, threads=1, write=False)
+    assert result["state"] == "verified", result["note"]
+    assert result["columns"]["cw"]["delta_points"] == 0
+    later["accuracy"]["cw"] = cw + 5 / 64
+    filed.write_text(json.dumps(later))
+    result = ardbench.verify(copy, threads=1, write=False)
+    assert result["state"] == "failed" and result["reason"].startswith("cw does not match")

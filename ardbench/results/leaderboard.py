@@ -33,6 +33,7 @@ from .records import (
 )
 from .render import render_leaderboard
 from .schema import Record
+from .verified import collect_verifications
 
 __all__ = [
     "add_records",
@@ -86,7 +87,8 @@ def collect_records(root: str | Path) -> list[Record]:
 
 def _expected(runs_dir: Path) -> dict[str, str]:
     """Every generated file: the tables, the index and the manifest that lists them."""
-    expected = render_leaderboard(collect_records(runs_dir))
+    records = collect_records(runs_dir)
+    expected = render_leaderboard(records, collect_verifications(runs_dir, records))
     expected[MANIFEST] = manifest_text(expected)
     return expected
 

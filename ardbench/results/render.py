@@ -18,8 +18,10 @@ from typing import Any
 
 from .grouping import dataset_label, display_spec, teacher_label
 from .records import RecordLike
+from .render_trust import order_text, rank_cell, trust_lines, verified_cell
 from .schema import COLUMNS, Record, TeacherCheckBlock
 from .tables import COLUMN_TITLES, DASH, WORST_COLUMNS, Table, build_tables
+from .verified import Verification
 
 __all__ = [
     "GENERATED_MARK",
@@ -296,23 +298,6 @@ def _column_lines(t: Table) -> list[str]:
     return lines
 
 
-def _order_text(t: Table) -> str:
-    """How the rows are sorted, and why not by AA where they cannot be."""
-    if t.sort_by == "aa" and any(r.stats["aa"].n < r.runs for r in t.rows):
-        return (
-            "AA (mean over the runs that have it, descending; a cell marked (k of n runs) has "
-            "AA on fewer runs than its other columns)"
-        )
-    if t.sort_by == "aa":
-        return "AA (mean, descending)"
-    if any(r.stats["aa"].mean is not None for r in t.rows):
-        return (
-            "PGD-20 (mean, descending): AutoAttack is missing for some rows, so it cannot "
-            "order the table"
-        )
-    return "PGD-20 (mean, descending): no row has AutoAttack"
-
-
 def _header(t: Table) -> list[str]:
     held = " · holdout" if t.track.split != "test" else ""
     return [
@@ -330,7 +315,8 @@ def _header(t: Table) -> list[str]:
         *_models_and_evaluation(t),
         *_column_lines(t),
         "",
-        f"Sorted by {_order_text(t)}. Cells: mean ± std over the row's runs (seeds), percent; "
+        *trust_lines(t),
+        f"Sorted by {order_text(t)}. Cells: mean ± std over the row's runs (seeds), percent; "
         f"std with ddof = 1, {DASH} with one run; {DASH} alone: not evaluated. Worst class: the "
         "lowest per-class accuracy (mean over runs). AA (paper): the published figure the "
         "recipe sets beside ours, with how far it can be trusted (checked, relayed, abstract, "
@@ -366,6 +352,7 @@ def render_table(t: Table) -> str:
     worst = [c for c in WORST_COLUMNS if any(r.worst[c].mean is not None for r in t.rows)]
     worst_title = "Worst class (" + " / ".join(COLUMN_TITLES[c] for c in worst) + ")"
     numeric = ("#", *COLUMN_TITLES.values(), worst_title, "AA (paper)", "Seeds", "Epochs")
+    # the last two columns: the row's verification, then what its cells do not say
     head = [
         "#",
         "Method",
@@ -376,6 +363,7 @@ def render_table(t: Table) -> str:
         "Seeds",
         "Epochs",
         "Code",
+        "Verified",
         "Notes",
     ]
     lines.append(_row_line(head))
@@ -388,7 +376,7 @@ def render_table(t: Table) -> str:
             paper_aa = f"{r.paper['aa']:.2f}" + (f" ({md_text(tag)})" if tag else "")
         method = r.method if r.checkpoint == "last" else f"{r.method} ({r.checkpoint})"
         cells = [
-            str(i),
+            rank_cell(r),
             md_text(method),
             md_text(r.recipe_cell),
             *(r.stats[c].cell(r.runs) for c in COLUMNS),
@@ -397,6 +385,7 @@ def render_table(t: Table) -> str:
             str(r.runs),
             ", ".join(str(e) for e in r.epochs),
             ", ".join(md_text(c) for c in r.code),
+            md_text(verified_cell(r)),
             "; ".join(md_text(n) for n in r.notes),
         ]
         lines.append(_row_line(cells))
@@ -492,9 +481,12 @@ def render_index(tables: Sequence[Table]) -> str:
     return "\n".join(lines)
 
 
-def render_leaderboard(records: Sequence[RecordLike]) -> dict[str, str]:
-    """{path relative to the output directory: file text} for every table and the index."""
-    tables = build_tables(records)
+def render_leaderboard(
+    records: Sequence[RecordLike], verifications: dict[str, Verification] | None = None
+) -> dict[str, str]:
+    """{path relative to the output directory: file text} for every table and the index
+    (``verifications``: {run_id: result}, :mod:`ardbench.results.verified`)."""
+    tables = build_tables(records, verifications)
     out = {t.relpath: render_table(t) for t in tables}
     out["README.md"] = render_index(tables)
     return dict(sorted(out.items()))

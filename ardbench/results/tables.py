@@ -13,9 +13,11 @@ Which table a record belongs to and the table's file name come from
 
 Cells are mean ± std over the row's runs, in percent with two decimals; std is the sample
 standard deviation (ddof = 1) and "—" with one run. Rows are sorted by AA (mean, descending)
-when any row has AA, rows without it after them by PGD-20; by PGD-20 when no row has AA.
-Records are ordered by run id before aggregation, so the order of files on disk does not
-matter. Strings here are raw record text: rendering escapes them.
+only when every run of every ranked row has AA, else by PGD-20; rows whose difference is
+within seed noise share a rank (:mod:`ardbench.results.ranks`); a row with a failed
+verification (:mod:`ardbench.results.verified`) never ranks and comes last. Records are
+ordered by run id before aggregation, so the order of files on disk does not matter. Strings
+here are raw record text: rendering escapes them.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ import pandas as pd
 
 from ..protocols.columns import COLUMN_TITLES  # the registry's titles (a live view)
 from .grouping import TableKey, TrackKey, row_key, table_key, table_relpath, teacher_label
+from .ranks import Ranking, RankInput, rank_rows
 from .records import RecordLike, as_record
 from .schema import COLUMNS, Eval, Record
+from .verified import FAILED, NONE, VERIFIED, Verification
 
 __all__ = [
     "COLUMN_TITLES",
@@ -151,10 +155,23 @@ class Row:
     worst: dict[str, Stat] = field(default_factory=dict)  # worst-class accuracy per column
     checkpoint: str = "last"
     paper_meta: dict[str, str] = field(default_factory=dict)  # tag, rule, note
+    verifications: tuple[Verification, ...] = ()  # per run, in run_ids order
+    rank: int | None = None  # shared rank (ardbench.results.ranks); None: not ranked
 
     @property
     def runs(self) -> int:
         return len(self.run_ids)
+
+    @property
+    def failed(self) -> bool:
+        """A run of the row failed its verification: the row never ranks."""
+        return any(v.state == FAILED for v in self.verifications)
+
+    def verified_columns(self) -> set[str]:
+        """The columns every run's verification re-evaluated (empty unless all verified)."""
+        if not self.verifications or any(v.state != VERIFIED for v in self.verifications):
+            return set()
+        return set.intersection(*(set(v.columns) for v in self.verifications))
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -181,6 +198,7 @@ class Table:
     records: list[Record]
     rows: list[Row] = field(default_factory=list)
     sort_by: str = "aa"
+    ranking: Ranking | None = None
 
     @property
     def name(self) -> str:
@@ -260,7 +278,9 @@ def _row_paper(g: pd.DataFrame) -> tuple[dict[str, float], str | None, dict[str,
     return paper, source, meta
 
 
-def _row(g: pd.DataFrame, key: Any, with_teacher: bool) -> Row:
+def _row(
+    g: pd.DataFrame, key: Any, with_teacher: bool, verifications: dict[str, Verification]
+) -> Row:
     """One row from its runs' frame rows (``key``: their :class:`RowKey`)."""
     g = g.sort_values("run_id", kind="mergesort")
     paper, source, meta = _row_paper(g)
@@ -280,15 +300,21 @@ def _row(g: pd.DataFrame, key: Any, with_teacher: bool) -> Row:
         paper_source=source,
         paper_meta=meta,
         notes=_row_notes(g, key.method, with_teacher),
+        verifications=tuple(verifications.get(rid, NONE) for rid in g["run_id"]),
     )
 
 
-def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
+def _rows(
+    df: pd.DataFrame,
+    with_teacher: bool = False,
+    verifications: dict[str, Verification] | None = None,
+) -> list[Row]:
     """The table's rows: its runs grouped by their row key (:func:`row_key`)."""
     groups: dict[Any, list[int]] = {}
     for i, key in enumerate(df["row"]):
         groups.setdefault(key, []).append(i)
-    out = [_row(df.iloc[idx], key, with_teacher) for key, idx in groups.items()]
+    found = verifications or {}
+    out = [_row(df.iloc[idx], key, with_teacher, found) for key, idx in groups.items()]
     # the recipe cell: the recipe's short name, plus the config hash where one method and
     # recipe name cover several rows (runs with different overrides)
     names: dict[tuple[str, str], int] = {}
@@ -309,15 +335,19 @@ def _rows(df: pd.DataFrame, with_teacher: bool = False) -> list[Row]:
     ]
 
 
-def _sort_rows(rows: list[Row]) -> tuple[list[Row], str]:
-    """By AA when every row has it, else by PGD-20: an order that put the rows with AA first
-    would rank a row above a stronger one only because it was attacked longer."""
-    by = "aa" if rows and all(r.stats["aa"].mean is not None for r in rows) else "pgd20"
+def _sort_rows(rows: list[Row]) -> tuple[list[Row], str, Ranking]:
+    """By AA when every run of every ranked row has it, else by PGD-20 (an order that put the
+    rows with AA first would rank a row above a stronger one only because it was attacked
+    longer, and a mean over fewer seeds is another quantity); failed rows last, unranked; then
+    shared ranks (:func:`~ardbench.results.ranks.rank_rows`)."""
+    live = [r for r in rows if not r.failed]
+    by = "aa" if live and all(r.stats["aa"].n == r.runs for r in live) else "pgd20"
 
     def key(r: Row) -> tuple[Any, ...]:
         primary = r.stats[by].mean
         secondary = r.stats["pgd20"].mean
         return (
+            r.failed,
             primary is None,
             -(primary or 0.0),
             secondary is None,
@@ -328,11 +358,27 @@ def _sort_rows(rows: list[Row]) -> tuple[list[Row], str]:
             r.checkpoint,
         )
 
-    return sorted(rows, key=key), by
+    ordered = sorted(rows, key=key)
+    ranking = rank_rows(
+        [RankInput(r.stats[by].mean, r.stats[by].std, r.stats[by].n, not r.failed) for r in ordered]
+    )
+    ranked = [replace(r, rank=rank) for r, rank in zip(ordered, ranking.ranks, strict=True)]
+    # a wide interval (one seed) can rank a row below one with a lower mean: list by rank
+    order = sorted(range(len(ranked)), key=lambda i: (ranked[i].rank is None, ranked[i].rank, i))
+    ranking = replace(
+        ranking,
+        ranks=tuple(ranking.ranks[i] for i in order),
+        half_widths=tuple(ranking.half_widths[i] for i in order),
+    )
+    return [ranked[i] for i in order], by, ranking
 
 
-def build_tables(records: Sequence[RecordLike]) -> list[Table]:
-    """Group records into tables (sorted by their file path) with aggregated rows."""
+def build_tables(
+    records: Sequence[RecordLike], verifications: dict[str, Verification] | None = None
+) -> list[Table]:
+    """Group records into tables (sorted by their file path) with aggregated rows;
+    ``verifications`` ({run_id: result}, :func:`~ardbench.results.verified.collect_verifications`)
+    mark each run verified, partial, unverified (the default) or failed."""
     groups: dict[TableKey, list[Record]] = {}
     for r in sorted((as_record(r) for r in records), key=lambda r: r.run_id):
         groups.setdefault(table_key(r), []).append(r)
@@ -344,7 +390,8 @@ def build_tables(records: Sequence[RecordLike]) -> list[Table]:
             members = sorted(members + groups.get(reference, []), key=lambda r: r.run_id)
         elif any(k._replace(teacher_sha="") == key for k in teacher_keys):
             continue  # reference rows of the teachers' tables, no table of their own
-        rows, by = _sort_rows(_rows(records_frame(members), with_teacher=bool(key.teacher_sha)))
-        tables.append(Table(key, table_relpath(key, members), members, rows, by))
+        frame = records_frame(members)
+        rows, by, ranking = _sort_rows(_rows(frame, bool(key.teacher_sha), verifications))
+        tables.append(Table(key, table_relpath(key, members), members, rows, by, ranking))
     tables.sort(key=lambda t: t.relpath)
     return tables

@@ -7,7 +7,9 @@ reason (and nothing after a failed step runs):
 1. find the weights the record names and check their sha256 (:mod:`.weights`);
 2. load the record's dataset and check its fingerprints against the record's;
 3. evaluate the weights on the same first ``n`` test points with the same seed, radius, norm
-   and AutoAttack batch size as the run's own final evaluation;
+   and AutoAttack batch size as the run's own final evaluation; the columns a later
+   evaluation attached (``<run_id>.eval.json``, usually AutoAttack) are claims the table shows
+   too and are evaluated again with that evaluation's own seed;
 4. compare column by column, in points (test examples): the deterministic columns (clean,
    FGSM, PGD-20, CW) must agree exactly (:data:`TOLERANCE_POINTS`; measured: identical at
    1 and 2 CPU threads), AutoAttack within :func:`aa_tolerance`.
@@ -163,13 +165,13 @@ def _plan(record: Mapping[str, Any], columns: Sequence[str] | None, n: int | Non
             f"run {record['run_id']} was evaluated on {ev['split']!r}; verify re-evaluates "
             "test-set records only"
         )
-    later = set((ev.get("later_eval") or {}).get("columns") or ())
-    own = [c for c in ev["accuracy"] if c not in later]
+    # every column the table shows: the record's own and those a later evaluation attached
+    own = list(ev["accuracy"])
     wanted = list(columns) if columns else own
     unknown = [c for c in wanted if c not in own]
     if unknown:
         raise ArdbenchError(
-            f"--columns {','.join(unknown)}: not among the record's own columns ({','.join(own)})"
+            f"--columns {','.join(unknown)}: not among the record's columns ({','.join(own)})"
         )
     n_record = int(ev["n_examples"])
     m = n_record if n is None else int(n)
@@ -179,22 +181,36 @@ def _plan(record: Mapping[str, Any], columns: Sequence[str] | None, n: int | Non
 
 
 def _evaluate(record: Mapping[str, Any], model: Any, x: Any, y: Any, cols: list[str]) -> Any:
+    """The evaluation of ``cols``; a column with a seed of its own in the record's settings
+    (a later evaluation's AutoAttack) is evaluated again with that seed."""
     from ..eval.core import evaluate_model
 
     ev = record["eval"]
-    aa = ((ev.get("settings") or {}).get("aa") or {}).get("batch_size")
+    settings = ev.get("settings") or {}
+    aa = (settings.get("aa") or {}).get("batch_size")
     cfg_eval = (record.get("config") or {}).get("eval") or {}
-    return evaluate_model(
-        model,
-        x,
-        y,
-        attacks=tuple(cols),
-        eps=float(ev.get("eps", record["track"]["eps"])),
-        norm=str(ev.get("norm", record["track"]["norm"])),
-        seed=int(ev.get("seed", record["seed"])),
-        aa_batch_size=int(aa or cfg_eval.get("aa_batch_size") or 256),
-        num_classes=int(record["track"]["num_classes"]),
-    )
+    own_seed = int(ev.get("seed", record["seed"]))
+    by_seed: dict[int, list[str]] = {}
+    for c in cols:
+        by_seed.setdefault(int((settings.get(c) or {}).get("seed", own_seed)), []).append(c)
+    results = [
+        evaluate_model(
+            model,
+            x,
+            y,
+            attacks=tuple(group),
+            eps=float(ev.get("eps", record["track"]["eps"])),
+            norm=str(ev.get("norm", record["track"]["norm"])),
+            seed=seed,
+            aa_batch_size=int(aa or cfg_eval.get("aa_batch_size") or 256),
+            num_classes=int(record["track"]["num_classes"]),
+        )
+        for seed, group in sorted(by_seed.items())
+    ]
+    first = results[0]
+    for other in results[1:]:
+        first.accuracy.update(other.accuracy)
+    return first
 
 
 def verify_record(
@@ -311,10 +327,15 @@ def verify_path(
     that does not load is a failure too (its reason is the loader's first line)."""
     from .records import RECORD_FILENAME, load_record
 
+    from .later_eval import later_eval_path, load_later_eval, merge_later_eval
+
     p = Path(path)
     record_path = p / RECORD_FILENAME if p.is_dir() else p
     try:
         record = load_record(record_path)
+        later = later_eval_path(record_path, record.run_id)
+        if later.is_file():  # the columns the table shows from it are claims to check too
+            record = merge_later_eval(record, load_later_eval(later), source=later)
     except (ArdbenchError, FileNotFoundError) as exc:
         return record_path, _fail(f"record not loadable: {first_line(exc, limit=300)}")
     return record_path, verify_record(record, record_path, **kwargs)

@@ -20,13 +20,23 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..results.leaderboard import collect_records
 from ..results.schema import RecordModel
 from ..results.tables import Row, Table, build_tables
+from ..results.verified import (
+    FAILED,
+    PARTIAL,
+    UNVERIFIED,
+    UNVERIFIED_NOTE,
+    VERIFIED,
+    Verification,
+    collect_verifications,
+    read_verification,
+)
 
 __all__ = [
     "RunInfo",
@@ -40,18 +50,6 @@ __all__ = [
     "table_page",
 ]
 
-VERIFIED, UNVERIFIED, FAILED = "verified", "unverified", "failed"
-UNVERIFIED_NOTE = (
-    "No re-evaluation of this checkpoint is on file (ardbench verify will write one beside "
-    "the record): the numbers are the run's own claim."
-)
-
-
-@dataclass(frozen=True)
-class Verification:
-    state: str  # verified | unverified | failed
-    note: str
-
 
 @dataclass
 class RunInfo:
@@ -59,7 +57,7 @@ class RunInfo:
     record: dict[str, Any]
     log: list[dict[str, Any]] = field(default_factory=list)
     log_note: str = ""  # why there are no curves
-    verification: Verification = Verification(UNVERIFIED, UNVERIFIED_NOTE)
+    verification: Verification = Verification(UNVERIFIED, UNVERIFIED_NOTE)  # noqa: RUF009
     tables: list[Table] = field(default_factory=list)
 
 
@@ -95,32 +93,11 @@ def read_epoch_log(path: Path) -> tuple[list[dict[str, Any]], str]:
     return rows, ""
 
 
-def _read_verification(path: Path, record: Mapping[str, Any] | None = None) -> Verification:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return Verification(UNVERIFIED, f"{path.name} is not readable JSON")
-    if not isinstance(data, dict):
-        return Verification(UNVERIFIED, f"{path.name} is not a JSON object")
-    state = next(
-        (data[k] for k in ("state", "status", "verdict") if isinstance(data.get(k), str)), ""
-    ).lower()
-    state = {"passed": VERIFIED, "pass": VERIFIED, "fail": FAILED}.get(state, state)
-    digest = data.get("record_digest")
-    if record is not None and isinstance(digest, str) and state == VERIFIED:
-        from ..results.verify import claim_digest
-
-        if digest != claim_digest(record):  # edited after it was verified: a false claim
-            return Verification(FAILED, "the record changed after it was verified")
-    if state in ("partial", UNVERIFIED) and isinstance(data.get("note"), str):
-        return Verification(UNVERIFIED, data["note"])  # ardbench verify's partial check
-    if state not in (VERIFIED, FAILED):
-        return Verification(UNVERIFIED, f"{path.name} states no verdict (verified or failed)")
-    note = next(
-        (data[k] for k in ("note", "message", "summary") if isinstance(data.get(k), str)), ""
-    )
-    default = "re-evaluated under its own protocol" if state == VERIFIED else "re-evaluation failed"
-    return Verification(state, note or default)
+def _read_verification(path: Path, record: Mapping[str, Any]) -> Verification:
+    """The leaderboard's reading (:func:`ardbench.results.verified.read_verification`); the
+    site shows a partial check as unverified, with its note."""
+    v = read_verification(path, record)
+    return replace(v, state=UNVERIFIED) if v.state == PARTIAL else v
 
 
 def _index_files(runs_dir: Path, log_dirs: Sequence[Path], ids: set[str]) -> dict[str, Path]:
@@ -153,7 +130,7 @@ def load_site_data(runs_dir: str | Path, log_dirs: Sequence[str | Path] = ()) ->
     """Every record under ``runs_dir``, its tables, logs and verification results."""
     runs_dir = Path(runs_dir)
     records = collect_records(runs_dir)  # typed, validated once
-    tables = build_tables(records)
+    tables = build_tables(records, collect_verifications(runs_dir, records))
     ids = {r.run_id for r in records}
     files = _index_files(runs_dir, [Path(d) for d in log_dirs], ids)
     runs: dict[str, RunInfo] = {}

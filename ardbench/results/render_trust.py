@@ -1,0 +1,96 @@
+"""The parts of a table that say how far to trust it: the shared rank of each row, its
+verification state, and the paragraph that states both rules with this table's numbers."""
+
+from __future__ import annotations
+
+from ..protocols.columns import COLUMN_TITLES
+from .ranks import Z95
+from .tables import Row, Table
+from .verified import FAILED, PARTIAL, VERIFIED
+
+__all__ = ["order_text", "rank_cell", "trust_lines", "verified_cell"]
+
+
+def order_text(t: Table) -> str:
+    """How the rows are sorted, and why not by AA where they cannot be."""
+    if t.sort_by == "aa":
+        return "AA (mean, descending; every run of every ranked row has it)"
+    if any(r.stats["aa"].mean is not None for r in t.rows):
+        return (
+            "PGD-20 (mean, descending): AutoAttack is missing for some runs (cells marked "
+            "(k of n runs), or —), and a mean over fewer runs is another quantity, so AA "
+            "cannot order the table"
+        )
+    return "PGD-20 (mean, descending): no row has AutoAttack"
+
+
+def rank_cell(r: Row) -> str:
+    if r.failed:
+        return "✗"
+    return "–" if r.rank is None else str(r.rank)
+
+
+def verified_cell(r: Row) -> str:
+    """e.g. "✓ 3/3 re-evaluated", "✓ 1/1 re-evaluated (not AA)", "✗ failed 1/3: reason",
+    "unverified"."""
+    vs = r.verifications
+    n = len(vs)
+    failed = [v for v in vs if v.state == FAILED]
+    if failed:
+        return f"✗ failed {len(failed)}/{n}: {failed[0].note}"
+    ok = [v for v in vs if v.state == VERIFIED]
+    if ok and len(ok) == n:
+        hows = sorted({v.how or "re-evaluated" for v in ok})
+        text = f"✓ {n}/{n} " + " / ".join(hows)
+        unchecked = [c for c, s in r.stats.items() if s.n and c not in r.verified_columns()]
+        if unchecked and all(v.how == "re-evaluated" for v in ok):
+            text += " (not " + ", ".join(COLUMN_TITLES[c] for c in unchecked) + ")"
+        return text
+    partial = sum(v.state == PARTIAL for v in vs)
+    parts = [f"{len(ok)}/{n} verified"] if ok else []
+    parts += [f"{partial}/{n} partial"] if partial else []
+    return ", ".join(parts) + ("; rest unverified" if parts else "unverified")
+
+
+def _rank_text(t: Table) -> str:
+    ranking = t.ranking
+    by = COLUMN_TITLES[t.sort_by]
+    if ranking is None or ranking.pooled_std is None:
+        return (
+            f"**Ranks.** No row has two seeds, so no seed spread is measured: rows are listed "
+            f"by {by}, not ranked (#: –)."
+        )
+    spread = 100 * ranking.pooled_std
+    one = Z95 * spread
+    return (
+        f"**Ranks.** Rows share a rank where seeds cannot separate them: each row's {by} mean "
+        f"gets a 95 % interval, mean ± {Z95} · s / √n over its n runs, where s is the larger "
+        f"of the row's own seed std and the table's pooled seed std of {by}, "
+        f"{spread:.2f} points (pooled over the {ranking.pooled_rows} rows with two or more "
+        f"seeds); a row's rank is 1 + the number of rows whose interval lies wholly above its "
+        f"own (Chatbot Arena's rule). A one-seed row's interval is ± {one:.2f} points, a "
+        f"three-seed row's at least ± {one / 3**0.5:.2f}. ✗: a failed verification, never "
+        "ranked."
+    )
+
+
+def trust_lines(t: Table) -> list[str]:
+    """The ranking rule and the verification legend, with this table's figures."""
+    states = [v.state for r in t.rows for v in r.verifications]
+    counts = ", ".join(
+        f"{states.count(s)} {s}"
+        for s in (VERIFIED, PARTIAL, "unverified", FAILED)
+        if states.count(s)
+    )
+    return [
+        _rank_text(t),
+        "",
+        "**Verified.** Whether each run's numbers were checked (`ardbench verify`): re-evaluated "
+        "= its published weights (sha256 checked) evaluated again under the record's own "
+        "protocol gave the same points in every deterministic column (AutoAttack within 0.5 % "
+        "of the points; columns not re-evaluated are named); re-trained = the config trained "
+        "again within 3 seed std of the row; partial = a check on fewer points or of a one-seed "
+        "row's re-training; unverified = no check on file (the run's own claim); failed = the "
+        f"check disagreed or the record changed after it. This table's runs: {counts}.",
+        "",
+    ]
