@@ -241,3 +241,43 @@ def test_a_later_evaluations_columns_are_checked_too(copy):
     filed.write_text(json.dumps(later))
     result = ardbench.verify(copy, threads=1, write=False)
     assert result["state"] == "failed" and result["reason"].startswith("cw does not match")
+
+
+def _unpublished_copy(run: Path, runs: Path, run_id: str, change=None) -> Path:
+    """The committed record of an earlier run of the same config whose weights were never
+    published (what ``--replaces`` is for)."""
+    from ardbench.results.records import write_record
+
+    record = json.loads((run / "record.json").read_text())
+    record["run_id"] = run_id
+    record["checkpoint"].pop("weights")
+    record["eval"]["accuracy"]["clean"] -= 2 / 64
+    if change:
+        change(record)
+    return write_record(runs / "old" / f"{run_id}.json", record)
+
+
+def test_a_re_run_replaces_a_record_without_weights(copy, tmp_path, capsys):
+    lb = tmp_path / "lb"
+    runs = lb / "runs"
+    old = _unpublished_copy(copy, runs, "natural-small_cnn-s0-old")
+    beside = old.parent / "natural-small_cnn-s0-old.verify.json"
+    beside.write_text('{"state": "failed"}')
+    argv = ["leaderboard", "--runs", str(runs), "--out", str(lb), "--add", str(copy)]
+    other = _unpublished_copy(
+        copy, runs, "natural-small_cnn-s0-other", lambda r: r["student"].update(arch="x")
+    )
+    assert main([*argv, "--replaces", str(other)]) != 0
+    assert "another experiment (student differ" in capsys.readouterr().err
+    other.unlink()
+    assert main([*argv, "--replaces", str(old)]) == 0
+    assert "re-run of natural-small_cnn-s0-old" in capsys.readouterr().out
+    assert not old.exists() and not beside.exists()
+    (result,) = runs.rglob("*.verify.json")
+    data = json.loads(result.read_text())
+    assert data["state"] == "verified" and data["replaces"]["run_id"] == "natural-small_cnn-s0-old"
+    assert data["replaces"]["delta_points"]["clean"] == 2
+    assert data["replaces"]["delta_points"]["pgd20"] == 0
+    assert data["weights"]["path"] == str(lb / "weights" / f"{copy.name}.safetensors")
+    table = next(p for p in lb.rglob("*.md") if p.name != "README.md").read_text()
+    assert "| re-run of natural-small_cnn-s0-old (made at " in table

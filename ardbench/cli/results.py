@@ -46,6 +46,15 @@ def add_leaderboard_parser(sub: Any) -> None:
         "left out, too slow on a CPU) and refused when a number, its weights or its data differ",
     )
     p.add_argument(
+        "--replaces",
+        nargs="+",
+        metavar="RECORD",
+        help="with --add: each added run is a re-run of this committed record (same method, "
+        "seed, protocol, data, teacher, student), made because its weights were never "
+        "published; the old record and what was filed beside it leave --runs, and the new "
+        "one's verification says how far the re-run landed from it",
+    )
+    p.add_argument(
         "--attach",
         nargs="+",
         metavar="EVAL_JSON",
@@ -84,6 +93,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if (args.add or args.attach) and args.check:
         raise ConfigError("--add/--attach and --check do not go together")
+    if args.replaces and not args.add:
+        raise ConfigError("--replaces goes with --add (the re-runs that replace the records)")
     if args.check or not args.add:
         require_records_dir(args.runs, "--runs", args.out)
     if not args.check:  # what a killed earlier call left half-written
@@ -98,8 +109,14 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
                 "they are marked unverified[/]",
                 soft_wrap=True,
             )
-        for dest, status, check in add_verified(args.add, args.runs, verify=not args.no_verify):
+        added = add_verified(
+            args.add, args.runs, verify=not args.no_verify, replaces=args.replaces or ()
+        )
+        for dest, status, check in added:
             console.print(f"{status} ({check['state']}): {dest}", highlight=False, soft_wrap=True)
+            if "replaces" in check:
+                line = check["replaces"]["summary"]
+                console.print(f"  {line}", highlight=False, soft_wrap=True)
     if args.attach:
         from ..results.later_eval import attach_later_evals
 

@@ -20,7 +20,7 @@ that); a run whose weights are missing or do not match its record is refused.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,21 +120,30 @@ def add_verified(
     columns: list[str] | None = None,
     n: int | None = None,
     data_dir: str | None = None,
+    replaces: Sequence[str | Path] = (),
 ) -> list[tuple[Path, str, dict[str, Any]]]:
     """``leaderboard --add`` with verification: every source is re-evaluated first (default:
     the deterministic columns it has, on all its points; AutoAttack is left out as too slow
     on a CPU) and nothing is added when one fails. Each added record gets its verification
     result beside it and its weights in ``<runs_dir>/../weights/``. ``verify=False`` adds
-    without re-evaluation and files ``state: unverified`` saying so."""
+    without re-evaluation and files ``state: unverified`` saying so. ``replaces`` pairs each
+    source with a committed record it re-runs (:mod:`.replace`)."""
     from .leaderboard import add_records
+    from .replace import check_replacement, remove_replaced, replacement_block
     from .verify import DETERMINISTIC, FAILED, verify_path, verify_result_path
 
     runs_dir = Path(runs_dir)
     paths = [Path(s) for s in sources]
+    if replaces and len(replaces) != len(paths):
+        raise ArdbenchError(
+            f"--replaces names {len(replaces)} record(s) for {len(paths)} added: give one each"
+        )
     checks = []
-    for src in paths:
+    olds: list[dict[str, Any] | None] = []
+    for i, src in enumerate(paths):
         path = src / RECORD_FILENAME if src.is_dir() else src
         rec = record_json(load_record(path))
+        olds.append(check_replacement(rec, Path(replaces[i]), runs_dir) if replaces else None)
         weights = find_weights(rec, path)  # missing or mismatched weights: refused either way
         if verify:
             own = [c for c in rec["eval"]["accuracy"] if c in DETERMINISTIC]
@@ -152,14 +161,30 @@ def add_verified(
             }
         checks.append((rec, weights, result))
     out = []
-    for (dest, status), (rec, weights, result) in zip(
-        add_records(sources, runs_dir), checks, strict=True
+    for i, ((dest, status), (rec, weights, result)) in enumerate(
+        zip(add_records(sources, runs_dir), checks, strict=True)
     ):
         # published weights are safetensors only (no pickle in the repository); a record
         # that names only its model.pt stays checkable where its run directory is
         target = runs_dir.parent / "weights" / f"{rec['run_id']}{weights.path.suffix}"
         if weights.path.suffix == ".safetensors" and not target.is_file():
             _copy(weights.path, target)
-        write_json_atomic(verify_result_path(dest, rec["run_id"]), {**result, "record": str(dest)})
+        result = {**result, "record": _portable(dest)}
+        if isinstance(result.get("weights"), dict) and target.is_file():
+            result["weights"] = {**result["weights"], "path": _portable(target)}
+        old = olds[i]
+        if old is not None:
+            result["replaces"] = replacement_block(rec, old)
+            remove_replaced(Path(replaces[i]), old["run_id"])
+        write_json_atomic(verify_result_path(dest, rec["run_id"]), result)
         out.append((dest, status, result))
     return out
+
+
+def _portable(path: Path) -> str:
+    """A path as a committed file may name it: relative to the working directory when inside
+    it (no machine's home folder in the repository)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)

@@ -284,6 +284,7 @@ def _row(
     """One row from its runs' frame rows (``key``: their :class:`RowKey`)."""
     g = g.sort_values("run_id", kind="mergesort")
     paper, source, meta = _row_paper(g)
+    found = tuple(verifications.get(rid, NONE) for rid in g["run_id"])
     return Row(
         method=key.method,
         recipe=key.recipe,
@@ -299,8 +300,9 @@ def _row(
         paper=paper,
         paper_source=source,
         paper_meta=meta,
-        notes=_row_notes(g, key.method, with_teacher),
-        verifications=tuple(verifications.get(rid, NONE) for rid in g["run_id"]),
+        notes=_row_notes(g, key.method, with_teacher)
+        + tuple(v.replaced for v in found if v.replaced),
+        verifications=found,
     )
 
 

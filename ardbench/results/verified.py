@@ -52,6 +52,7 @@ class Verification:
     note: str
     how: str = ""  # re-evaluated | re-trained | "" (none)
     columns: tuple[str, ...] = ()  # the columns it compared and found in agreement
+    replaced: str = ""  # the summary of the record this run re-ran (leaderboard --replaces)
 
     @property
     def ranks(self) -> bool:
@@ -94,7 +95,9 @@ def _judge(data: Mapping[str, Any], record: Mapping[str, Any], name: str) -> Ver
             )
         if row.get("agree", True) is not False:
             agreed.append(col)
-    return Verification(str(state), note, how, tuple(agreed))
+    block = data.get("replaces")
+    replaced = _text(block, "summary") if isinstance(block, dict) else ""
+    return Verification(str(state), note, how, tuple(agreed), replaced)
 
 
 def read_verification(path: Path, record: RecordLike | Mapping[str, Any]) -> Verification:

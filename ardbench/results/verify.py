@@ -325,9 +325,8 @@ def verify_path(
 ) -> tuple[Path, dict[str, Any]]:  # a record file or a run directory
     """Load the record at ``path`` (a record file or a run directory) and verify it. A record
     that does not load is a failure too (its reason is the loader's first line)."""
-    from .records import RECORD_FILENAME, load_record
-
     from .later_eval import later_eval_path, load_later_eval, merge_later_eval
+    from .records import RECORD_FILENAME, load_record
 
     p = Path(path)
     record_path = p / RECORD_FILENAME if p.is_dir() else p
