@@ -136,4 +136,7 @@ def test_columns_not_re_evaluated_are_named(tmp_path):
     (runs / "iad-s0.json").unlink()
     write_record(runs / "iad-s0.json", rec)
     (runs / "iad-s0.verify.json").write_text(json.dumps(result))
-    assert _row(_table(runs), "iad")[-2] == "✓ 1/1 re-evaluated (not AA)"
+    assert _row(_table(runs), "iad")[-2] == "✓ 1/1 re-evaluated; not re-evaluated: AA"
+    # a quick check (fewer points): partial, said so
+    (runs / "iad-s0.verify.json").write_text(json.dumps({**result, "state": "partial"}))
+    assert _row(_table(runs), "iad")[-2] == "◐ 1/1 re-evaluated (1 partial); not re-evaluated: AA"

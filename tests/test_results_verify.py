@@ -281,3 +281,38 @@ def test_a_re_run_replaces_a_record_without_weights(copy, tmp_path, capsys):
     assert data["weights"]["path"] == str(lb / "weights" / f"{copy.name}.safetensors")
     table = next(p for p in lb.rglob("*.md") if p.name != "README.md").read_text()
     assert "| re-run of natural-small_cnn-s0-old (made at " in table
+
+
+def test_verify_all_checks_what_a_change_adds_first_within_a_budget(tmp_path, capsys):
+    """CI's time-boxed check: records in the order git added them, newest (and untracked)
+    first, whatever date a record claims; records naming no published weights are listed
+    as unverified by --published-only, not failed."""
+    import subprocess
+
+    from ardbench.results.records import example_record, write_record
+
+    runs = tmp_path / "runs"
+
+    def add(run_id: str, weights: bool = True) -> None:
+        rec = example_record(run_id=run_id)
+        if weights:
+            rec["checkpoint"]["weights"] = {"format": "safetensors", "sha256": "0" * 64}
+        write_record(runs / f"{run_id}.json", rec)
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    for rid in ("z-oldest", "a-middle"):
+        add(rid)
+        git("add", "-A")
+        git("commit", "-qm", rid)
+    add("m-untracked")
+    add("b-no-weights", weights=False)
+    argv = ["verify", "--all", "--runs", str(runs), "--no-write", "--budget", "0"]
+    assert main([*argv, "--newest-first", "--published-only"]) == 0
+    out = capsys.readouterr().out
+    assert "unverified b-no-weights: no published weights" in out
+    assert "3 record(s) not checked: m-untracked, a-middle, z-oldest" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,25 @@ def add_verify_parser(sub: Any) -> None:
         "--all", action="store_true", help="every record under --runs (default leaderboard/runs)"
     )
     p.add_argument("--runs", default="leaderboard/runs", help="records for --all")
+    p.add_argument(
+        "--newest-first",
+        action="store_true",
+        help="--all in the order git added the records, newest first (records git does not "
+        "track yet before them): what a change adds is checked first",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop starting new checks after this many seconds and list the records not "
+        "reached (a time-boxed CI check)",
+    )
+    p.add_argument(
+        "--published-only",
+        action="store_true",
+        help="--all: skip records that name no published weights (listed as unverified, not "
+        "failed: e.g. a retired protocol's records)",
+    )
     p.add_argument("--columns", help="compare only these columns, e.g. clean,pgd20 (partial)")
     p.add_argument("--n", type=int, help="only the first N of the record's points (partial)")
     p.add_argument("--weights", help="the weights file to check (default: looked for)")
@@ -52,8 +72,46 @@ def _targets(args: argparse.Namespace) -> list[Path]:
     if args.all == bool(args.paths):
         raise ConfigError("give RECORD or RUN_DIR paths, or --all (not both)")
     if args.all:
-        return [path for path, _ in find_records(args.runs)]
+        found = list(find_records(args.runs))
+        if args.published_only:
+            skipped = [p for p, r in found if r.checkpoint.extra("weights") is None]
+            for path in skipped:
+                console.print(f"unverified {path.stem}: no published weights", highlight=False)
+            found = [(p, r) for p, r in found if p not in skipped]
+        paths = [path for path, _ in found]
+        return _git_newest_first(paths) if args.newest_first else paths
     return [Path(p) for p in args.paths]
+
+
+def _git_newest_first(paths: list[Path]) -> list[Path]:
+    """``paths`` ordered by the commit that added each (newest first; untracked ones first,
+    then by path): a record's commit order is the repository's, not a date it claims."""
+    import subprocess
+
+    if not paths:
+        return paths
+    root = paths[0].resolve().parent
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        log = subprocess.run(
+            ["git", "-C", top, "log", "--diff-filter=A", "--name-only", "--format="],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return paths  # not a git checkout: the path order
+    order: dict[Path, int] = {}
+    for i, name in enumerate(line for line in log if line.strip()):
+        order.setdefault((Path(top) / name).resolve(), i)
+    return sorted(paths, key=lambda p: (order.get(p.resolve(), -1), str(p)))
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -69,7 +127,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
     failed = 0
-    for target in _targets(args):
+    started = time.perf_counter()
+    targets = _targets(args)
+    for i, target in enumerate(targets):
+        if args.budget is not None and time.perf_counter() - started > args.budget:
+            rest = targets[i:]
+            console.print(
+                f"budget of {args.budget:g} s spent: {len(rest)} record(s) not checked: "
+                + ", ".join(p.stem for p in rest),
+                highlight=False,
+                soft_wrap=True,
+            )
+            break
         if args.retrain:
             result = _retrain(target, args)
         else:

@@ -31,25 +31,28 @@ def rank_cell(r: Row) -> str:
 
 
 def verified_cell(r: Row) -> str:
-    """e.g. "✓ 3/3 re-evaluated", "✓ 1/1 re-evaluated (not AA)", "✗ failed 1/3: reason",
-    "unverified"."""
+    """e.g. "✓ 3/3 re-evaluated", "◐ 1/1 re-evaluated (1 partial); not re-evaluated: AA",
+    "✗ failed 1/3: reason", "unverified"."""
     vs = r.verifications
     n = len(vs)
     failed = [v for v in vs if v.state == FAILED]
     if failed:
         return f"✗ failed {len(failed)}/{n}: {failed[0].note}"
-    ok = [v for v in vs if v.state == VERIFIED]
-    if ok and len(ok) == n:
-        hows = sorted({v.how or "re-evaluated" for v in ok})
-        text = f"✓ {n}/{n} " + " / ".join(hows)
-        unchecked = [c for c, s in r.stats.items() if s.n and c not in r.verified_columns()]
-        if unchecked and all(v.how == "re-evaluated" for v in ok):
-            text += " (not " + ", ".join(COLUMN_TITLES[c] for c in unchecked) + ")"
-        return text
-    partial = sum(v.state == PARTIAL for v in vs)
-    parts = [f"{len(ok)}/{n} verified"] if ok else []
-    parts += [f"{partial}/{n} partial"] if partial else []
-    return ", ".join(parts) + ("; rest unverified" if parts else "unverified")
+    done = [v for v in vs if v.state in (VERIFIED, PARTIAL)]
+    if not done:
+        return "unverified"
+    partial = sum(v.state == PARTIAL for v in done)
+    mark = "✓" if len(done) == n and not partial else "◐"
+    text = f"{mark} {len(done)}/{n} " + " / ".join(sorted({v.how or "re-evaluated" for v in done}))
+    if partial:
+        text += f" ({partial} partial)"
+    checked = set.intersection(*(set(v.columns) for v in done))
+    unchecked = [COLUMN_TITLES[c] for c, s in r.stats.items() if s.n and c not in checked]
+    if unchecked:
+        text += "; not re-evaluated: " + ", ".join(unchecked)
+    if len(done) < n:
+        text += f"; {n - len(done)} unverified"
+    return text
 
 
 def _rank_text(t: Table) -> str:
