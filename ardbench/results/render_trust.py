@@ -85,6 +85,13 @@ def trust_lines(t: Table) -> list[str]:
         for s in (VERIFIED, PARTIAL, "unverified", FAILED)
         if states.count(s)
     )
+    bare = sum(r.checkpoint.extra("weights") is None for r in t.records)
+    unpublished = (
+        f" {bare} of the {len(t.records)} runs publish no weights, so nobody can re-evaluate "
+        "them (their rows stay unverified unless re-trained: `ardbench verify --retrain`)."
+        if bare
+        else ""
+    )
     return [
         _rank_text(t),
         "",
@@ -94,6 +101,7 @@ def trust_lines(t: Table) -> list[str]:
         "of the points; columns not re-evaluated are named); re-trained = the config trained "
         "again within 3 seed std of the row; partial = a check on fewer points or of a one-seed "
         "row's re-training; unverified = no check on file (the run's own claim); failed = the "
-        f"check disagreed or the record changed after it. This table's runs: {counts}.",
+        f"check disagreed or the record changed after it. This table's runs: {counts}."
+        + unpublished,
         "",
     ]
