@@ -16,7 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .verify import FAILED, PARTIAL, VERIFIED, claim_digest, record_json, verify_result_path
+from .verify import (
+    FAILED,
+    PARTIAL,
+    VERIFIED,
+    claim_digest,
+    portable_path,
+    record_json,
+    verify_result_path,
+)
 
 __all__ = ["RETRAIN_Z", "retrain_record", "row_spread"]
 
@@ -125,7 +133,7 @@ def retrain_record(
     out = {
         "format": "ardbench-verify/1",
         "run_id": rec["run_id"],
-        "record": str(record_path),
+        "record": portable_path(record_path),
         "record_digest": claim_digest(rec),
         "state": state,
         "how": "re-trained",

@@ -130,7 +130,7 @@ def add_verified(
     source with a committed record it re-runs (:mod:`.replace`)."""
     from .leaderboard import add_records
     from .replace import check_replacement, remove_replaced, replacement_block
-    from .verify import DETERMINISTIC, FAILED, verify_path, verify_result_path
+    from .verify import DETERMINISTIC, FAILED, portable_path, verify_path, verify_result_path
 
     runs_dir = Path(runs_dir)
     paths = [Path(s) for s in sources]
@@ -169,9 +169,9 @@ def add_verified(
         target = runs_dir.parent / "weights" / f"{rec['run_id']}{weights.path.suffix}"
         if weights.path.suffix == ".safetensors" and not target.is_file():
             _copy(weights.path, target)
-        result = {**result, "record": _portable(dest)}
+        result = {**result, "record": portable_path(dest)}
         if isinstance(result.get("weights"), dict) and target.is_file():
-            result["weights"] = {**result["weights"], "path": _portable(target)}
+            result["weights"] = {**result["weights"], "path": portable_path(target)}
         old = olds[i]
         if old is not None:
             result["replaces"] = replacement_block(rec, old)
@@ -179,12 +179,3 @@ def add_verified(
         write_json_atomic(verify_result_path(dest, rec["run_id"]), result)
         out.append((dest, status, result))
     return out
-
-
-def _portable(path: Path) -> str:
-    """A path as a committed file may name it: relative to the working directory when inside
-    it (no machine's home folder in the repository)."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return str(path)

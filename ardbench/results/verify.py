@@ -50,6 +50,7 @@ __all__ = [
     "record_json",
     "claim_digest",
     "compare_columns",
+    "portable_path",
     "verify_path",
     "verify_record",
     "verify_result_path",
@@ -99,6 +100,15 @@ def claim_digest(record: Mapping[str, Any]) -> str:
     }
     blob = json.dumps(claim, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def portable_path(path: Path) -> str:
+    """A path as a committed result may name it: relative to the working directory when
+    inside it (no machine's folders in the repository), else as given."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def verify_result_path(record_path: Path, run_id: str) -> Path:
@@ -235,7 +245,7 @@ def verify_record(
     head = {
         "format": FORMAT,
         "run_id": rec["run_id"],
-        "record": str(record_path),
+        "record": portable_path(record_path),
         "record_digest": claim_digest(rec),
         "how": "re-evaluated",
         "verified_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -245,7 +255,7 @@ def verify_record(
     try:
         wanted, own, n_record, m = _plan(rec, columns, n)
         found: Weights = find_weights(rec, record_path, weights=weights, download=download)
-        head["weights"] = found.to_dict()
+        head["weights"] = {**found.to_dict(), "path": portable_path(found.path)}
         model = load_weights(rec, found)
         x, y = _points(rec, m, data_dir, download)
         result = _evaluate(rec, model, x, y, wanted)
