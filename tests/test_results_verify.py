@@ -316,3 +316,39 @@ def test_verify_all_checks_what_a_change_adds_first_within_a_budget(tmp_path, ca
     out = capsys.readouterr().out
     assert "unverified b-no-weights: no published weights" in out
     assert "3 record(s) not checked: m-untracked, a-middle, z-oldest" in out
+
+
+def test_published_weights_swapped_after_verification_fail_in_the_table(copy, run_dir, tmp_path):
+    """The tables hash the published weights again: a verified row whose weights file was
+    swapped afterwards shows failed, one whose file is gone shows unverified."""
+    from safetensors.torch import save_file
+
+    from ardbench.results.leaderboard import collect_records
+    from ardbench.results.render import render_leaderboard
+    from ardbench.results.verified import collect_verifications
+
+    lb = tmp_path / "lb"
+    argv = ["leaderboard", "--runs", str(lb / "runs"), "--out", str(lb), "--add", str(copy)]
+    assert main(argv) == 0
+
+    def cell() -> str:
+        records = collect_records(lb / "runs")
+        files = render_leaderboard(records, collect_verifications(lb / "runs", records))
+        text = next(t for name, t in files.items() if "__" in name)
+        row = next(x for x in text.splitlines() if x.startswith("| ") and "| natural |" in x)
+        return row.split(" | ")[-2]
+
+    assert cell() == "✓ 1/1 re-evaluated"
+    published = lb / "weights" / f"{copy.name}.safetensors"
+    torch.manual_seed(7)
+    save_file(build_arch("small_cnn", 10).state_dict(), str(published))
+    assert cell().startswith("✗ failed 1/1: weights do not match")
+    published.unlink()
+    for name in ("model.safetensors", "model.pt"):  # nor in the run directory
+        (copy / name).unlink()
+    original = run_dir / "model.pt"  # nor at the record's checkpoint path
+    original.rename(run_dir / "moved.pt")
+    try:
+        assert cell() == "unverified"
+    finally:
+        (run_dir / "moved.pt").rename(original)

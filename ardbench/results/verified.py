@@ -100,9 +100,29 @@ def _judge(data: Mapping[str, Any], record: Mapping[str, Any], name: str) -> Ver
     return Verification(str(state), note, how, tuple(agreed), replaced)
 
 
-def read_verification(path: Path, record: RecordLike | Mapping[str, Any]) -> Verification:
+def _weights_now(data: Mapping[str, Any], rec: Mapping[str, Any], record_path: Path) -> str:
+    """Why the weights on file are not the ones the result verified ("" when they are): a
+    result that checked a file must still find that file, unchanged, where verify looks."""
+    from .weights import WeightsError, find_weights
+
+    checked = data.get("weights")
+    sha = checked.get("sha256") if isinstance(checked, dict) else None
+    if not isinstance(sha, str):
+        return ""
+    try:  # the file must have the hash the record names (and the claim digest binds that)
+        find_weights(rec, record_path)
+    except WeightsError as exc:
+        return str(exc)
+    return ""
+
+
+def read_verification(
+    path: Path, record: RecordLike | Mapping[str, Any], record_path: Path | None = None
+) -> Verification:
     """The verification in ``path`` judged against ``record`` (merged with its later
-    evaluation, as the tables show it); :data:`NONE` when there is no file."""
+    evaluation, as the tables show it); :data:`NONE` when there is no file. With
+    ``record_path``, the weights it verified must still be on file (a swapped weights file
+    turns it ``failed``; weights not here leave it ``unverified``)."""
     rec = record_json(record)
     try:
         if path.stat().st_size > _MAX_BYTES:
@@ -114,7 +134,14 @@ def read_verification(path: Path, record: RecordLike | Mapping[str, Any]) -> Ver
         return Verification(UNVERIFIED, f"{path.name} is not readable JSON")
     if not isinstance(data, dict):
         return Verification(UNVERIFIED, f"{path.name} is not a JSON object")
-    return _judge(data, rec, path.name)
+    judged = _judge(data, rec, path.name)
+    if record_path is not None and judged.state in (VERIFIED, PARTIAL):
+        problem = _weights_now(data, rec, record_path)
+        if problem.startswith("weights missing"):
+            return Verification(UNVERIFIED, f"checked once, but {problem}", judged.how)
+        if problem:
+            return Verification(FAILED, problem, judged.how)
+    return judged
 
 
 def collect_verifications(
@@ -130,5 +157,5 @@ def collect_verifications(
     for path, found in find_records(root):
         rid = found.run_id
         if rid in by_id and rid not in out:
-            out[rid] = read_verification(verify_result_path(path, rid), by_id[rid])
+            out[rid] = read_verification(verify_result_path(path, rid), by_id[rid], path)
     return out

@@ -29,6 +29,7 @@ from ..results.schema import RecordModel
 from ..results.tables import Row, Table, build_tables
 from ..results.verified import (
     FAILED,
+    NONE,
     PARTIAL,
     UNVERIFIED,
     UNVERIFIED_NOTE,
@@ -96,7 +97,10 @@ def read_epoch_log(path: Path) -> tuple[list[dict[str, Any]], str]:
 def _read_verification(path: Path, record: Mapping[str, Any]) -> Verification:
     """The leaderboard's reading (:func:`ardbench.results.verified.read_verification`); the
     site shows a partial check as unverified, with its note."""
-    v = read_verification(path, record)
+    return _site_state(read_verification(path, record))
+
+
+def _site_state(v: Verification) -> Verification:
     return replace(v, state=UNVERIFIED) if v.state == PARTIAL else v
 
 
@@ -130,7 +134,8 @@ def load_site_data(runs_dir: str | Path, log_dirs: Sequence[str | Path] = ()) ->
     """Every record under ``runs_dir``, its tables, logs and verification results."""
     runs_dir = Path(runs_dir)
     records = collect_records(runs_dir)  # typed, validated once
-    tables = build_tables(records, collect_verifications(runs_dir, records))
+    verifications = collect_verifications(runs_dir, records)
+    tables = build_tables(records, verifications)
     ids = {r.run_id for r in records}
     files = _index_files(runs_dir, [Path(d) for d in log_dirs], ids)
     runs: dict[str, RunInfo] = {}
@@ -142,7 +147,10 @@ def load_site_data(runs_dir: str | Path, log_dirs: Sequence[str | Path] = ()) ->
             info.log_note = problem
         else:
             info.log_note = NO_LOG
-        if f"verify:{rid}" in files:
+        checked = verifications.get(rid, NONE)
+        if checked is not NONE:  # beside the record: the tables' own reading
+            info.verification = _site_state(checked)
+        elif f"verify:{rid}" in files:  # verify.json in a run's folder
             info.verification = _read_verification(files[f"verify:{rid}"], record)
         runs[rid] = info
     for t in tables:
