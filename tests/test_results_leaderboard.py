@@ -138,6 +138,7 @@ def test_two_methods_two_seeds_mean_and_std():
     assert "Not the official dataset" not in text
     assert text.endswith("\n") and "\r" not in text
     assert f"[{TABLE}]({TABLE})" in files["README.md"]
+    assert "| rslad 51.00 (AA); rank 1 shared by 2 rows |" in files["README.md"]
 
 
 def test_one_seed_shows_a_dash_and_sorts_by_pgd20_without_aa():

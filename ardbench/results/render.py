@@ -460,9 +460,11 @@ def render_index(tables: Sequence[Table]) -> str:
         top = t.rows[0]
         by = COLUMN_TITLES[t.sort_by]
         top_value = top.stats[t.sort_by].mean
+        shared = sum(r.rank == 1 for r in t.rows)
         top_cell = md_text(top.method) + (
             f" {100 * top_value:.2f} ({by})" if top_value is not None else ""
         )
+        top_cell += f"; rank 1 shared by {shared} rows" if shared > 1 else ""
         official = "" if all(r.track.official for r in t.records) else " (npz copy)"
         cells = [
             md_text(t.key.protocol.label) + (" (retired)" if _retired(t) else ""),
