@@ -207,7 +207,7 @@ def table_points(table: Table) -> pd.DataFrame:
     mean and std in percent (std NaN with one run), and the paper's clean / AA figures."""
     y_col = "aa" if table.sort_by == "aa" else "pgd20"
     rows = []
-    for i, r in enumerate(table.rows, 1):
+    for r in table.rows:  # rank: the shared rank of the table's # column
         clean, y = r.stats["clean"], r.stats[y_col]
 
         def pct(v: float | None) -> float:
@@ -215,7 +215,7 @@ def table_points(table: Table) -> pd.DataFrame:
 
         rows.append(
             {
-                "rank": i,
+                "rank": "✗" if r.failed else (str(r.rank) if r.rank is not None else "–"),
                 "method": r.method,
                 "recipe": r.recipe_cell,
                 "seeds": r.runs,
