@@ -73,7 +73,7 @@ def test_hostile_record_text_adds_no_row_column_or_html():
     head = next(i for i, line in enumerate(lines) if line.startswith("| # |"))
     rows = [line for line in lines[head:] if line.startswith("|")]
     assert len(rows) == 3  # header, delimiter, one run
-    assert all(len(_cells(r)) == 13 for r in rows)
+    assert all(len(_cells(r)) == 14 for r in rows)  # the 13 columns and Verified
     assert "<script>" not in text and "<b>" not in text
     assert "\\[x\\](http://e)" in text and not re.search(r"(?<!\\)\[x", text)  # no link
     assert not any(line.startswith("| 9 |") for line in lines)

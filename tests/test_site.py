@@ -87,7 +87,7 @@ def test_run_page_shows_the_record_curves_and_verification(inputs, tmp_path):
         assert "train.epochs" in text and "(registered: 200)" in text  # changes vs kd-cifar10
     table = next((tmp_path / "site" / "tables").glob("kd-cifar10*.html")).read_text()
     assert "1 of 2 runs verified" in table  # the row: one run verified, one not
-    committed = (tmp_path / "site" / "runs").glob("ard-small_cnn-s0-20261201-095241-d2b2.html")
+    committed = (tmp_path / "site" / "runs").glob("kd-small_cnn-s0-20261122-042211-dce4.html")
     assert "No epoch log on file" in next(committed).read_text()
 
 
