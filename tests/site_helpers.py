@@ -88,7 +88,9 @@ def site_inputs(folder: Path) -> Path:
         json.dumps({**result, "record_digest": claim_digest(record)})
     )
     source = next(
-        p for p in sorted(COMMITTED.rglob("rslad-small_cnn-s0-*.json")) if ".eval" not in p.name
+        p
+        for p in sorted(COMMITTED.rglob("rslad-small_cnn-s0-*.json"))
+        if p.name.count(".") == 1  # not .eval.json / .verify.json
     )
     (runs / "hostile.json").write_bytes(record_bytes(hostile_record(source)))
     return runs
