@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import json
 
+import pytest
+
 from ardbench.results.leaderboard import collect_records
 from ardbench.results.records import example_record, write_record
 from ardbench.results.render import render_leaderboard
@@ -140,3 +142,22 @@ def test_columns_not_re_evaluated_are_named(tmp_path):
     # a quick check (fewer points): partial, said so
     (runs / "iad-s0.verify.json").write_text(json.dumps({**result, "state": "partial"}))
     assert _row(_table(runs), "iad")[-2] == "◐ 1/1 re-evaluated (1 partial); not re-evaluated: AA"
+
+
+def test_retrain_judges_by_the_larger_of_the_rows_and_the_pooled_seed_std(tmp_path):
+    """Three seeds that agree by chance do not make a re-run's distance look larger."""
+    from ardbench.results.retrain import row_spread
+
+    runs = tmp_path / "runs"
+    recs = [
+        _record("ard-s0", 0, {"clean": 0.500}),
+        _record("ard-s1", 1, {"clean": 0.501}),
+        _record("kd-s0", 0, {"clean": 0.40}),
+        _record("kd-s1", 1, {"clean": 0.42}),
+    ]
+    for r in recs:
+        write_record(runs / f"{r['run_id']}.json", r)
+    own, seeds, pooled = row_spread(recs[0], runs)
+    assert seeds == 2
+    assert own["clean"] == pytest.approx(0.001 / 2**0.5)
+    assert pooled["clean"] == pytest.approx(((0.001**2 + 0.02**2) / 2 / 2) ** 0.5)
