@@ -281,6 +281,10 @@ def test_a_re_run_replaces_a_record_without_weights(copy, tmp_path, capsys):
     assert data["weights"]["path"] == str(lb / "weights" / f"{copy.name}.safetensors")
     table = next(p for p in lb.rglob("*.md") if p.name != "README.md").read_text()
     assert "| re-run of natural-small_cnn-s0-old (made at " in table
+    # checked again later: the result is rewritten, what it replaced stays said
+    record = next(p for p in runs.rglob("*.json") if p != result)
+    assert main(["verify", str(record), "--threads", "1"]) == 0
+    assert json.loads(result.read_text())["replaces"] == data["replaces"]
 
 
 def test_verify_all_checks_what_a_change_adds_first_within_a_budget(tmp_path, capsys):

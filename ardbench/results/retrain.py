@@ -26,7 +26,7 @@ from .verify import (
     claim_digest,
     portable_path,
     record_json,
-    verify_result_path,
+    write_result,
 )
 
 __all__ = ["RETRAIN_Z", "retrain_record", "row_spread"]
@@ -108,7 +108,6 @@ def retrain_record(
     """Re-train ``record``'s config into ``runs_dir`` and judge the new run against the row
     (records under ``rows_dir``, default the record's folder)."""
     from .. import api
-    from ..io import write_json_atomic
     from ..protocols import RunConfig
 
     rec = record_json(record)
@@ -175,5 +174,5 @@ def retrain_record(
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     if write:
-        write_json_atomic(verify_result_path(record_path, rec["run_id"]), out)
+        write_result(record_path, rec["run_id"], out)
     return out

@@ -54,6 +54,7 @@ __all__ = [
     "verify_path",
     "verify_record",
     "verify_result_path",
+    "write_result",
 ]
 
 VERIFIED, FAILED, PARTIAL = "verified", "failed", "partial"
@@ -113,6 +114,21 @@ def portable_path(path: Path) -> str:
 
 def verify_result_path(record_path: Path, run_id: str) -> Path:
     return record_path.parent / f"{run_id}.verify.json"
+
+
+def write_result(record_path: Path, run_id: str, result: Mapping[str, Any]) -> Path:
+    """Write ``result`` beside the record (atomically), keeping the ``replaces`` block of the
+    result it replaces: which record this run re-ran stays said however often it is checked."""
+    path = verify_result_path(record_path, run_id)
+    out = dict(result)
+    try:
+        before = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        before = {}
+    if isinstance(before, dict) and before.get("run_id") == run_id and "replaces" in before:
+        out.setdefault("replaces", before["replaces"])
+    write_json_atomic(path, out)
+    return path
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -267,7 +283,7 @@ def verify_record(
         body = _judge(rec, result, wanted, own, n_record, m)
     out = {**head, **body, "wall_time_s": round(time.perf_counter() - started, 2)}
     if write:
-        write_json_atomic(verify_result_path(record_path, rec["run_id"]), out)
+        write_result(record_path, rec["run_id"], out)
     return out
 
 
