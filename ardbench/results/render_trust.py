@@ -99,8 +99,8 @@ def trust_lines(t: Table) -> list[str]:
         "= its published weights (sha256 checked) evaluated again under the record's own "
         "protocol gave the same points in every deterministic column (AutoAttack within 0.5 % "
         "of the points; columns not re-evaluated are named); re-trained = the config trained "
-        "again within 3 seed std of the row; partial = a check on fewer points or of a one-seed "
-        "row's re-training; unverified = no check on file (the run's own claim); failed = the "
+        "again within 3 seed std of the row (the larger of its own and the pooled); partial = a "
+        "check on fewer points or columns, or of a one-seed row's re-training; unverified = no check on file (the run's own claim); failed = the "
         f"check disagreed or the record changed after it. This table's runs: {counts}."
         + unpublished,
         "",
