@@ -16,13 +16,13 @@ e.g. ``leaderboard --add --no-verify``), ``failed``.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..io import read_json_bounded
 from .records import RecordLike, find_records
 from .verify import FAILED, PARTIAL, VERIFIED, claim_digest, record_json, verify_result_path
 
@@ -124,13 +124,11 @@ def read_verification(
     ``record_path``, the weights it verified must still be on file (a swapped weights file
     turns it ``failed``; weights not here leave it ``unverified``)."""
     rec = record_json(record)
-    try:
-        if path.stat().st_size > _MAX_BYTES:
-            return Verification(UNVERIFIED, f"{path.name} is too large to be a verification")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         return NONE
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+    try:  # a result is a few KB: the project's bounded reader (size, depth, UTF-8)
+        data = read_json_bounded(path, limit=_MAX_BYTES)
+    except (OSError, ValueError):
         return Verification(UNVERIFIED, f"{path.name} is not readable JSON")
     if not isinstance(data, dict):
         return Verification(UNVERIFIED, f"{path.name} is not a JSON object")

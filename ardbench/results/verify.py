@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArdbenchError, first_line
-from ..io import write_json_atomic
+from ..io import read_json_bounded, write_json_atomic
 from .weights import Weights, WeightsError, find_weights, load_weights
 
 __all__ = [
@@ -122,8 +122,8 @@ def write_result(record_path: Path, run_id: str, result: Mapping[str, Any]) -> P
     path = verify_result_path(record_path, run_id)
     out = dict(result)
     try:
-        before = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        before = read_json_bounded(path) if path.is_file() else {}
+    except (OSError, ValueError):
         before = {}
     if isinstance(before, dict) and before.get("run_id") == run_id and "replaces" in before:
         out.setdefault("replaces", before["replaces"])
